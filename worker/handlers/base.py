@@ -1,0 +1,57 @@
+"""The seam between handlers (WSGI, static files) and the transport.
+
+A handler is ``Callable[[Exchange], None]`` run on a pool thread. It sees the parsed request, a body stream
+and response methods; never a socket. ``worker.connection`` provides the real Exchange; tests provide a fake
+that records what was sent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import BinaryIO, Protocol
+
+from worker.http.events import Request
+
+
+class BodyReader(Protocol):
+    """The request body as a file object bounded to the message (chunked framing already removed).
+
+    The first read sends ``100 Continue`` when the client asked for it (RFC 9110 §10.1.1).
+    Raises ``worker.http.errors.RemoteProtocolError`` (status 400/413/408) on a broken or slow body.
+    """
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def readline(self, size: int = -1, /) -> bytes: ...
+    def readlines(self, hint: int = -1, /) -> list[bytes]: ...
+    def __iter__(self): ...
+
+
+class Exchange(Protocol):
+    """One request/response cycle as seen by a handler (called only from the pool thread running it)."""
+
+    request: Request
+    body: BodyReader
+    remote_addr: tuple[str, int]  # (host, port); ("", 0) for unix sockets
+    server_addr: tuple[str, int]
+    url_scheme: str  # "http" or "https"
+    can_sendfile: bool  # False under TLS: use write() instead
+    headers_sent: bool  # True once the status line has gone to the client
+
+    def start_response(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        """Set the response head. Raises LocalProtocolError on CR/LF/NUL in names or values.
+        The head is sent with the first write()/sendfile()/finish() (so a 0-byte first write sends it)."""
+
+    def write(self, data: bytes) -> None:
+        """Send body bytes (framed by the core: chunked on 1.1 when no Content-Length; dropped for HEAD)."""
+
+    def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        """Send ``count`` bytes of ``file`` from ``offset`` (os.sendfile when possible, else reads+write)."""
+
+    def finish(self) -> None:
+        """End the response (terminating chunk if chunked)."""
+
+    def abort(self) -> None:
+        """Something went wrong after the head was sent: close the connection without finishing."""
+
+
+Handler = Callable[[Exchange], None]
