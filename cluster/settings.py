@@ -1,0 +1,215 @@
+"""The settings table: one ``Setting`` per configuration value, in the order of ``Config``'s fields.
+
+This table is the single source for the command line, the environment (``WEBCLUSTER_<NAME>``), the TOML
+file (keys = setting names), the ``Config`` defaults and the README settings table. To add a setting,
+add a row here and a field with the same name to ``cluster.config.Config``; ``tests/test_config.py``
+checks that the two agree and that the README table is regenerated.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from cluster import parsers as p
+
+SECTIONS = ("server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin")
+ENV_PREFIX = "WEBCLUSTER_"
+
+
+@dataclass(frozen=True, slots=True)
+class Setting:
+    """One configuration value and everything needed to read, check and document it."""
+
+    name: str  # Config attribute, TOML key, and (upper-cased) env var suffix
+    type: str  # the Config annotation, e.g. "tuple[str, ...]" (checked by a test)
+    default: Any  # the value, or a zero-argument callable computing it (e.g. the CPU count)
+    parse: p.Parser  # raw str (CLI/env) or TOML value -> typed value; raises InvalidValue
+    section: str
+    flags: tuple[str, ...]
+    metavar: str | None
+    help: str
+    validate: p.Validator | None = None
+    repeatable: bool = False  # CLI flag may be given several times (values accumulate)
+    switch: bool = False  # boolean flag with a --no-<name> negation instead of a value
+    in_file: bool = True  # may be set in the TOML file (False for `config` itself)
+    default_doc: str | None = None  # how to show a callable or None default in --help and README
+
+    @property
+    def env(self) -> str:
+        """The environment variable, e.g. ``WEBCLUSTER_THREADS``."""
+        return ENV_PREFIX + self.name.upper()
+
+    def default_value(self) -> Any:
+        """The default, computing it now when it is a callable."""
+        return self.default() if callable(self.default) else self.default
+
+    def convert(self, raw: object) -> Any:
+        """Parse and validate one raw value; raises ``parsers.InvalidValue``."""
+        value = self.parse(raw)
+        if self.validate is not None:
+            self.validate(value)
+        return value
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+_OPT = "str | None"
+_SECONDS = "SECONDS"
+_N = "N"
+_BYTES = "BYTES"
+
+
+def _s(
+    name: str, type_: str, default: Any, parse: p.Parser, section: str, flag: str, **kw: Any
+) -> Setting:
+    """Shorthand: ``flag`` is "--long" or "--long/-x" (extra short alias)."""
+    flags = tuple(reversed(flag.split("/")))  # short alias first, as argparse users expect
+    return Setting(name, type_, default, parse, section, flags, **kw)
+
+
+# fmt: off
+SETTINGS: tuple[Setting, ...] = (
+    _s("bind", "tuple[str, ...]", ("127.0.0.1:8080",), p.parse_bind, "server", "--bind/-b",
+       metavar="ADDR", repeatable=True,
+       help="Address to listen on: HOST:PORT, [IPv6]:PORT, unix:/path or fd://N. Repeat the flag "
+       "(comma list in the environment) to listen on several."),
+    _s("procs", "int", _cpu_count, p.parse_int, "workers", "--procs/-w", metavar=_N,
+       validate=p.at_least(1), default_doc="number of CPUs",
+       help="Number of worker processes (slots)."),
+    _s("threads", "int", 32, p.parse_int, "workers", "--threads/-t", metavar=_N,
+       validate=p.at_least(1), help="Application threads per worker process."),
+    _s("app", _OPT, None, p.parse_app, "server", "--app", metavar="MODULE:CALLABLE",
+       default_doc="none: serve static files",
+       help="WSGI application to serve, e.g. myproject.wsgi:application."),
+    _s("root", _OPT, None, p.optional_dir, "server", "--root", metavar="DIR",
+       default_doc="bundled welcome page",
+       help="Directory of static files served when there is no --app."),
+    _s("static", "tuple[tuple[str, str], ...]", (), p.parse_static, "server", "--static",
+       metavar="/PREFIX=DIR", repeatable=True,
+       help="Serve DIR under URL /PREFIX beside the app (repeatable; DIR must exist)."),
+    _s("root_path", "str", "", p.parse_root_path, "server", "--root-path", metavar="PATH",
+       help="URL prefix the app is mounted under (WSGI SCRIPT_NAME), e.g. /app."),
+    _s("chdir", _OPT, None, p.optional_dir, "server", "--chdir", metavar="DIR",
+       help="Change to DIR (and add it to sys.path) in each worker before importing the app."),
+    _s("keepalive", "float", 5.0, p.parse_duration, "timeouts", "--keepalive", metavar=_SECONDS,
+       validate=p.at_least(0, "0 disables keep-alive"),
+       help="How long an idle keep-alive connection is kept open; 0 disables keep-alive."),
+    _s("keepalive_requests", "int", 1000, p.parse_int, "HTTP limits", "--keepalive-requests",
+       metavar=_N, validate=p.at_least(1),
+       help="Requests served on one connection before it is closed (nginx's default)."),
+    _s("header_timeout", "float", 10.0, p.parse_duration, "timeouts", "--header-timeout",
+       metavar=_SECONDS, validate=p.above_zero,
+       help="The whole request head must arrive within this time, or 408."),
+    _s("body_timeout", "float", 30.0, p.parse_duration, "timeouts", "--body-timeout",
+       metavar=_SECONDS, validate=p.above_zero,
+       help="Longest wait for the next bytes of a request body, or 408."),
+    _s("body_min_rate", "int", 0, p.parse_size, "timeouts", "--body-min-rate",
+       metavar="BYTES_PER_S", validate=p.at_least(0),
+       help="Minimum average upload rate of a request body, or 408; 0 = off."),
+    _s("send_timeout", "float", 30.0, p.parse_duration, "timeouts", "--send-timeout",
+       metavar=_SECONDS, validate=p.above_zero,
+       help="Longest wait for a client to accept more response bytes before closing."),
+    _s("max_connections", "int", 10000, p.parse_int, "workers", "--max-connections", metavar=_N,
+       validate=p.at_least(1),
+       help="Open connections per worker; above it the worker stops accepting."),
+    _s("backlog", "int", 2048, p.parse_int, "server", "--backlog", metavar=_N,
+       validate=p.at_least(1), help="Listen backlog of each listening socket."),
+    _s("max_body", "int", 1 << 30, p.parse_size, "HTTP limits", "--max-body", metavar=_BYTES,
+       validate=p.at_least(0, "0 = unlimited"),
+       help="Largest request body, or 413; 0 = unlimited."),
+    _s("limit_request_line", "int", 8192, p.parse_size, "HTTP limits", "--limit-request-line",
+       metavar=_BYTES, validate=p.at_least(1), help="Longest request line, or 414."),
+    _s("limit_request_fields", "int", 100, p.parse_int, "HTTP limits", "--limit-request-fields",
+       metavar=_N, validate=p.at_least(1), help="Most header fields in a request, or 431."),
+    _s("limit_request_field_size", "int", 8192, p.parse_size, "HTTP limits",
+       "--limit-request-field-size", metavar=_BYTES, validate=p.at_least(1),
+       help="Longest header field line, or 431."),
+    _s("limit_request_head", "int", 65536, p.parse_size, "HTTP limits", "--limit-request-head",
+       metavar=_BYTES, validate=p.at_least(1),
+       help="Largest request head (request line + all fields), or 431."),
+    _s("access_log", _OPT, None, p.optional_output, "logging", "--access-log", metavar="FILE",
+       default_doc="off", help="Access log in Apache combined format; - = stdout."),
+    _s("error_log", "str", "-", p.log_output, "logging", "--error-log", metavar="FILE",
+       help="Error log file; - = stderr."),
+    _s("log_level", "str", "info", p.parse_choice("debug", "info", "warning", "error", "critical"),
+       "logging", "--log-level", metavar="LEVEL",
+       help="Lowest level written to the error log: debug, info, warning, error or critical."),
+    _s("server_header", "str", "webcluster", p.parse_header_text, "server", "--server-header",
+       metavar="TEXT", help='Value of the Server response header; "" omits the header.'),
+    _s("graceful_timeout", "float", 30.0, p.parse_duration, "timeouts", "--graceful-timeout",
+       metavar=_SECONDS, validate=p.at_least(0),
+       help="On stop or reload, time workers get to finish in-flight requests before SIGKILL."),
+    _s("timeout", "float", 30.0, p.parse_duration, "timeouts", "--timeout", metavar=_SECONDS,
+       validate=p.above_zero,
+       help="A worker silent (no heartbeat) this long is killed and replaced."),
+    _s("max_requests", "int", 0, p.parse_int, "workers", "--max-requests", metavar=_N,
+       validate=p.at_least(0, "0 = off"),
+       help="Recycle a worker after this many requests; 0 = off."),
+    _s("max_requests_jitter", "int", 0, p.parse_int, "workers", "--max-requests-jitter",
+       metavar=_N, validate=p.at_least(0),
+       help="Add a random 0..N to --max-requests per worker so they do not recycle together."),
+    _s("max_worker_memory", "int", 0, p.parse_int, "workers", "--max-worker-memory",
+       metavar="MIB", validate=p.at_least(0, "0 = off"),
+       help="Recycle a worker whose RSS exceeds this many MiB; 0 = off."),
+    _s("reuse_port", "bool", True, p.parse_bool, "server", "--reuse-port", metavar=None,
+       switch=True,
+       help="One SO_REUSEPORT listening socket per worker slot (--no-reuse-port: one shared socket)."),
+    _s("admin", "str", "127.0.0.1:9180", p.parse_admin, "admin", "--admin", metavar="ADDR",
+       help="Address of the admin endpoint (/metrics, /stats, /healthz, dashboard), or off."),
+    _s("config", _OPT, None, p.optional_file, "server", "--config", metavar="FILE",
+       in_file=False, help="TOML file of settings (keys = setting names); CLI and env override it."),
+    _s("pid", _OPT, None, p.optional_output, "server", "--pid", metavar="FILE",
+       help="Write the supervisor's pid to FILE."),
+    _s("user", _OPT, None, p.parse_user, "security", "--user", metavar="NAME/UID",
+       help="Switch to this user after binding (supervisor started as root)."),
+    _s("group", _OPT, None, p.parse_group, "security", "--group", metavar="NAME/GID",
+       help="Switch to this group after binding."),
+    _s("umask", "int | None", None, p.parse_umask, "security", "--umask", metavar="OCTAL",
+       default_doc="unchanged", help="File mode creation mask, in octal (e.g. 027)."),
+    _s("certfile", _OPT, None, p.optional_file, "TLS", "--certfile", metavar="FILE",
+       help="PEM certificate chain; serving TLS needs it and --keyfile."),
+    _s("keyfile", _OPT, None, p.optional_file, "TLS", "--keyfile", metavar="FILE",
+       help="PEM private key for --certfile."),
+    _s("ca_certs", _OPT, None, p.optional_file, "TLS", "--ca-certs", metavar="FILE",
+       help="PEM CA bundle used to verify client certificates."),
+    _s("cert_reqs", "str", "none", p.parse_choice("none", "optional", "required"), "TLS",
+       "--cert-reqs", metavar="MODE",
+       help="Client certificate verification: none, optional or required (these two need --ca-certs)."),
+    _s("forwarded_allow_ips", "tuple[str, ...]", ("127.0.0.1", "::1"), p.parse_ip_list,
+       "security", "--forwarded-allow-ips", metavar="LIST",
+       help="Comma list of proxy IPs/networks whose X-Forwarded-*/Forwarded headers are trusted; "
+       "* = all, empty = none."),
+)
+# fmt: on
+
+BY_NAME: dict[str, Setting] = {s.name: s for s in SETTINGS}
+
+
+def describe_default(setting: Setting) -> str:
+    """The default as shown to people: a TOML literal, or the setting's own description."""
+    if setting.default_doc is not None:
+        return setting.default_doc
+    return toml_literal(setting.default)
+
+
+def toml_literal(value: object) -> str:
+    """``value`` written as TOML (only the types settings use)."""
+    if value is None:
+        return "unset"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(toml_literal(v) for v in value) + "]"
+    return repr(value)
+
+
+def default_fn(name: str) -> Callable[[], Any]:
+    """A zero-argument callable giving the default of ``name`` (for dataclass default_factory)."""
+    return BY_NAME[name].default_value
