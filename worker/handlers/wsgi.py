@@ -1,0 +1,370 @@
+"""WSGI (PEP 3333) on top of an ``Exchange``: environ, ``start_response``, ``write()``, iteration, ``close()``.
+
+Everything here runs on the pool thread that owns the exchange; a ``WSGIHandler`` holds only immutable
+configuration and is shared by all threads.
+
+Error policy (DESIGN §4, STYLE "Absorb" 3):
+- app exception (or invalid status/headers, or CR/LF refused by the core) before the head is sent: log with
+  traceback to ``webcluster.error`` and answer a bare 500; after: ``exchange.abort()`` (close, no finish).
+- the client went away (``OSError`` from the exchange, e.g. EPIPE, ECONNRESET, send timeout): abort quietly.
+- ``RemoteProtocolError`` from ``wsgi.input`` (broken/oversized/slow body) that the app did not handle: if
+  nothing was sent it is re-raised so the connection turns it into the 400/413/408 in its one error path;
+  otherwise abort.
+- the app iterable's ``close()`` is called in every case, after the response is finished.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import stat
+import sys
+from collections.abc import Callable, Iterable
+from typing import Any, BinaryIO, TextIO
+from urllib.parse import unquote_to_bytes
+
+from worker.handlers.base import Exchange
+from worker.handlers.forwarded import ForwardedPolicy
+from worker.handlers.target import split_target
+from worker.http.errors import RemoteProtocolError
+
+log = logging.getLogger("webcluster.error")
+
+WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
+
+# PEP 3333: status is "NNN reason". CR/LF in the reason is left to the core, which refuses it with
+# LocalProtocolError (one place decides what may go on the wire); we answer 500 either way.
+_STATUS = re.compile(r"([1-9][0-9][0-9]) (.*)", re.DOTALL)
+# Framing belongs to the server (RFC 9112 §6.1): an app-supplied Transfer-Encoding would double-chunk.
+_DROPPED_RESPONSE_HEADERS = frozenset({"transfer-encoding"})
+_BLOCK_SIZE = 65536
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+class FileWrapper:
+    """``wsgi.file_wrapper``: lets the server ``sendfile()`` a real file (PEP 3333, "Optional
+    Platform-Specific File Handling"); otherwise it iterates ``blksize`` blocks."""
+
+    def __init__(self, filelike: BinaryIO, blksize: int = _BLOCK_SIZE) -> None:
+        self.filelike = filelike
+        self.blksize = blksize
+
+    def __iter__(self):
+        while block := self.filelike.read(self.blksize):
+            yield block
+
+    def close(self) -> None:
+        close = getattr(self.filelike, "close", None)
+        if close is not None:
+            close()
+
+
+class ClientGone(Exception):
+    """The exchange failed to send (the client disconnected or stopped reading)."""
+
+
+class _Response:
+    """``start_response``/``write`` state of one request; the head reaches the exchange lazily."""
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.status: tuple[int, str] | None = None
+        self.headers: list[tuple[str, str]] = []
+        self.content_length: int | None = None  # as given by the app
+        self.length_hint: int | None = None  # body size we know ourselves (one-item list, sendfile)
+        self.head_sent = False  # exchange.start_response() accepted our head
+
+    def start_response(
+        self, status: str, headers: list[tuple[str, str]], exc_info: Any = None
+    ) -> Callable[[bytes], None]:
+        """PEP 3333 ``start_response``; returns the ``write()`` callable."""
+        if exc_info is not None:
+            try:
+                if self.head_sent or self.exchange.headers_sent:
+                    raise exc_info[1].with_traceback(exc_info[2])
+            finally:
+                exc_info = None  # break the frame <-> traceback cycle (PEP 3333)
+        elif self.status is not None:
+            raise AssertionError("start_response() called twice without exc_info")
+        self.status = _check_status(status)
+        self.headers, self.content_length = _check_headers(headers)
+        return self.write
+
+    def write(self, data: bytes) -> None:
+        """The ``write()`` callable, also used for each chunk of the app iterable. Empty chunks are skipped
+        so they do not commit the head (PEP 3333: a server must not send headers before a non-empty chunk)."""
+        if not isinstance(data, (bytes, bytearray)):
+            raise TypeError(f"WSGI body chunks must be bytes, not {type(data).__name__}")
+        if self.status is None:
+            raise AssertionError("write() or body returned before start_response()")
+        if data:
+            self.send_head()
+            _send(self.exchange.write, data)
+
+    def send_head(self) -> None:
+        """Hand the head to the exchange (it reaches the wire with the next write/sendfile/finish)."""
+        if self.head_sent:
+            return
+        if self.status is None:
+            raise AssertionError("the application returned without calling start_response()")
+        code, reason = self.status
+        headers = self.headers
+        if self.content_length is None and self.length_hint is not None and _may_have_length(code):
+            headers = [*headers, ("Content-Length", str(self.length_hint))]
+        self.exchange.start_response(code, reason, headers)  # LocalProtocolError on CR/LF
+        self.head_sent = True
+
+    def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        self.send_head()
+        _send(self.exchange.sendfile, file, offset, count)
+
+    def finish(self) -> None:
+        self.send_head()
+        _send(self.exchange.finish)
+
+
+def _send(method: Callable[..., None], *args: Any) -> None:
+    """Call an exchange output method, turning transport failures into ``ClientGone``."""
+    try:
+        method(*args)
+    except OSError as exc:
+        raise ClientGone(str(exc)) from exc
+
+
+def _may_have_length(code: int) -> bool:
+    # RFC 9110 §8.6: no Content-Length in 1xx or 204; a 304's would describe the selected representation
+    return code >= 200 and code not in (204, 304)
+
+
+def _check_status(status: str) -> tuple[int, str]:
+    if type(status) is not str:
+        raise TypeError(f"status must be str, not {type(status).__name__}")
+    match = _STATUS.fullmatch(status)
+    if match is None:
+        raise ValueError(f"status must look like '200 OK', got {status!r}")
+    return int(match.group(1)), match.group(2)
+
+
+def _check_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int | None]:
+    """Validate the app's headers (PEP 3333: a list of (str, str)); returns them and the Content-Length."""
+    if not isinstance(headers, (list, tuple)):
+        raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
+    checked: list[tuple[str, str]] = []
+    length = None
+    for item in headers:
+        if type(item) is not tuple or len(item) != 2:
+            raise TypeError(f"each response header must be a (name, value) tuple, got {item!r}")
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise TypeError(f"response header names and values must be str, got {item!r}")
+        lname = name.lower()
+        if lname in _DROPPED_RESPONSE_HEADERS:
+            continue
+        if lname == "content-length":
+            if not value.strip().isdigit() or not value.strip().isascii():
+                raise ValueError(f"invalid Content-Length {value!r}")
+            length = int(value)
+        checked.append((name, value))
+    return checked, length
+
+
+def _split_host(host: str) -> tuple[str, str]:
+    """``"[::1]:80"`` -> ``("::1", "80")``; ``"example.com"`` -> ``("example.com", "")``."""
+    if host.startswith("["):
+        name, _, rest = host[1:].partition("]")
+        return name, rest[1:] if rest.startswith(":") else ""
+    name, _, port = host.partition(":")
+    return name, port
+
+
+def _header_environ(headers: list[tuple[str, str]]) -> dict[str, str]:
+    """``HTTP_*`` keys (plus ``CONTENT_TYPE``) from the request headers.
+
+    A name containing ``_`` is dropped: ``X_Forwarded_For`` and ``X-Forwarded-For`` would both become
+    ``HTTP_X_FORWARDED_FOR``, letting a client spoof what a proxy set (nginx ``underscores_in_headers off``,
+    gunicorn ``header_map=drop``). Repeated fields are joined with ``","`` (RFC 9110 §5.3), except Cookie,
+    joined with ``"; "`` as RFC 6265 §5.4 serializes it.
+    """
+    environ: dict[str, str] = {}
+    for name, value in headers:
+        if "_" in name or name == "content-length":  # CONTENT_LENGTH comes from the core's framing
+            continue
+        if name == "content-type":
+            environ.setdefault("CONTENT_TYPE", value)
+            continue
+        key = "HTTP_" + name.upper().replace("-", "_")
+        if key in environ:
+            environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
+        else:
+            environ[key] = value
+    return environ
+
+
+class WSGIHandler:
+    """Run a WSGI application for each exchange (a ``Handler``).
+
+    ``root_path`` is the mount point (``SCRIPT_NAME``, ``--root-path``); ``server_name`` is the
+    ``SERVER_NAME`` used when a request has no Host; ``errors_stream`` is ``wsgi.errors`` (default: the
+    current ``sys.stderr``); ``forwarded`` decides whether proxy headers set ``REMOTE_ADDR`` and the scheme.
+    """
+
+    def __init__(
+        self,
+        app: WSGIApp,
+        *,
+        root_path: str = "",
+        multiprocess: bool = False,
+        server_name: str | None = None,
+        errors_stream: TextIO | None = None,
+        forwarded: ForwardedPolicy | None = None,
+    ) -> None:
+        self.app = app
+        self.root_path = root_path.rstrip("/")
+        self.multiprocess = multiprocess
+        self.server_name = server_name
+        self.errors_stream = errors_stream
+        self.forwarded = forwarded
+
+    def __call__(self, exchange: Exchange) -> None:
+        response = _Response(exchange)
+        result: Iterable[bytes] | None = None
+        try:
+            result = self.app(self.environ(exchange), response.start_response)
+            self._send_result(response, result)
+            response.finish()
+        except ClientGone as exc:
+            log.debug("client went away during %s: %s", exchange.request.target, exc)
+            exchange.abort()
+        except RemoteProtocolError:
+            if exchange.headers_sent:
+                exchange.abort()
+            else:
+                raise  # the connection answers 400/413/408 and closes
+        except Exception:
+            log.exception(
+                "Error handling request %s %s", exchange.request.method, exchange.request.target
+            )
+            _fail(exchange)
+        finally:
+            if result is not None:
+                _close(result, exchange)
+
+    def environ(self, exchange: Exchange) -> dict[str, Any]:
+        """The PEP 3333 environ for this exchange."""
+        request = exchange.request
+        path, query, authority = split_target(request.target)
+        peer_host, peer_port = exchange.remote_addr
+        remote, scheme = peer_host, exchange.url_scheme
+        if self.forwarded is not None:
+            remote, scheme = self.forwarded.resolve(peer_host, request.headers, scheme)
+        environ: dict[str, Any] = _header_environ(request.headers)
+        if authority is not None:  # RFC 9112 §3.2.2: absolute-form authority replaces Host
+            environ["HTTP_HOST"] = authority
+        script_name, path_info = self._split_path(unquote_to_bytes(path).decode("latin-1"))
+        server_name, server_port = self._server(environ.get("HTTP_HOST"), exchange, scheme)
+        if request.content_length is not None:
+            environ["CONTENT_LENGTH"] = str(request.content_length)
+        environ.update(
+            {
+                "REQUEST_METHOD": request.method,
+                "SCRIPT_NAME": script_name,
+                "PATH_INFO": path_info,
+                "QUERY_STRING": query,
+                "RAW_URI": request.target,
+                "SERVER_NAME": server_name,
+                "SERVER_PORT": server_port,
+                "SERVER_PROTOCOL": f"HTTP/{request.http_version}",
+                "SERVER_SOFTWARE": "webcluster",
+                "REMOTE_ADDR": remote,
+                "REMOTE_PORT": str(peer_port),
+                "wsgi.version": (1, 0),
+                "wsgi.url_scheme": scheme,
+                "wsgi.input": exchange.body,
+                "wsgi.input_terminated": True,  # the body reader stops at the end of the message
+                "wsgi.errors": self.errors_stream or sys.stderr,
+                "wsgi.multithread": True,
+                "wsgi.multiprocess": self.multiprocess,
+                "wsgi.run_once": False,
+                "wsgi.file_wrapper": FileWrapper,
+            }
+        )
+        return environ
+
+    def _split_path(self, path: str) -> tuple[str, str]:
+        """(SCRIPT_NAME, PATH_INFO): strip the root path when the request carries it (a proxy that does
+        not strip the prefix); otherwise the path is already relative to the mount point."""
+        root = self.root_path
+        if root and (path == root or path.startswith(root + "/")):
+            return root, path[len(root) :]
+        return root, path
+
+    def _server(self, host: str | None, exchange: Exchange, scheme: str) -> tuple[str, str]:
+        default_port = "443" if scheme == "https" else "80"
+        if host:
+            name, port = _split_host(host)
+            return name, port or default_port
+        addr_host, addr_port = exchange.server_addr
+        name = self.server_name or addr_host or "localhost"
+        return name, str(addr_port) if addr_port else default_port
+
+    def _send_result(self, response: _Response, result: Iterable[bytes]) -> None:
+        """Send the app iterable: ``sendfile`` for a real file in a ``FileWrapper``, else chunk by chunk."""
+        if isinstance(result, FileWrapper) and self._try_sendfile(response, result):
+            return
+        if isinstance(result, (list, tuple)) and len(result) == 1 and not response.head_sent:
+            body = result[0]
+            if isinstance(body, (bytes, bytearray)):
+                response.length_hint = len(body)  # lets keep-alive work without chunking
+        for chunk in result:
+            response.write(chunk)
+
+    def _try_sendfile(self, response: _Response, wrapper: FileWrapper) -> bool:
+        """Send a regular file with ``exchange.sendfile`` from its current position; False to iterate."""
+        if not response.exchange.can_sendfile:
+            return False
+        try:
+            info = os.fstat(wrapper.filelike.fileno())
+            offset = wrapper.filelike.tell()
+        except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+            return False
+        if not stat.S_ISREG(info.st_mode):
+            return False
+        count = response.content_length
+        if count is None:
+            count = max(info.st_size - offset, 0)
+            response.length_hint = count
+        response.send_head()
+        if count and response.exchange.request.method != "HEAD":
+            response.sendfile(wrapper.filelike, offset, count)
+        return True
+
+
+def _fail(exchange: Exchange) -> None:
+    """After an app error: a bare 500 if nothing was sent yet, else close the connection."""
+    if exchange.headers_sent:
+        exchange.abort()
+        return
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(_ERROR_BODY))),
+        ("Connection", "close"),  # the app's state and the unread body are suspect: start afresh
+    ]
+    try:
+        exchange.start_response(500, "Internal Server Error", headers)
+        exchange.write(_ERROR_BODY)
+        exchange.finish()
+    except Exception as exc:  # the client is gone, or the head was already handed over
+        log.debug("could not send the 500 response: %r", exc)
+        exchange.abort()
+
+
+def _close(result: Iterable[bytes], exchange: Exchange) -> None:
+    """PEP 3333: call the iterable's ``close()`` whatever happened; its errors are logged, not sent."""
+    close = getattr(result, "close", None)
+    if close is None:
+        return
+    try:
+        close()
+    except Exception:
+        log.exception("Error closing the response of %s", exchange.request.target)
