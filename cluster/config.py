@@ -1,0 +1,347 @@
+"""webcluster's configuration: the settings table (cluster/settings.py) turned into a frozen ``Config``.
+
+Sources, highest precedence first: command-line flags, ``WEBCLUSTER_<NAME>`` environment variables, the
+TOML file named by ``--config`` / ``WEBCLUSTER_CONFIG`` (keys = setting names), then defaults. Only the
+winning value of each setting is parsed; every problem raises ``ConfigError`` whose message reads
+``setting <name>: <what is wrong>; <how to fix>``. Nothing here has side effects beyond reading the
+config file and checking that named paths exist.
+
+``python -m cluster.config --markdown`` prints the README settings table; ``--write-readme`` updates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import os
+import re
+import sys
+import tomllib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple, NoReturn
+
+from cluster.parsers import InvalidValue
+from cluster.settings import BY_NAME, ENV_PREFIX, SECTIONS, SETTINGS, Setting, default_fn
+from cluster.settings import describe_default as _describe_default
+
+
+class ConfigError(Exception):
+    """An invalid configuration; ``str(exc)`` is ``setting <name>: <what is wrong>; <how to fix>``."""
+
+
+def _d(name: str) -> Any:
+    return field(default_factory=default_fn(name))
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Every setting, validated. Build it with ``load_config``; constructing ``Config(...)`` directly
+    (handy in tests) gives the table's defaults but skips validation. See cluster/settings.py for the
+    meaning of each field. ``argv`` holds the command line it came from, so ``reload_config`` keeps
+    the CLI overrides; it is not a setting and does not take part in equality."""
+
+    bind: tuple[str, ...] = _d("bind")
+    procs: int = _d("procs")
+    threads: int = _d("threads")
+    app: str | None = _d("app")
+    root: str | None = _d("root")
+    static: tuple[tuple[str, str], ...] = _d("static")
+    root_path: str = _d("root_path")
+    chdir: str | None = _d("chdir")
+    keepalive: float = _d("keepalive")
+    keepalive_requests: int = _d("keepalive_requests")
+    header_timeout: float = _d("header_timeout")
+    body_timeout: float = _d("body_timeout")
+    body_min_rate: int = _d("body_min_rate")
+    send_timeout: float = _d("send_timeout")
+    max_connections: int = _d("max_connections")
+    backlog: int = _d("backlog")
+    max_body: int = _d("max_body")
+    limit_request_line: int = _d("limit_request_line")
+    limit_request_fields: int = _d("limit_request_fields")
+    limit_request_field_size: int = _d("limit_request_field_size")
+    limit_request_head: int = _d("limit_request_head")
+    access_log: str | None = _d("access_log")
+    error_log: str = _d("error_log")
+    log_level: str = _d("log_level")
+    server_header: str = _d("server_header")
+    graceful_timeout: float = _d("graceful_timeout")
+    timeout: float = _d("timeout")
+    max_requests: int = _d("max_requests")
+    max_requests_jitter: int = _d("max_requests_jitter")
+    max_worker_memory: int = _d("max_worker_memory")
+    reuse_port: bool = _d("reuse_port")
+    admin: str = _d("admin")
+    config: str | None = _d("config")
+    pid: str | None = _d("pid")
+    user: str | None = _d("user")
+    group: str | None = _d("group")
+    umask: int | None = _d("umask")
+    certfile: str | None = _d("certfile")
+    keyfile: str | None = _d("keyfile")
+    ca_certs: str | None = _d("ca_certs")
+    cert_reqs: str = _d("cert_reqs")
+    forwarded_allow_ips: tuple[str, ...] = _d("forwarded_allow_ips")
+    argv: tuple[str, ...] = field(default=(), repr=False, compare=False)
+
+
+class _Raw(NamedTuple):
+    value: object  # str from CLI/env, list from a repeated flag, native value from TOML
+    source: str  # where it came from, for error messages: "--threads", "WEBCLUSTER_THREADS", a file
+
+
+# --- entry points ----------------------------------------------------------------------------
+
+
+def load_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> Config:
+    """Build the ``Config`` from ``argv`` (default ``sys.argv[1:]``), ``environ`` (default
+    ``os.environ``) and the TOML file they name. Raises ``ConfigError``; ``--help`` prints the help
+    and raises ``SystemExit(0)`` (argparse's behaviour)."""
+    args = tuple(sys.argv[1:] if argv is None else argv)
+    cli = _cli_layer(args)
+    env = _env_layer(os.environ if environ is None else environ)
+    path = _resolve(BY_NAME["config"], cli.get("config") or env.get("config"))
+    raw = {**(_file_layer(path) if path else {}), **env, **cli}
+    values = {s.name: _resolve(s, raw.get(s.name)) for s in SETTINGS}
+    _check_together(values)
+    return Config(**values, argv=args)
+
+
+def reload_config(cfg: Config, environ: Mapping[str, str] | None = None) -> Config:
+    """Re-read the config file and the environment (default ``os.environ``), keeping the command-line
+    arguments ``cfg`` was built from (``cfg.argv``), so CLI overrides still win. Used on SIGHUP."""
+    return load_config(cfg.argv, environ)
+
+
+# --- the three sources -----------------------------------------------------------------------
+
+
+def _resolve(setting: Setting, raw: _Raw | None) -> Any:
+    if raw is None:
+        return setting.default_value()
+    try:
+        return setting.convert(raw.value)
+    except InvalidValue as exc:
+        raise ConfigError(
+            f"setting {setting.name}: {exc.problem} (from {raw.source}); {exc.fix}"
+        ) from None
+
+
+def _cli_layer(args: Sequence[str]) -> dict[str, _Raw]:
+    namespace = build_parser().parse_args(list(args))
+    return {name: _Raw(value, BY_NAME[name].flags[-1]) for name, value in vars(namespace).items()}
+
+
+def _env_layer(environ: Mapping[str, str]) -> dict[str, _Raw]:
+    # The WEBCLUSTER_ prefix is reserved for settings: a misspelt variable is an error, not ignored.
+    layer: dict[str, _Raw] = {}
+    for key, value in environ.items():
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name not in BY_NAME:
+            raise ConfigError(
+                f"setting {name}: unknown environment variable {key}; {_suggest(name)}"
+            )
+        layer[name] = _Raw(value, key)
+    return layer
+
+
+def _file_layer(path: str) -> dict[str, _Raw]:
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(
+            f"setting config: cannot read {path}: {exc.strerror}; fix the path"
+        ) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(
+            f"setting config: {path} is not valid TOML ({exc}); fix the syntax"
+        ) from None
+    for key in data:
+        if key not in BY_NAME:
+            raise ConfigError(f"setting {key}: unknown key in {path}; {_suggest(key)}")
+        if not BY_NAME[key].in_file:
+            raise ConfigError(
+                f"setting {key}: cannot be set inside the config file {path}; "
+                f"use --{key.replace('_', '-')} or {BY_NAME[key].env}"
+            )
+    return {key: _Raw(value, path) for key, value in data.items()}
+
+
+def _suggest(name: str, prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, BY_NAME, n=1)
+    hint = f"did you mean {prefix}{close[0].upper() if prefix else close[0]}? " if close else ""
+    return hint + "valid names are listed by --help"
+
+
+def _check_together(v: dict[str, Any]) -> None:
+    """Rules between settings, checked after every source is merged."""
+    if (v["certfile"] is None) != (v["keyfile"] is None):
+        missing = "keyfile" if v["keyfile"] is None else "certfile"
+        raise ConfigError(
+            f"setting {missing}: TLS needs both --certfile and --keyfile; set --{missing} or neither"
+        )
+    if v["cert_reqs"] != "none" and (v["certfile"] is None or v["ca_certs"] is None):
+        raise ConfigError(
+            f"setting cert_reqs: {v['cert_reqs']} client certificates need TLS and --ca-certs; "
+            "set --certfile, --keyfile and --ca-certs, or use --cert-reqs none"
+        )
+    if v["admin"] in v["bind"]:
+        raise ConfigError(
+            f"setting admin: {v['admin']} is also a --bind address; use another address or off"
+        )
+
+
+# --- argparse --------------------------------------------------------------------------------
+
+_EPILOG = """\
+Precedence: command line > WEBCLUSTER_<NAME> environment variables > --config TOML file > defaults.
+Durations are seconds (2.5) or take a unit: 500ms, 30s, 2m, 1h. Sizes are bytes or take a binary
+suffix: 64k, 1m, 1g. Lists are comma-separated in the environment and arrays in TOML."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises ConfigError instead of printing usage and exiting 2."""
+
+    def error(self, message: str) -> NoReturn:
+        match = re.match(r"argument ([^:]+): (.*)", message)
+        flags = set(match.group(1).split("/")) if match else set()
+        setting = next((s for s in SETTINGS if flags & set(s.flags)), None)
+        if setting is None or match is None:
+            raise ConfigError(f"command line: {message}; see {self.prog} --help")
+        raise ConfigError(f"setting {setting.name}: {match.group(2)}; see {self.prog} --help")
+
+
+def build_parser(prog: str = "webcluster") -> argparse.ArgumentParser:
+    """The command-line parser, one option per setting, grouped by section. Options that are not
+    given are absent from the namespace (``argparse.SUPPRESS``), values are left as strings."""
+    parser = _Parser(
+        prog=prog,
+        description="Multi-process, multithreaded HTTP/1.1 and WSGI server.",
+        epilog=_EPILOG,
+        allow_abbrev=False,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for section in SECTIONS:
+        group = parser.add_argument_group(section)
+        for s in (s for s in SETTINGS if s.section == section):
+            kwargs: dict[str, Any] = {"dest": s.name, "default": argparse.SUPPRESS}
+            if s.switch:
+                kwargs["action"] = argparse.BooleanOptionalAction
+            else:
+                kwargs.update(metavar=s.metavar, action="append" if s.repeatable else "store")
+            info = f"[default: {_describe_default(s)}; env {s.env}]"
+            group.add_argument(*s.flags, help=f"{s.help} {info}".replace("%", "%%"), **kwargs)
+    return parser
+
+
+# --- documentation ---------------------------------------------------------------------------
+
+README_START = "<!-- settings:start -->"
+README_END = "<!-- settings:end -->"
+_README = Path(__file__).resolve().parent.parent / "README.md"
+
+_MD_INTRO = """\
+## Settings
+
+<!-- Generated from cluster/settings.py by `python -m cluster.config --write-readme`; do not edit. -->
+
+Every setting can be given on the command line, as an environment variable `WEBCLUSTER_<NAME>`, or as a
+key of the TOML file named by `--config FILE` (or `WEBCLUSTER_CONFIG`); keys are the setting names below,
+e.g. `threads = 8`, and an unknown key or `WEBCLUSTER_*` variable is an error. Precedence: command line >
+environment > file > default. On SIGHUP the file and the environment are read again; command-line values
+keep winning. An invalid value stops the server at start with `setting <name>: <problem>; <fix>`.
+
+Value formats:
+- **durations**: seconds as a number (`2.5`), or with a unit: `500ms`, `30s`, `2m`, `1h`;
+- **sizes** (`BYTES`): a byte count, or with a binary suffix `k`, `m`, `g` (`64k` = 65536, `1g` = 2^30);
+- **booleans**: `true/false`, `yes/no`, `on/off`, `1/0`;
+- **lists** (`bind`, `static`, `forwarded_allow_ips`): repeat the flag (`bind`, `static`) or write a comma
+  list; comma-separated in the environment; a TOML array (`static` may also be a TOML table
+  `{"/assets" = "public"}`);
+- **umask**: octal, `027` or `0o027` (in TOML write the integer as `0o027`);
+- **paths** are made absolute against the directory the server is started from; an empty value unsets an
+  optional setting (`WEBCLUSTER_ACCESS_LOG=`).
+"""
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _flag_cell(s: Setting) -> str:
+    flags = [*s.flags, f"--no-{s.flags[-1][2:]}"] if s.switch else list(s.flags)
+    shown = [f"`{f}`" for f in flags[:-1]] + [
+        f"`{flags[-1]}{' ' + s.metavar if s.metavar else ''}`"
+    ]
+    return ", ".join(shown)
+
+
+def render_markdown() -> str:
+    """The README settings section (Markdown), one table per section, generated from the table."""
+    lines = [_MD_INTRO]
+    for section in SECTIONS:
+        lines += [f"### {section[0].upper()}{section[1:]}", ""]
+        lines += [
+            "| Setting | Flag | Environment | Default | Description |",
+            "|---|---|---|---|---|",
+        ]
+        for s in (s for s in SETTINGS if s.section == section):
+            plain = s.default_doc is not None or s.default is None  # prose, not a TOML literal
+            default = _describe_default(s) if plain else f"`{_describe_default(s)}`"
+            row = [f"`{s.name}`", _flag_cell(s), f"`{s.env}`", default, s.help]
+            lines.append("| " + " | ".join(_cell(c) for c in row) + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def readme_section(text: str) -> str | None:
+    """The text between the settings markers of a README (None when the markers are missing)."""
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        return None
+    return text[start + len(README_START) : end].removeprefix("\n")
+
+
+def write_readme(path: Path = _README) -> bool:
+    """Regenerate the settings section of ``path`` in place (appending the markers at the end when
+    absent); only the text between the markers changes. Returns whether the file changed."""
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    block = f"{README_START}\n{render_markdown()}{README_END}"
+    start, end = text.find(README_START), text.find(README_END)
+    if start < 0 or end < start:
+        new = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
+    else:
+        new = text[:start] + block + text[end + len(README_END) :]
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m cluster.config --markdown | --write-readme [README]``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m cluster.config", description=__doc__.split("\n")[0]
+    )
+    action = parser.add_mutually_exclusive_group(required=True)
+    action.add_argument("--markdown", action="store_true", help="print the README settings table")
+    action.add_argument(
+        "--write-readme", nargs="?", const=str(_README), metavar="README", help="update it in place"
+    )
+    args = parser.parse_args(argv)
+    if args.markdown:
+        sys.stdout.write(render_markdown())
+        return 0
+    changed = write_readme(Path(args.write_readme))
+    print(f"{args.write_readme}: {'updated' if changed else 'already up to date'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
