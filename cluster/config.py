@@ -145,7 +145,7 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, _Raw]:
         name = key[len(ENV_PREFIX) :].lower()
         if name not in BY_NAME:
             raise ConfigError(
-                f"setting {name}: unknown environment variable {key}; {_suggest(name)}"
+                f"setting {name}: unknown environment variable {key}; {_suggest(name, ENV_PREFIX)}"
             )
         layer[name] = _Raw(value, key)
     return layer
