@@ -55,3 +55,10 @@ class Exchange(Protocol):
 
 
 Handler = Callable[[Exchange], None]
+
+
+class ClientDisconnected(ConnectionError):
+    """Raised by Exchange methods when the client went away or stopped reading (send timeout).
+
+    Not an application error: handlers stop, call the app iterable's close(), and do not log a traceback.
+    """

@@ -1,0 +1,267 @@
+"""The thread side of one request/response cycle: ``Exchange`` (what handlers see) and ``BodyStream``.
+
+SYNCHRONOUS: everything here runs on the pool thread that owns the connection while the request is served.
+The socket is non-blocking throughout; waits use ``poll()`` on the one fd with a deadline, so a client that
+stops sending or reading is dropped after ``--body-timeout`` / ``--send-timeout`` instead of holding a thread.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from typing import TYPE_CHECKING, BinaryIO
+
+from worker.http.errors import LocalProtocolError, RemoteProtocolError
+from worker.http.events import NEED_DATA, Data, EndOfMessage, Request
+from worker.httpdate import http_date
+
+if TYPE_CHECKING:
+    from worker.connection import Conn
+
+_READ_SIZE = 65536
+
+
+class BodyStream:
+    """``wsgi.input``: the request body, bounded to the message, chunked framing removed as it streams."""
+
+    __slots__ = ("_conn", "_buf", "_done", "_started", "consumed")
+
+    def __init__(self, conn: Conn) -> None:
+        self._conn = conn
+        self._buf = bytearray()
+        self._done = False
+        self._started = False
+        self.consumed = 0  # body bytes handed to the application
+
+    @property
+    def started(self) -> bool:
+        """True once the application asked for body bytes (and 100 Continue, if expected, went out)."""
+        return self._started
+
+    @property
+    def done(self) -> bool:
+        """True once the whole body (EndOfMessage) has been received."""
+        return self._done
+
+    def _fill(self) -> bool:
+        """Append the next body bytes to the buffer; False once the body is complete."""
+        if self._done:
+            return False
+        conn = self._conn
+        h1 = conn.h1
+        if not self._started:
+            self._started = True
+            # RFC 9110 §10.1.1: the 100 interim response is sent only once the app wants the body.
+            interim = h1.send_continue()
+            if interim:
+                conn.send(interim)
+        while True:
+            try:
+                event = h1.next_event()
+            except RemoteProtocolError as exc:
+                conn.body_error = exc
+                raise
+            if event is NEED_DATA:
+                conn.recv_body_bytes()
+                continue
+            if type(event) is Data:
+                self._buf += event.data
+                return True
+            if type(event) is EndOfMessage:
+                self._done = True
+                return False
+            raise RemoteProtocolError(f"unexpected event in body: {event!r}")
+
+    def read(self, size: int = -1, /) -> bytes:
+        buf = self._buf
+        if size is None or size < 0:
+            while self._fill():
+                pass
+            data = bytes(buf)
+            buf.clear()
+        else:
+            while len(buf) < size and self._fill():
+                pass
+            data = bytes(buf[:size])
+            del buf[:size]
+        self.consumed += len(data)
+        return data
+
+    def readline(self, size: int = -1, /) -> bytes:
+        buf = self._buf
+        start = 0
+        while True:
+            idx = buf.find(b"\n", start)
+            if idx >= 0:
+                end = idx + 1
+                break
+            if 0 <= size <= len(buf):
+                end = size
+                break
+            start = len(buf)
+            if not self._fill():
+                end = len(buf)
+                break
+        if size is not None and 0 <= size < end:
+            end = size
+        data = bytes(buf[:end])
+        del buf[:end]
+        self.consumed += len(data)
+        return data
+
+    def readlines(self, hint: int = -1, /) -> list[bytes]:
+        lines = []
+        total = 0
+        while True:
+            line = self.readline()
+            if not line:
+                return lines
+            lines.append(line)
+            total += len(line)
+            if 0 < hint <= total:
+                return lines
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> bytes:
+        line = self.readline()
+        if not line:
+            raise StopIteration
+        return line
+
+    def discard(self, budget: int) -> bool:
+        """Read and drop what the app left unread, up to ``budget`` bytes; True if the body is complete."""
+        self._buf.clear()
+        while not self._done and budget > 0:
+            if self._fill():
+                budget -= len(self._buf)
+                self._buf.clear()
+        return self._done
+
+
+class Exchange:
+    """Implements ``worker.handlers.base.Exchange`` over a ``Conn`` (see that protocol for the contract)."""
+
+    __slots__ = (
+        "_conn",
+        "request",
+        "body",
+        "remote_addr",
+        "server_addr",
+        "url_scheme",
+        "can_sendfile",
+        "headers_sent",
+        "status",
+        "bytes_out",
+        "finished",
+        "aborted",
+        "_pending",
+    )
+
+    def __init__(self, conn: Conn, request: Request) -> None:
+        self._conn = conn
+        self.request = request
+        self.body = BodyStream(conn)
+        self.remote_addr = conn.remote
+        self.server_addr = conn.local
+        self.url_scheme = conn.url_scheme
+        self.can_sendfile = conn.can_sendfile
+        self.headers_sent = False
+        self.status = 0
+        self.bytes_out = 0  # body bytes, as in Apache's %b
+        self.finished = False
+        self.aborted = False
+        self._pending: tuple[int, str, list[tuple[str, str]]] | None = None
+
+    def start_response(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
+        if self.headers_sent:
+            raise LocalProtocolError("response head already sent")
+        self._pending = (status, reason, headers)
+
+    def _head(self) -> bytes:
+        """Serialise the pending head (validation errors surface here, before anything is sent)."""
+        if self._pending is None:
+            raise LocalProtocolError("start_response was not called before the body")
+        status, reason, headers = self._pending
+        conn = self._conn
+        if conn.closing():
+            conn.h1.request_close()  # graceful stop: RFC 9112 §9.6, tell the client before it reuses us
+        head = conn.h1.send_response(status, headers, reason, date=http_date())
+        self.status = status
+        self.headers_sent = True
+        return head
+
+    def write(self, data: bytes) -> None:
+        h1 = self._conn.h1
+        if self.headers_sent:
+            if not data:
+                return
+            framed = h1.send_data(data)
+        else:
+            framed = self._head() + (h1.send_data(data) if data else b"")
+        self.bytes_out += len(data)
+        if framed:
+            self._conn.send(framed)
+
+    def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
+        conn = self._conn
+        head = b"" if self.headers_sent else self._head()
+        framing = conn.h1.frame_data(count)
+        if framing is None:  # HEAD, or a status without a body: nothing goes on the wire
+            if head:
+                conn.send(head)
+            return
+        prefix, suffix = framing
+        if head or prefix:
+            conn.send(head + prefix)
+        if conn.can_sendfile:
+            conn.sendfile(file.fileno(), offset, count)
+        else:
+            file.seek(offset)
+            left = count
+            while left > 0:
+                block = file.read(min(_READ_SIZE, left))
+                if not block:
+                    raise LocalProtocolError("file shorter than announced")
+                conn.send(block)
+                left -= len(block)
+        if suffix:
+            conn.send(suffix)
+        self.bytes_out += count
+
+    def finish(self) -> None:
+        if self.finished:
+            return
+        head = b"" if self.headers_sent else self._head()
+        tail = self._conn.h1.send_end()
+        self.finished = True
+        if head or tail:
+            self._conn.send(head + tail)
+
+    def abort(self) -> None:
+        self.aborted = True
+        self._conn.h1.request_close()
+
+
+def wait_fd(fd: int, events: int, timeout: float) -> bool:
+    """Block this (pool) thread until ``fd`` is ready for ``events`` or ``timeout`` expires."""
+    p = select.poll()
+    p.register(fd, events)
+    return bool(p.poll(max(timeout, 0.0) * 1000.0))
+
+
+def sendfile_all(sock_fd: int, file_fd: int, offset: int, count: int, timeout: float) -> int:
+    """os.sendfile on a non-blocking socket until ``count`` bytes went out; returns bytes sent."""
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(sock_fd, file_fd, offset + sent, count - sent)
+        except BlockingIOError:
+            if not wait_fd(sock_fd, select.POLLOUT, timeout):
+                raise TimeoutError("send timeout") from None
+            continue
+        if n == 0:
+            raise LocalProtocolError("file shorter than announced")
+        sent += n
+    return sent

@@ -1,0 +1,423 @@
+"""The worker's event loop: the one thread that owns the poller.
+
+ASYNCHRONOUS (loop thread): accept (paused at ``--max-connections``), read until a request head is complete,
+keep idle keep-alive connections, flush output a pool thread left behind, linger before closing, and run the
+timers (head-read 408, keep-alive idle, send, linger, drain). A complete head goes to the pool; the thread hands
+the connection back through ``Poller.call_soon(loop.resume, ...)``. Idle connections therefore cost a socket
+and a few hundred bytes, never a thread.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from worker.connection import BUSY, CLOSED, FLUSHING, LINGERING, READING, RECV_SIZE, Conn
+from worker.http.errors import RemoteProtocolError
+from worker.http.events import NEED_DATA, ConnectionClosed, Request
+from worker.http.protocol import H1Connection, Limits
+from worker.httpdate import http_date
+from worker.poller import ONESHOT, READ, WRITE, Poller
+from worker.runner import Runner
+from worker.threadpool import ThreadPool
+from worker.timers import DeadlineQueue
+
+log = logging.getLogger("webcluster.error")
+
+ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot starve the rest of the loop
+ACCEPT_RETRY = 0.1  # seconds to pause accepting after EMFILE/ENFILE
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Everything the loop needs from the configuration (``worker.main`` builds it from ``Config``)."""
+
+    keepalive: float = 5.0
+    keepalive_requests: int = 1000
+    header_timeout: float = 10.0
+    body_timeout: float = 30.0
+    send_timeout: float = 30.0
+    max_connections: int = 10000
+    graceful_timeout: float = 30.0
+    # After a response that ends the connection we half-close and read until the client's FIN, at most
+    # this long, so unread input does not turn our close into an RST that eats the response (RFC 9112 §9.6).
+    linger_timeout: float = 2.0
+    # On graceful stop, an idle keep-alive connection is closed after this grace: a request already on
+    # its way then still gets an answer (with Connection: close) instead of a reset.
+    drain_idle_grace: float = 1.0
+    limits: Limits = field(default_factory=Limits)
+    server_header: bytes = b"webcluster"
+
+
+class _Listener:
+    __slots__ = ("sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+
+class Loop:
+    """Owns the poller and every connection not currently in a pool thread."""
+
+    def __init__(
+        self,
+        listeners: list[socket.socket],
+        runner: Runner,
+        pool: ThreadPool,
+        settings: LoopSettings,
+        *,
+        poller: Poller | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick: Callable[[float], None] | None = None,
+        url_scheme: str = "http",
+        can_sendfile: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.runner = runner
+        self.pool = pool
+        self.poller = poller or Poller()
+        self.clock = clock
+        self.tick = tick
+        self.url_scheme = url_scheme
+        self.can_sendfile = can_sendfile
+        self.stopping = False
+        self._exit_now = False
+        self._stop_deadline = 0.0
+        self._listeners = [_Listener(s) for s in listeners]
+        self._accepting = False
+        self._accept_resume_at: float | None = None
+        self._conns: set[Conn] = set()
+        self._header_q = DeadlineQueue(settings.header_timeout)
+        self._idle_q = DeadlineQueue(settings.keepalive)
+        self._send_q = DeadlineQueue(settings.send_timeout)
+        self._linger_q = DeadlineQueue(settings.linger_timeout)
+        self._drain_q = DeadlineQueue(settings.drain_idle_grace)
+        self._queues = (
+            (self._header_q, self._on_header_timeout),
+            (self._idle_q, self._on_idle_timeout),
+            (self._send_q, self._on_send_timeout),
+            (self._linger_q, self._on_linger_timeout),
+            (self._drain_q, self._on_idle_timeout),
+        )
+        for lst in self._listeners:
+            lst.sock.setblocking(False)
+
+    # ---- public, any thread ------------------------------------------------------------
+    def stop(self, graceful: bool = True) -> None:
+        """Ask the loop to stop (safe from signal handlers and other threads)."""
+        self.poller.call_soon(self._begin_stop, graceful)
+
+    def gauges(self) -> dict[str, int]:
+        """Connection and thread gauges for the stats report (loop thread)."""
+        idle = sum(1 for c in self._conns if c.state == READING and c.idle)
+        return {
+            "active_connections": len(self._conns),
+            "idle_connections": idle,
+            "busy_threads": self.pool.busy,
+            "queue_depth": self.pool.queued,
+            "threads": self.pool.size,
+        }
+
+    # ---- the loop -----------------------------------------------------------------------
+    def run(self) -> None:
+        """Serve until stopped: at once for a fast stop, when drained (or at the deadline) for a graceful one."""
+        self._start_accepting()
+        poll = self.poller.poll
+        while not self._exit_now:
+            now = self.clock()
+            if self.stopping and (not self._conns or now >= self._stop_deadline):
+                break
+            for obj, events in poll(self._poll_timeout(now)):
+                if type(obj) is Conn:
+                    self._on_event(obj, events)
+                else:
+                    self._accept(obj)
+            now = self.clock()
+            self._run_timers(now)
+            if self.tick is not None:
+                self.tick(now)
+        self._close_all()
+
+    def _poll_timeout(self, now: float) -> float:
+        timeout = 1.0  # the stats/heartbeat tick
+        for queue, _ in self._queues:
+            deadline = queue.next_deadline()
+            if deadline is not None:
+                timeout = min(timeout, deadline - now)
+        if self._accept_resume_at is not None:
+            timeout = min(timeout, self._accept_resume_at - now)
+        if self.stopping:
+            timeout = min(timeout, self._stop_deadline - now)
+        return max(timeout, 0.0)
+
+    # ---- accepting ------------------------------------------------------------------------
+    def _start_accepting(self) -> None:
+        if self._accepting or self.stopping:
+            return
+        self._accepting = True
+        self._accept_resume_at = None
+        for lst in self._listeners:
+            self.poller.register(lst.sock.fileno(), READ, lst)
+
+    def _pause_accepting(self) -> None:
+        if not self._accepting:
+            return
+        self._accepting = False
+        for lst in self._listeners:
+            self.poller.unregister(lst.sock.fileno())
+
+    def _accept(self, lst: _Listener) -> None:
+        max_conns = self.settings.max_connections
+        for _ in range(ACCEPT_BATCH):
+            if len(self._conns) >= max_conns:
+                # Backpressure: leave the rest in the kernel queue (other slots may take them).
+                self._pause_accepting()
+                return
+            try:
+                sock, addr = lst.sock.accept()
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.warning("accept failed (%s); pausing accepts for %.1fs", exc, ACCEPT_RETRY)
+                    self._pause_accepting()
+                    self._accept_resume_at = self.clock() + ACCEPT_RETRY
+                    return
+                continue  # ECONNABORTED and friends: that one client is gone
+            self._add_conn(sock, addr)
+
+    def _add_conn(self, sock: socket.socket, addr) -> None:
+        sock.setblocking(False)
+        if sock.family != socket.AF_UNIX:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            remote = addr[:2]
+            local = sock.getsockname()[:2]
+        else:
+            remote, local = ("", 0), ("", 0)
+        s = self.settings
+        conn = Conn(sock, H1Connection(s.limits, s.server_header), self, remote, local)
+        self._conns.add(conn)
+        self.poller.register(conn.fd, READ | ONESHOT, conn)
+        self._header_q.add(conn, conn.token, self.clock())
+
+    # ---- connection events ----------------------------------------------------------------
+    def _on_event(self, conn: Conn, events: int) -> None:
+        state = conn.state
+        if state == READING:
+            self._on_readable(conn)
+        elif state == FLUSHING:
+            self._flush(conn)
+        elif state == LINGERING:
+            self._on_linger_readable(conn)
+
+    def _on_readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.bytes_in += len(data)
+        conn.h1.receive_data(data)
+        if data and conn.idle:
+            # First byte of a request: the head must now arrive within --header-timeout.
+            conn.idle = False
+            conn.token += 1
+            self._header_q.add(conn, conn.token, self.clock())
+        self._advance(conn)
+
+    def _advance(self, conn: Conn) -> None:
+        try:
+            event = conn.h1.next_event()
+        except RemoteProtocolError as exc:
+            self._fail(conn, exc)
+            return
+        if type(event) is Request:
+            self._dispatch(conn)
+        elif event is NEED_DATA:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+        elif type(event) is ConnectionClosed:
+            self._close(conn)
+        else:  # PAUSED/Data cannot happen while reading a head; treat as a bug, not a hang
+            log.error("unexpected event %r while reading a request head", event)
+            self._close(conn)
+
+    def _dispatch(self, conn: Conn) -> None:
+        conn.state = BUSY
+        conn.token += 1
+        self.count_request(conn)
+        self.pool.submit(self.runner.run, conn)
+
+    def count_request(self, conn: Conn) -> None:
+        """A new request starts on ``conn`` (owner thread): decide now whether it is the last one."""
+        conn.requests += 1
+        s = self.settings
+        if self.stopping or s.keepalive <= 0 or conn.requests >= s.keepalive_requests:
+            conn.h1.request_close()
+
+    def _fail(self, conn: Conn, exc: RemoteProtocolError) -> None:
+        """The one place the loop turns a protocol error into a response: status, Connection: close."""
+        log.debug("protocol error from %s: %s (%d)", conn.remote, exc, exc.status)
+        conn.out += conn.h1.error_response(exc, date=http_date())
+        self._start_flush(conn, LINGERING)
+
+    # ---- hand-back from pool threads ------------------------------------------------------
+    def resume(self, conn: Conn, close: bool) -> None:
+        """Loop thread (via call_soon): a pool thread is done with ``conn``."""
+        if conn.state == CLOSED:
+            return
+        if close and conn.broken:
+            self._close(conn)
+            return
+        self._start_flush(conn, LINGERING if close else READING)
+
+    def _start_flush(self, conn: Conn, after: int) -> None:
+        conn.token += 1
+        conn.after_flush = after
+        if conn.out:
+            conn.state = FLUSHING
+            self._send_q.add(conn, conn.token, self.clock())
+            self._flush(conn)
+        else:
+            self._after_flush(conn)
+
+    def _flush(self, conn: Conn) -> None:
+        out = conn.out
+        try:
+            n = conn.sock.send(out)
+            del out[:n]
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._close(conn)
+            return
+        if out:
+            self.poller.modify(conn.fd, WRITE | ONESHOT)
+            return
+        if len(out) == 0 and out.__sizeof__() > 4096:
+            conn.out = bytearray()  # release a large buffer between requests
+        self._after_flush(conn)
+
+    def _after_flush(self, conn: Conn) -> None:
+        conn.token += 1
+        if conn.after_flush == LINGERING:
+            self._linger(conn)
+            return
+        conn.state = READING
+        pending, _ = conn.h1.trailing_data
+        now = self.clock()
+        if pending:
+            # Part of the next request is already here: it has --header-timeout to complete.
+            conn.idle = False
+            self._header_q.add(conn, conn.token, now)
+            self._advance(conn)
+            return
+        conn.idle = True
+        if self.stopping:
+            self._drain_q.add(conn, conn.token, now)
+        else:
+            self._idle_q.add(conn, conn.token, now)
+        self.poller.modify(conn.fd, READ | ONESHOT)
+
+    def _linger(self, conn: Conn) -> None:
+        h1 = conn.h1
+        if h1.their_state == "DONE" and not h1.trailing_data[0]:
+            self._close(conn)  # nothing unread: a plain close cannot turn into an RST
+            return
+        try:
+            conn.sock.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._close(conn)
+            return
+        conn.state = LINGERING
+        self._linger_q.add(conn, conn.token, self.clock())
+        self.poller.modify(conn.fd, READ | ONESHOT)
+
+    def _on_linger_readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except BlockingIOError:
+            data = b"-"
+        except OSError:
+            data = b""
+        if not data:
+            self._close(conn)
+        else:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+
+    def _close(self, conn: Conn) -> None:
+        if conn.state == CLOSED:
+            return
+        conn.state = CLOSED
+        conn.token += 1
+        self.poller.unregister(conn.fd)
+        try:
+            conn.sock.close()
+        except OSError:
+            pass
+        self._conns.discard(conn)
+        if not self._accepting and not self.stopping and self._accept_resume_at is None:
+            if len(self._conns) < self.settings.max_connections:
+                self._start_accepting()
+
+    # ---- timers ---------------------------------------------------------------------------
+    def _run_timers(self, now: float) -> None:
+        for queue, action in self._queues:
+            if queue.next_deadline() is not None and queue.next_deadline() <= now:
+                for conn, token in queue.expired(now):
+                    if conn.token == token and conn.state != CLOSED:
+                        action(conn)
+        if self._accept_resume_at is not None and now >= self._accept_resume_at:
+            self._accept_resume_at = None
+            if len(self._conns) < self.settings.max_connections:
+                self._start_accepting()
+
+    def _on_header_timeout(self, conn: Conn) -> None:
+        if conn.state != READING:
+            return
+        if conn.idle and not conn.h1.trailing_data[0]:
+            self._close(conn)  # a connection that never sent a byte gets no 408 (nginx does the same)
+        else:
+            self._fail(conn, RemoteProtocolError("request head timeout", 408))
+
+    def _on_idle_timeout(self, conn: Conn) -> None:
+        if conn.state == READING and conn.idle:
+            self._close(conn)
+
+    def _on_send_timeout(self, conn: Conn) -> None:
+        if conn.state == FLUSHING:
+            log.info("closing %s: client did not read its response within --send-timeout", conn.remote)
+            self._close(conn)
+
+    def _on_linger_timeout(self, conn: Conn) -> None:
+        if conn.state == LINGERING:
+            self._close(conn)
+
+    # ---- stopping -------------------------------------------------------------------------
+    def _begin_stop(self, graceful: bool) -> None:
+        if not graceful:
+            self._exit_now = True
+            return
+        if self.stopping:
+            return
+        self.stopping = True
+        now = self.clock()
+        self._stop_deadline = now + self.settings.graceful_timeout
+        self._pause_accepting()
+        self._accept_resume_at = None
+        for conn in list(self._conns):
+            if conn.state == READING and conn.idle:
+                conn.token += 1
+                self._drain_q.add(conn, conn.token, now)
+
+    def _close_all(self) -> None:
+        self._pause_accepting()
+        for conn in list(self._conns):
+            if conn.state != BUSY:
+                self._close(conn)

@@ -1,0 +1,147 @@
+"""Worker process entry point: build the components from ``Config``, serve, map failures to exit codes.
+
+The supervisor forks and calls ``run()`` in the child. This is the only module of ``worker`` that reads
+``Config`` (a type-only import); every component below it takes plain constructor arguments.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import socket
+import sys
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
+
+from worker.accesslog import AccessLog
+from worker.handlers.dispatch import AppImportError, build_handler, load_app
+from worker.http.protocol import Limits
+from worker.loop import Loop, LoopSettings
+from worker.runner import Runner
+from worker.threadpool import ThreadPool
+
+if TYPE_CHECKING:
+    from cluster.config import Config
+
+log = logging.getLogger("webcluster.error")
+
+EXIT_OK = 0
+EXIT_BOOT_ERROR = 3  # the app could not be loaded: the supervisor must not fork-loop (gunicorn's 3)
+
+
+def limits_from(cfg: Config) -> Limits:
+    return Limits(
+        max_request_line=cfg.limit_request_line,
+        max_header_count=cfg.limit_request_fields,
+        max_header_field=cfg.limit_request_field_size,
+        max_head=cfg.limit_request_head,
+        max_body=cfg.max_body,
+    )
+
+
+def loop_settings_from(cfg: Config) -> LoopSettings:
+    return LoopSettings(
+        keepalive=cfg.keepalive,
+        keepalive_requests=cfg.keepalive_requests,
+        header_timeout=cfg.header_timeout,
+        body_timeout=cfg.body_timeout,
+        send_timeout=cfg.send_timeout,
+        max_connections=cfg.max_connections,
+        graceful_timeout=cfg.graceful_timeout,
+        limits=limits_from(cfg),
+        server_header=cfg.server_header.encode("latin-1"),
+    )
+
+
+def load_handler(cfg: Config, multiprocess: bool):
+    """Import the app (if any) and build the request handler; raises AppImportError."""
+    if cfg.chdir:
+        os.chdir(cfg.chdir)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())  # like gunicorn: "module:app" resolves from the working dir
+    app = load_app(cfg.app) if cfg.app else None
+    return build_handler(
+        app=app,
+        root=cfg.root,
+        static_mounts=list(cfg.static),
+        root_path=cfg.root_path,
+        multiprocess=multiprocess,
+        forwarded_allow_ips=cfg.forwarded_allow_ips,
+    )
+
+
+def run(
+    cfg: Config,
+    sockets: list[socket.socket],
+    channel: Connection | None,
+    *,
+    slot: int,
+    generation: int,
+) -> int:
+    """Serve on ``sockets`` until TERM (graceful) or INT/QUIT (fast); return the process exit code."""
+    from worker.reporter import Reporter
+    from worker.stats import WorkerStats
+
+    stats = WorkerStats()
+    loop: Loop | None = None
+
+    def gauges() -> dict:
+        return loop.gauges() if loop is not None else {}
+
+    reporter = (
+        Reporter(channel, stats, gauges, slot=slot, generation=generation) if channel else None
+    )
+    try:
+        handler = load_handler(cfg, multiprocess=cfg.procs > 1)
+    except AppImportError as exc:
+        log.error("worker %d failed to boot: %s", os.getpid(), exc)
+        if reporter is not None:
+            reporter.send_boot_error(str(exc))
+        return EXIT_BOOT_ERROR
+
+    access_log = AccessLog(cfg.access_log) if cfg.access_log else None
+    pool = ThreadPool(cfg.threads)
+    budget = _request_budget(cfg)
+    retired = False
+
+    def tick(now: float) -> None:
+        nonlocal retired
+        if reporter is None:
+            return
+        reporter.tick(now)
+        if budget and not retired and stats.requests >= budget:
+            retired = True
+            log.info("worker %d served %d requests: asking to be recycled", os.getpid(), budget)
+            reporter.send_retire("max_requests")
+
+    loop = Loop(sockets, Runner(handler, stats, access_log), pool, loop_settings_from(cfg), tick=tick)
+    _install_signals(loop, access_log)
+    if reporter is not None:
+        reporter.send_ready()
+    log.info("worker %d (slot %d, generation %d) serving", os.getpid(), slot, generation)
+    loop.run()
+    log.info("worker %d exiting", os.getpid())
+    if access_log is not None:
+        access_log.close()
+    return EXIT_OK
+
+
+def _request_budget(cfg: Config) -> int:
+    if cfg.max_requests <= 0:
+        return 0
+    return cfg.max_requests + random.randint(0, max(cfg.max_requests_jitter, 0))
+
+
+def _install_signals(loop: Loop, access_log: AccessLog | None) -> None:
+    """Handlers only queue work for the loop thread (they run between bytecodes of that thread)."""
+    signal.signal(signal.SIGTERM, lambda *_: loop.stop(graceful=True))
+    signal.signal(signal.SIGINT, lambda *_: loop.stop(graceful=False))
+    signal.signal(signal.SIGQUIT, lambda *_: loop.stop(graceful=False))
+    if access_log is not None:
+        signal.signal(signal.SIGUSR1, lambda *_: loop.poller.call_soon(access_log.reopen))
+    else:
+        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH"):
+        signal.signal(getattr(signal, name), signal.SIG_IGN)

@@ -1,0 +1,103 @@
+"""The poller: an epoll set owned by the loop thread, plus a thread-safe ``call_soon``.
+
+Only the loop thread registers, modifies or polls (STYLE "one thread owns the poller"). Pool threads hand
+work back with ``call_soon(fn, *args)``: the callback is appended to a deque and the loop is woken through an
+eventfd. The eventfd is written only when no wake-up is pending, so a burst of hand-backs costs one syscall.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+READ = select.EPOLLIN | select.EPOLLRDHUP
+WRITE = select.EPOLLOUT
+# EPOLLONESHOT: an fd fires once and is then disarmed until modify() re-arms it. Dispatching a
+# connection to a pool thread therefore needs no syscall, and the thread can never race the loop
+# for the same readiness event.
+ONESHOT = select.EPOLLONESHOT
+
+
+class Poller:
+    """epoll + wake-up fd + call_soon queue. Methods other than ``call_soon``/``wake`` are loop-thread only."""
+
+    def __init__(self) -> None:
+        self._epoll = select.epoll()
+        self._objects: dict[int, Any] = {}
+        self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        self._wake_pending = False
+        self._epoll.register(self._wake_fd, select.EPOLLIN)
+
+    # --- loop thread only -------------------------------------------------------------------
+    def register(self, fd: int, events: int, obj: Any) -> None:
+        self._objects[fd] = obj
+        self._epoll.register(fd, events)
+
+    def modify(self, fd: int, events: int) -> None:
+        self._epoll.modify(fd, events)
+
+    def unregister(self, fd: int) -> None:
+        if self._objects.pop(fd, None) is not None:
+            try:
+                self._epoll.unregister(fd)
+            except (OSError, ValueError):
+                pass  # already closed: the kernel dropped it from the set
+
+    def __len__(self) -> int:
+        return len(self._objects)
+
+    def poll(self, timeout: float | None) -> list[tuple[Any, int]]:
+        """Wait for events (timeout in seconds, None = forever); run queued callbacks first-in first-out."""
+        if self._calls:
+            timeout = 0
+        try:
+            ready = self._epoll.poll(-1 if timeout is None else max(timeout, 0.0))
+        except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
+            ready = []
+        out = []
+        objects = self._objects
+        for fd, events in ready:
+            if fd == self._wake_fd:
+                self._drain_wake()
+                continue
+            obj = objects.get(fd)
+            if obj is not None:
+                out.append((obj, events))
+        self.run_calls()
+        return out
+
+    def run_calls(self) -> None:
+        # Clear the flag before draining: a call appended after this point re-writes the eventfd.
+        self._wake_pending = False
+        calls = self._calls
+        while calls:
+            fn, args = calls.popleft()
+            fn(*args)
+
+    def _drain_wake(self) -> None:
+        try:
+            os.eventfd_read(self._wake_fd)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        self._epoll.close()
+        os.close(self._wake_fd)
+
+    # --- any thread -----------------------------------------------------------------------
+    def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread soon. Safe from any thread and from signal handlers."""
+        self._calls.append((fn, args))
+        self.wake()
+
+    def wake(self) -> None:
+        if not self._wake_pending:
+            self._wake_pending = True
+            try:
+                os.eventfd_write(self._wake_fd, 1)
+            except (BlockingIOError, OSError):
+                pass

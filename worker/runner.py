@@ -1,0 +1,153 @@
+"""What a pool thread does with a connection: serve its request, then any pipelined ones, then hand back.
+
+SYNCHRONOUS: ``Runner.run`` is the pool-thread entry point. The loop has already parsed a complete request
+head; the thread runs the handler, finishes the response, consumes what the app left of the body, and either
+serves the next request already buffered (pipelining, RFC 9112 §9.3.2: answered in order, no wait for a socket
+event) or returns the connection to the loop with ``Loop.resume``.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from worker.accesslog import AccessLog, format_line
+from worker.exchange import Exchange
+from worker.handlers.base import ClientDisconnected, Handler
+from worker.http.errors import ProtocolError, RemoteProtocolError
+from worker.http.events import NEED_DATA, Request
+from worker.httpdate import http_date
+
+if TYPE_CHECKING:
+    from worker.connection import Conn
+    from worker.stats import WorkerStats
+
+log = logging.getLogger("webcluster.error")
+
+# Unread request body we read and drop to keep a connection alive (nginx discards too); beyond it, close.
+DISCARD_BUDGET = 256 * 1024
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+class Runner:
+    """Runs requests on pool threads. One instance per worker, shared by all threads (no mutable state)."""
+
+    def __init__(self, handler: Handler, stats: WorkerStats | None, access_log: AccessLog | None) -> None:
+        self.handler = handler
+        self.stats = stats
+        self.access_log = access_log
+
+    def run(self, conn: Conn) -> None:
+        """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
+        close = True
+        try:
+            close = self._serve_all(conn)
+        except Exception:  # a bug here must not leak the connection or the thread
+            log.exception("error while serving a connection")
+        conn.loop.poller.call_soon(conn.loop.resume, conn, close)
+
+    def _serve_all(self, conn: Conn) -> bool:
+        """Serve requests while they are buffered; return True when the connection must close."""
+        h1 = conn.h1
+        while True:
+            request = h1.request
+            if not self._serve_one(conn, request):
+                return True
+            if conn.broken or not h1.keep_alive:
+                return True
+            h1.start_next_cycle()
+            try:
+                event = h1.next_event()
+            except RemoteProtocolError as exc:
+                conn.send(h1.error_response(exc, date=http_date()))
+                return True
+            if event is NEED_DATA:
+                return False
+            if type(event) is not Request:  # ConnectionClosed
+                return True
+            conn.loop.count_request(conn)
+
+    def _serve_one(self, conn: Conn, request: Request) -> bool:
+        """Run the handler for one request; False when the connection cannot be reused."""
+        start = time.perf_counter()
+        in_before = conn.bytes_in
+        ex = Exchange(conn, request)
+        try:
+            self.handler(ex)
+            if not ex.aborted:
+                ex.finish()
+        except ClientDisconnected:
+            conn.broken = True
+        except Exception as exc:
+            self._on_error(conn, ex, exc)
+        if conn.body_error is not None and not ex.headers_sent and not conn.broken:
+            self._send_error(conn, ex, conn.body_error)
+        self._record(conn, ex, request, time.perf_counter() - start, conn.bytes_in - in_before)
+        if conn.broken or ex.aborted or conn.body_error is not None:
+            return False
+        return self._consume_body(conn, ex)
+
+    def _on_error(self, conn: Conn, ex: Exchange, exc: Exception) -> None:
+        if conn.broken:
+            return
+        if isinstance(exc, ProtocolError) and conn.body_error is exc:
+            return  # reported below as the precise 4xx
+        if ex.headers_sent:
+            log.error("error after the response head was sent; closing: %r", exc)
+            ex.abort()
+            return
+        log.error("handler failed for %s %s", ex.request.method, ex.request.target, exc_info=exc)
+        ex.start_response(
+            500,
+            "Internal Server Error",
+            [("Content-Type", "text/plain"), ("Content-Length", str(len(_ERROR_BODY)))],
+        )
+        try:
+            ex.write(_ERROR_BODY)
+            ex.finish()
+        except ClientDisconnected:
+            conn.broken = True
+
+    def _send_error(self, conn: Conn, ex: Exchange, exc: ProtocolError) -> None:
+        """The body was malformed, too large or too slow: the precise 4xx, then close (RFC 9112 §8)."""
+        ex.status = exc.status
+        ex.headers_sent = True
+        try:
+            conn.send(conn.h1.error_response(exc, date=http_date()))
+        except ClientDisconnected:
+            conn.broken = True
+
+    def _consume_body(self, conn: Conn, ex: Exchange) -> bool:
+        """Drop the unread rest of the body so the next request starts at a message boundary."""
+        h1 = conn.h1
+        if ex.body.done or h1.their_state == "DONE":
+            return True
+        if ex.request.expect_continue and not ex.body.started:
+            # The client is still waiting for 100 Continue and we answered without it: it may or may not
+            # send the body now (RFC 9110 §10.1.1), so the framing is unknowable. Close.
+            h1.request_close()
+            return False
+        try:
+            return ex.body.discard(DISCARD_BUDGET)
+        except (RemoteProtocolError, ClientDisconnected):
+            return False
+
+    def _record(self, conn: Conn, ex: Exchange, request: Request, duration: float, bytes_in: int):
+        status = ex.status or 500
+        if self.stats is not None:
+            self.stats.record(status, duration, bytes_in, ex.bytes_out)
+        if self.access_log is not None:
+            self.access_log.write(
+                format_line(
+                    host=conn.remote[0] if conn.remote else "-",
+                    when=time.time(),
+                    method=request.method,
+                    target=request.target,
+                    version=request.http_version,
+                    status=status,
+                    size=ex.bytes_out,
+                    referer=request.get("referer"),
+                    user_agent=request.get("user-agent"),
+                )
+            )
