@@ -115,11 +115,12 @@ def parse_choice(*choices: str) -> Parser:
 
 
 def parse_header_text(value: object) -> str:
-    """Text safe to put in a header value: no control characters (RFC 9110 §5.5 field-value)."""
+    """Printable ASCII safe to put in a header value (RFC 9110 §5.5 field-value; obs-text is left out
+    because it is deprecated and the writer encodes Latin-1): no CR, LF or other controls."""
     text = _text(value, "write plain text")
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+    if not all(c == "\t" or " " <= c <= "~" for c in text):
         raise InvalidValue(
-            f"{value!r} contains a control character", "remove CR, LF and other controls"
+            f"{value!r} has a control or non-ASCII character", "use printable ASCII only"
         )
     return text
 

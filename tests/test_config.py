@@ -275,6 +275,8 @@ BAD = [
     ("app", "mod:app()"),
     ("root_path", "app"),
     ("server_header", "evil\r\nSet-Cookie: x"),
+    ("server_header", "caf\u00e9"),
+    ("root_path", "/a\x00b"),
     ("static", "assets=/tmp"),
     ("static", "/=/tmp"),
     ("static", "/x="),
