@@ -1,0 +1,347 @@
+"""Static files under a root directory (``--root``, ``--static /prefix=DIR``), a ``Handler``.
+
+Runs on pool threads; a ``StaticHandler`` holds only immutable configuration. Choices (README "Static files"):
+
+- Path safety: the path is percent-decoded once, segment by segment. A segment that decodes to ``..``, or
+  contains ``/`` (from ``%2f``), ``\\`` or NUL, or starts with ``.`` (dotfiles such as ``.git``/``.env``;
+  ``.well-known`` is allowed) is refused with **404**. The joined path is resolved with ``realpath`` and must
+  stay under ``realpath(root)``: a symlink leading out of the root is a **404**, like a missing file, so the
+  answer never tells what exists outside. A file we may not read is a **403**.
+- Directories: ``index.html`` only, never a listing (404 without one); a directory named without a trailing
+  slash gets a **301** to the slash form (so relative links in the page resolve).
+- Validators: a *strong* ETag ``"<mtime_ns hex>-<size hex>"`` (nginx's choice: cheap, and usable for
+  ``If-Range`` and ``If-Match``) and ``Last-Modified``. Preconditions in RFC 9110 §13.2.2 order: If-Match,
+  If-Unmodified-Since (412), If-None-Match (weak comparison, takes precedence), If-Modified-Since (304).
+- Ranges (RFC 9110 §14): one ``bytes=a-b`` / ``a-`` / ``-n`` range -> 206; unsatisfiable -> 416 with
+  ``Content-Range: bytes */size``; several ranges, another unit, or a malformed header are ignored and the
+  whole file is sent with 200 (no multipart: bounded work per request). ``If-Range`` is honoured. Only GET.
+- MIME types come from Python's built-in table (not ``/etc/mime.types``, so every machine answers alike) plus
+  a few modern types; ``text/*`` gets ``charset=utf-8``; compressed files are served as such, never with a
+  ``Content-Encoding``. Unknown types are ``application/octet-stream``.
+- The body goes out with ``exchange.sendfile`` when the transport can, else in 64 KiB reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import mimetypes
+import os
+import re
+import stat
+from email.utils import formatdate, mktime_tz, parsedate_tz
+from typing import BinaryIO
+from urllib.parse import unquote_to_bytes
+
+from worker.handlers.base import Exchange
+from worker.handlers.target import split_target
+from worker.http.events import Request
+
+log = logging.getLogger("webcluster.error")
+
+_BLOCK_SIZE = 65536
+_ALLOWED_METHODS = "GET, HEAD"
+_REASONS = {
+    301: "Moved Permanently",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    412: "Precondition Failed",
+    416: "Range Not Satisfiable",
+}
+_EXTRA_TYPES = {
+    ".js": "text/javascript",  # RFC 9239
+    ".mjs": "text/javascript",
+    ".webp": "image/webp",
+    ".woff": "font/woff",
+    ".woff2": "font/woff2",
+    ".webmanifest": "application/manifest+json",
+    ".md": "text/markdown",
+    ".gz": "application/gzip",
+    ".tgz": "application/gzip",
+    ".bz2": "application/x-bzip2",
+    ".xz": "application/x-xz",
+    ".zst": "application/zstd",
+    ".br": "application/octet-stream",
+}
+# RFC 9110 §8.8.3: entity-tag = [ "W/" ] DQUOTE *etagc DQUOTE
+_ETAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
+# RFC 9110 §14.1.2, one range only; 19 digits bound int() work and still cover any real file size
+_RANGE = re.compile(r"\s*[bB][yY][tT][eE][sS]\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*")
+UNSATISFIABLE = "unsatisfiable"
+
+
+def _mime_table() -> mimetypes.MimeTypes:
+    table = (
+        mimetypes.MimeTypes()
+    )  # built-in defaults only (the instance does not read system files)
+    table.encodings_map = {}  # "a.tar.gz" is a gzip file to us, not a tar with Content-Encoding
+    table.suffix_map = {}
+    for ext, mime in _EXTRA_TYPES.items():
+        table.add_type(mime, ext)
+    return table
+
+
+def safe_segments(path: str) -> list[str] | None:
+    """The decoded segments of an (encoded) URL path, or None if the path must not be served."""
+    segments = []
+    for raw in path.split("/"):
+        segment = os.fsdecode(
+            unquote_to_bytes(raw)
+        )  # decode once: "%252e" stays "%2e", a plain name
+        if segment in ("", "."):
+            continue
+        if segment == ".." or any(char in segment for char in "/\\\0"):
+            return None
+        if segment.startswith(".") and segment != ".well-known":
+            return None
+        segments.append(segment)
+    return segments
+
+
+class StaticHandler:
+    """Serve files under ``root`` for request paths under ``prefix`` (``""`` = the whole URL space)."""
+
+    def __init__(self, root: str, *, prefix: str = "") -> None:
+        self.root = os.path.realpath(root)
+        self.prefix = prefix.rstrip("/")
+        self.types = _mime_table()
+
+    def __call__(self, exchange: Exchange) -> None:
+        request = exchange.request
+        if request.method not in ("GET", "HEAD"):
+            _reply(exchange, 405, [("allow", _ALLOWED_METHODS)])
+            return
+        path, query, _ = split_target(request.target)
+        found = self.locate(path)
+        if found == 301:
+            location = self._slash_location(path) + (f"?{query}" if query else "")
+            _reply(exchange, 301, [("location", location)])
+        elif isinstance(found, int):
+            _reply(exchange, found)
+        else:
+            self._serve(exchange, found)
+
+    def locate(self, path: str) -> str | int:
+        """Real path of the file for URL ``path`` (percent-encoded), or a status: 404, 403 or 301."""
+        if not path.startswith("/") or (
+            path != self.prefix and not path.startswith(self.prefix + "/")
+        ):
+            return 404
+        rest = path[len(self.prefix) :]
+        segments = safe_segments(rest)
+        if segments is None:
+            return 404
+        candidate = self._inside(os.path.join(self.root, *segments))
+        if candidate is None:
+            return 404
+        try:
+            is_dir = stat.S_ISDIR(os.stat(candidate).st_mode)
+        except PermissionError:
+            return 403
+        except OSError:  # missing, a file used as a directory, name too long, symlink loop
+            return 404
+        if not is_dir:
+            return candidate
+        if not rest.endswith("/"):
+            return 301
+        index = self._inside(os.path.join(candidate, "index.html"))
+        return index if index is not None else 404
+
+    def _inside(self, path: str) -> str | None:
+        """``realpath(path)`` if it lies under the root (symlinks resolved), else None."""
+        real = os.path.realpath(path)
+        if real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep):
+            return real
+        return None
+
+    def _slash_location(self, path: str) -> str:
+        # Rebuilt from the non-empty segments: "//evil.example" must not become a scheme-relative URL.
+        return "/" + "".join(segment + "/" for segment in path.split("/") if segment)
+
+    def _serve(self, exchange: Exchange, real: str) -> None:
+        try:
+            file = _open_regular(real)
+        except PermissionError:
+            _reply(exchange, 403)
+            return
+        except OSError:
+            _reply(exchange, 404)
+            return
+        with file:
+            self._send(exchange, file, os.fstat(file.fileno()), real)
+
+    def _send(self, exchange: Exchange, file: BinaryIO, info: os.stat_result, real: str) -> None:
+        """Answer 304/412/416/206/200 for an open regular file."""
+        request = exchange.request
+        size = info.st_size
+        etag = f'"{info.st_mtime_ns:x}-{size:x}"'
+        validators = [("etag", etag), ("last-modified", formatdate(info.st_mtime, usegmt=True))]
+        precondition = check_preconditions(request, etag, int(info.st_mtime))
+        if precondition == 304:
+            exchange.start_response(304, "Not Modified", validators)
+            exchange.finish()
+            return
+        if precondition == 412:
+            _reply(exchange, 412)
+            return
+        wanted = select_range(request, etag, int(info.st_mtime), size)
+        if wanted == UNSATISFIABLE:
+            _reply(exchange, 416, [("content-range", f"bytes */{size}")])
+            return
+        headers = [
+            ("content-type", self.content_type(real)),
+            *validators,
+            ("accept-ranges", "bytes"),
+        ]
+        if wanted is None:
+            status, reason, offset, count = 200, "OK", 0, size
+        else:
+            start, end = wanted
+            status, reason, offset, count = 206, "Partial Content", start, end - start + 1
+            headers.append(("content-range", f"bytes {start}-{end}/{size}"))
+        headers.append(("content-length", str(count)))
+        exchange.start_response(status, reason, headers)
+        if request.method == "GET" and count:
+            if not _send_body(exchange, file, offset, count):
+                return
+        exchange.finish()
+
+    def content_type(self, path: str) -> str:
+        """MIME type for ``path``; text types are declared UTF-8."""
+        mime = self.types.guess_type(path, strict=False)[0] or "application/octet-stream"
+        return f"{mime}; charset=utf-8" if mime.startswith("text/") else mime
+
+
+def _open_regular(path: str) -> BinaryIO:
+    """Open a regular file for reading. O_NONBLOCK so a FIFO planted in the root cannot hang the thread;
+    O_NOFOLLOW so the last component cannot be swapped for a symlink after ``realpath``."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise IsADirectoryError(path)  # directories, devices, FIFOs, sockets: 404
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _send_body(exchange: Exchange, file: BinaryIO, offset: int, count: int) -> bool:
+    """Send ``count`` bytes from ``offset``; False (connection aborted) if the client or the file failed."""
+    try:
+        if exchange.can_sendfile:
+            exchange.sendfile(file, offset, count)
+            return True
+        file.seek(offset)
+        while count > 0:
+            block = file.read(min(_BLOCK_SIZE, count))
+            if not block:  # the file shrank under us: the promised length cannot be kept
+                log.warning("file %s shrank while being sent", getattr(file, "name", "?"))
+                exchange.abort()
+                return False
+            exchange.write(block)
+            count -= len(block)
+    except OSError as exc:  # client went away (EPIPE, ECONNRESET, send timeout) or a read error
+        log.debug("static response aborted: %r", exc)
+        exchange.abort()
+        return False
+    return True
+
+
+def _reply(exchange: Exchange, status: int, headers: list[tuple[str, str]] | None = None) -> None:
+    """A short plain-text response for errors and redirects."""
+    reason = _REASONS[status]
+    body = f"{status} {reason}\n".encode()
+    exchange.start_response(
+        status,
+        reason,
+        [
+            ("content-type", "text/plain; charset=utf-8"),
+            ("content-length", str(len(body))),
+            *(headers or []),
+        ],
+    )
+    if exchange.request.method != "HEAD":
+        exchange.write(body)
+    exchange.finish()
+
+
+def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
+    """Does the If-Match/If-None-Match list ``header`` match our (strong) ``etag``? (RFC 9110 §8.8.3.2)"""
+    if header.strip() == "*":
+        return True
+    for match in _ETAG.finditer(header):
+        is_weak, opaque = match.group(1), f'"{match.group(2)}"'
+        if opaque == etag and (weak or not is_weak):
+            return True
+    return False
+
+
+def _http_date(value: str | None) -> int | None:
+    """Seconds since the epoch for an HTTP-date, or None when absent or invalid (then ignored)."""
+    if value is None:
+        return None
+    parsed = parsedate_tz(value)
+    if parsed is None:
+        return None
+    try:
+        return mktime_tz(parsed)
+    except (OverflowError, ValueError):
+        return None
+
+
+def check_preconditions(request: Request, etag: str, mtime: int) -> int | None:
+    """RFC 9110 §13.2.2 evaluation order: None to proceed, 412, or 304 (GET/HEAD)."""
+    if_match = request.get("if-match")
+    if if_match is not None:
+        if not _etag_matches(if_match, etag, weak=False):  # §13.1.1: strong comparison
+            return 412
+    else:
+        since = _http_date(request.get("if-unmodified-since"))
+        if since is not None and mtime > since:
+            return 412
+    if_none_match = request.get("if-none-match")
+    if if_none_match is not None:  # §13.1.2: weak comparison; when present, IMS is ignored
+        return 304 if _etag_matches(if_none_match, etag, weak=True) else None
+    since = _http_date(request.get("if-modified-since"))
+    if since is not None and mtime <= since:
+        return 304
+    return None
+
+
+def select_range(
+    request: Request, etag: str, mtime: int, size: int
+) -> tuple[int, int] | str | None:
+    """The single byte range to send as (first, last), ``UNSATISFIABLE``, or None for the whole file."""
+    value = request.get("range")
+    if value is None or request.method != "GET":  # §14.2: range handling is defined for GET only
+        return None
+    if_range = request.get("if-range")
+    if if_range is not None and not _if_range_holds(if_range, etag, mtime):
+        return None
+    match = _RANGE.fullmatch(value)
+    if match is None:  # other unit, several ranges, or malformed: ignore (§14.2 allows it)
+        return None
+    first, last = match.groups()
+    if not first:
+        if not last:
+            return None
+        suffix = int(last)
+        if suffix == 0 or size == 0:
+            return UNSATISFIABLE  # §14.1.3: a zero-length suffix or an empty representation
+        return max(size - suffix, 0), size - 1
+    start = int(first)
+    end = int(last) if last else size - 1
+    if end < start:
+        return None  # invalid range-spec: the header is ignored (§14.1.1)
+    if start >= size:
+        return UNSATISFIABLE
+    return start, min(end, size - 1)
+
+
+def _if_range_holds(value: str, etag: str, mtime: int) -> bool:
+    """§13.1.5: an entity-tag must match strongly; a date must equal Last-Modified exactly."""
+    value = value.strip()
+    if value.startswith(('"', "W/")):
+        return value == etag
+    return _http_date(value) == mtime
