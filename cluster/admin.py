@@ -1,0 +1,347 @@
+"""The admin endpoint: /metrics (Prometheus), /stats (JSON), /healthz and / (the live dashboard).
+
+Runs in the supervisor on its own socket and its own threads, never on the public port: an accept thread
+blocked on a selector (listening socket + a wake-up socketpair for ``stop()``, no polling), and one
+short-lived thread per connection, at most ``max_connections`` at once (it is loopback ops traffic;
+extra connections are closed at once). Connections have a socket timeout, so a silent client frees its
+thread after ``timeout`` seconds.
+
+Requests are routed by ``route()``, a pure function from (method, path) to an ``AdminResponse``, so all
+content is testable without sockets. HTTP parsing and serialisation use ``http.server`` for now; the
+project's sans-IO core (``worker.http.protocol.H1Connection``) can replace ``_Handler`` without touching
+``route()``.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import math
+import selectors
+import socket
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from cluster.dashboard import PAGE
+from cluster.stats import StatsSnapshot
+from worker.ipc import STATUS_CLASSES
+
+log = logging.getLogger(__name__)
+
+METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text exposition 0.0.4
+# The page must load nothing from elsewhere; the policy makes the browser enforce it.
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+    "connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'"
+)
+
+
+class SnapshotSource(Protocol):
+    """What the admin server needs from the aggregator."""
+
+    def snapshot(self) -> StatsSnapshot: ...
+
+
+@dataclass(frozen=True, slots=True)
+class AdminResponse:
+    status: int
+    content_type: str
+    body: bytes
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def route(
+    method: str, target: str, source: SnapshotSource, health: Callable[[], bool]
+) -> AdminResponse:
+    """Answer one request. GET and HEAD only (HEAD gets GET's headers; the transport drops the body)."""
+    if method not in ("GET", "HEAD"):
+        return AdminResponse(405, "text/plain", b"method not allowed\n", (("Allow", "GET, HEAD"),))
+    path = target.split("?", 1)[0]
+    if path == "/healthz":
+        # A load balancer takes the host out of rotation on 503 (DESIGN §8: drain on SIGTERM).
+        if health():
+            return AdminResponse(200, "text/plain; charset=utf-8", b"ok\n")
+        return AdminResponse(503, "text/plain; charset=utf-8", b"draining\n")
+    if path == "/metrics":
+        return AdminResponse(200, METRICS_TYPE, render_metrics(source.snapshot()).encode())
+    if path == "/stats":
+        return AdminResponse(200, "application/json", source.snapshot().to_json().encode())
+    if path in ("/", "/index.html"):
+        csp = (("Content-Security-Policy", DASHBOARD_CSP),)
+        return AdminResponse(200, "text/html; charset=utf-8", PAGE.encode(), csp)
+    return AdminResponse(404, "text/plain; charset=utf-8", b"not found\n")
+
+
+# --- Prometheus text format 0.0.4 -------------------------------------------------------------
+
+Sample = tuple[str, dict[str, str], float | int]  # (name suffix, labels, value)
+
+
+def render_metrics(snap: StatsSnapshot) -> str:
+    """The snapshot in Prometheus text exposition format 0.0.4 (one HELP and TYPE per family)."""
+    out: list[str] = []
+    totals, gauges = snap.totals, snap.gauges
+    family = _family_writer(out)
+    family(
+        "webcluster_requests_total", "counter", "Requests answered, by status class.",
+        [("", {"status": c}, n) for c, n in zip(STATUS_CLASSES, totals.status, strict=True)],
+    )  # fmt: skip
+    family(
+        "webcluster_worker_requests_total", "counter", "Requests answered by each live worker.",
+        [("", _wl(w.slot, w.pid), w.counters.requests) for w in snap.workers],
+    )  # fmt: skip
+    family("webcluster_bytes_in_total", "counter", "Request bytes received.",
+           [("", {}, totals.bytes_in)])  # fmt: skip
+    family("webcluster_bytes_out_total", "counter", "Response bytes sent.",
+           [("", {}, totals.bytes_out)])  # fmt: skip
+    family(
+        "webcluster_connections", "gauge", "Open client connections, by state.",
+        [("", {"state": "active"}, gauges.active_connections),
+         ("", {"state": "idle"}, gauges.idle_connections)],
+    )  # fmt: skip
+    family("webcluster_busy_threads", "gauge", "Pool threads running a request.",
+           [("", {}, gauges.busy_threads)])  # fmt: skip
+    family("webcluster_queue_depth", "gauge", "Requests waiting for a pool thread.",
+           [("", {}, gauges.queue_depth)])  # fmt: skip
+    family(
+        "webcluster_request_duration_seconds", "histogram",
+        "Time from a complete request head to the last response byte queued.",
+        _histogram(snap),
+    )  # fmt: skip
+    _worker_gauges(family, snap)
+    family(
+        "webcluster_worker_restarts_total", "counter", "Workers started in a slot after its first.",
+        [("", {"slot": str(slot)}, n) for slot, n in sorted(snap.restarts.items())],
+    )  # fmt: skip
+    family("webcluster_workers", "gauge", "Live worker processes.",
+           [("", {}, len(snap.workers))])  # fmt: skip
+    family("webcluster_generation", "gauge", "Configuration generation (raised by each reload).",
+           [("", {}, snap.generation)])  # fmt: skip
+    family("webcluster_uptime_seconds", "gauge", "Seconds since the supervisor started.",
+           [("", {}, snap.uptime_s)])  # fmt: skip
+    return "\n".join(out) + "\n"
+
+
+def _worker_gauges(family: Callable[..., None], snap: StatsSnapshot) -> None:
+    sampled = [w for w in snap.workers if w.proc is not None]
+    for name, attr, text in (
+        ("rss_bytes", "rss_bytes", "Resident set size of each worker."),
+        ("cpu_percent", "cpu_percent", "CPU use of each worker since the previous sample (%)."),
+        ("open_fds", "open_fds", "Open file descriptors of each worker."),
+        ("threads", "num_threads", "OS threads of each worker."),
+    ):
+        samples = [("", _wl(w.slot, w.pid), getattr(w.proc, attr)) for w in sampled]
+        family(f"webcluster_worker_{name}", "gauge", text, samples)
+
+
+def _histogram(snap: StatsSnapshot) -> list[Sample]:
+    samples: list[Sample] = []
+    running = 0
+    for bound, count in zip(snap.latency_bounds_s, snap.totals.latency_buckets, strict=True):
+        running += count  # Prometheus buckets are cumulative; ours are per bucket
+        samples.append(("_bucket", {"le": _num(bound)}, running))
+    samples.append(("_sum", {}, snap.totals.latency_sum))
+    samples.append(("_count", {}, running))
+    return samples
+
+
+def _family_writer(out: list[str]) -> Callable[[str, str, str, Iterable[Sample]], None]:
+    def family(name: str, kind: str, text: str, samples: Iterable[Sample]) -> None:
+        out.append(f"# HELP {name} {_escape_help(text)}")
+        out.append(f"# TYPE {name} {kind}")
+        for suffix, labels, value in samples:
+            out.append(f"{name}{suffix}{_labels(labels)} {_num(value)}")
+
+    return family
+
+
+def _wl(slot: int, pid: int) -> dict[str, str]:
+    return {"slot": str(slot), "pid": str(pid)}
+
+
+def _labels(labels: dict[str, str]) -> str:
+    if not labels:
+        return ""
+    body = ",".join(f'{k}="{_escape_label(v)}"' for k, v in labels.items())
+    return "{" + body + "}"
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def _num(value: float | int) -> str:
+    if isinstance(value, int):
+        return str(value)
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if math.isnan(value):
+        return "NaN"
+    return repr(float(value))
+
+
+# --- transport --------------------------------------------------------------------------------
+
+
+class AdminServer:
+    """Serves ``route()`` on ``address`` (``HOST:PORT``, ``[v6]:PORT`` or ``unix:/path``).
+
+    ``start()`` binds (raising OSError on failure, for the caller to report) and starts the accept
+    thread; ``stop()`` wakes it, closes the listening socket and open connections, and joins.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        aggregator: SnapshotSource,
+        health: Callable[[], bool],
+        *,
+        max_connections: int = 16,
+        timeout: float = 10.0,
+    ) -> None:
+        self._spec = address
+        self.source = aggregator
+        self.health = health
+        self.timeout = timeout
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._sock: socket.socket | None = None
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._thread: threading.Thread | None = None
+        self._conns: set[socket.socket] = set()
+        self._lock = threading.Lock()
+
+    @property
+    def address(self) -> tuple[str, int] | str:
+        """The bound address: (host, port) for TCP (the real port when 0 was asked), a path for unix."""
+        if self._sock is None:
+            raise RuntimeError("AdminServer not started")
+        name = self._sock.getsockname()
+        return name if isinstance(name, str) else (name[0], name[1])
+
+    def start(self) -> None:
+        self._sock = _listen(self._spec)
+        self._thread = threading.Thread(target=self._serve, name="admin-accept", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        self._wake_w.send(b"x")
+        self._thread.join()
+        self._thread = None
+        with self._lock:
+            for conn in self._conns:
+                _shutdown(conn)  # handler threads see EOF/error and end
+        for sock in (self._sock, self._wake_r, self._wake_w):
+            if sock is not None:
+                sock.close()
+
+    # --- accept thread ---
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._sock, selectors.EVENT_READ)
+            sel.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in sel.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    self._accept()
+
+    def _accept(self) -> None:
+        assert self._sock is not None
+        try:
+            conn, peer = self._sock.accept()
+        except (BlockingIOError, InterruptedError, ConnectionAbortedError):
+            return
+        if not self._slots.acquire(blocking=False):
+            conn.close()  # over the connection cap: refuse rather than queue threads
+            return
+        conn.setblocking(True)
+        conn.settimeout(self.timeout)
+        with self._lock:
+            self._conns.add(conn)
+        threading.Thread(
+            target=self._handle, args=(conn, peer), name="admin-conn", daemon=True
+        ).start()
+
+    # --- connection threads ---
+
+    def _handle(self, conn: socket.socket, peer: object) -> None:
+        try:
+            _Handler(conn, peer if isinstance(peer, tuple) else ("", 0), self)
+        except OSError:
+            pass  # timeouts, resets, shutdown by stop(): nothing to answer
+        except Exception:
+            log.exception("admin request failed")
+        finally:
+            with self._lock:
+                self._conns.discard(conn)
+            conn.close()
+            self._slots.release()
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    """Parses with http.server and answers with ``route()``. Keep-alive per HTTP/1.1 (RFC 9112 §9.3)."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "webcluster-admin"
+    sys_version = ""
+    server: AdminServer  # type: ignore[assignment]
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._answer()
+
+    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
+
+    def _answer(self) -> None:
+        resp = route(self.command, self.path, self.server.source, self.server.health)
+        self.send_response(resp.status)
+        self.send_header("Content-Type", resp.content_type)
+        self.send_header("Content-Length", str(len(resp.body)))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("X-Content-Type-Options", "nosniff")
+        for name, value in resp.headers:
+            self.send_header(name, value)
+        self.end_headers()
+        if self.command != "HEAD":  # RFC 9110 §9.3.2: same headers, no content
+            self.wfile.write(resp.body)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        log.debug("admin %s: " + format, self.client_address, *args)
+
+
+def _listen(spec: str) -> socket.socket:
+    """Bind and listen on ``spec``; the socket is non-blocking for the accept loop."""
+    if spec.startswith("unix:"):
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        target: object = spec[5:]
+    else:
+        host, _, port = spec.rpartition(":")
+        host = host.strip("[]")
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        target = (host, int(port))
+    try:
+        sock.bind(target)
+        sock.listen(64)
+    except OSError:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+def _shutdown(conn: socket.socket) -> None:
+    try:
+        conn.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
