@@ -1,4 +1,4 @@
-"""H1Connection: the server side of one HTTP/1.x connection, sans-IO.  (API CONTRACT - to be implemented)
+"""H1Connection: the server side of one HTTP/1.x connection, sans-IO.
 
 Bytes in (``receive_data``), events out (``next_event``); response events in (``send_response`` /
 ``send_data`` / ``send_end``), bytes out. No socket, selector or thread is imported here.
@@ -22,6 +22,25 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from worker.http import state as st
+from worker.http.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from worker.http.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Request,
+    _Sentinel,
+)
+from worker.http.readers import ChunkedReader, ContentLengthReader, HeadScanner, parse_request_head
+from worker.http.writers import BodyWriter, error_head, serialize_response
+
+# RFC 9112 §2.2: "a server that is expecting to receive and parse a request-line SHOULD ignore at least
+# one empty line (CRLF) received prior to the request-line". A few, not an unbounded stream of them.
+MAX_LEADING_EMPTY_LINES = 8
+CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+
 
 @dataclass(frozen=True, slots=True)
 class Limits:
@@ -35,3 +54,218 @@ class Limits:
     max_body: int = 1 << 30  # 0 = unlimited; Content-Length or chunked total above -> 413
     max_chunk_line: int = 4096  # chunk-size line incl. extensions -> 400
     max_trailer: int = 16384  # total trailer section -> 431
+
+
+class H1Connection:
+    """One server-side HTTP/1.x connection: bytes in -> events out, response calls -> bytes out.
+
+    Not thread-safe: the I/O layer calls it from one thread at a time (the poller thread while reading a
+    head, the pool thread running the handler while it reads the body and writes the response).
+    """
+
+    def __init__(self, limits: Limits = Limits(), server: bytes = b"webcluster") -> None:
+        self.limits = limits
+        self._server = server.decode("latin-1")
+        self._buf = bytearray()
+        self._eof = False
+        self._state = st.CycleState()
+        self._error: RemoteProtocolError | None = None
+        self.request: Request | None = None
+        self._reader: ContentLengthReader | ChunkedReader | None = None
+        self._writer: BodyWriter | None = None
+        self._continue_sent = False
+        self._empty_lines = 0
+        self._head = HeadScanner(
+            total_limit=limits.max_head,
+            line_limit=limits.max_header_field,
+            count_limit=limits.max_header_count,
+            first_line_limit=limits.max_request_line,
+        )
+
+    # --- state ---------------------------------------------------------------------------------
+
+    @property
+    def their_state(self) -> str:
+        return self._state.their_state
+
+    @property
+    def our_state(self) -> str:
+        return self._state.our_state
+
+    @property
+    def keep_alive(self) -> bool:
+        """False once either side wants close, the framing forces it, or an error happened."""
+        return self._state.keep_alive
+
+    @property
+    def trailing_data(self) -> tuple[bytes, bool]:
+        """(buffered bytes not parsed yet, EOF seen)."""
+        return bytes(self._buf), self._eof
+
+    def request_close(self) -> None:
+        """Close after the current response (graceful stop, max requests): ``Connection: close``."""
+        self._state.disable_keep_alive()
+
+    def start_next_cycle(self) -> None:
+        """Both sides DONE and keep-alive: reset for the next request; buffered bytes are kept."""
+        self._state.next_cycle()
+        self.request = None
+        self._reader = None
+        self._writer = None
+        self._continue_sent = False
+        self._empty_lines = 0
+        self._head.reset()
+
+    # --- receiving (RFC 9112) ------------------------------------------------------------------
+
+    def receive_data(self, data: bytes) -> None:
+        """Add bytes from the peer; ``b""`` means EOF. Ignored after an error or EOF."""
+        if self._error is not None or self._eof:
+            return
+        if data:
+            self._buf += data
+        else:
+            self._eof = True
+
+    def next_event(self) -> Request | Data | EndOfMessage | ConnectionClosed | _Sentinel:
+        """The next event, NEED_DATA or PAUSED; raises RemoteProtocolError (again on every later call)."""
+        if self._error is not None:
+            raise RemoteProtocolError(str(self._error), self._error.status)
+        their = self._state.their_state
+        try:
+            if their == st.IDLE:
+                return self._next_request()
+            if their == st.SEND_BODY:
+                event = self._reader(self._buf, self._eof)
+                if event is None:
+                    return NEED_DATA
+                if type(event) is EndOfMessage:
+                    self._state.their("end")
+                return event
+        except RemoteProtocolError as exc:
+            self._error = exc
+            self._state.remote_error()
+            raise
+        if their == st.CLOSED:
+            return ConnectionClosed()
+        return PAUSED
+
+    def _next_request(self) -> Request | ConnectionClosed | _Sentinel:
+        buf = self._buf
+        while buf.startswith(b"\r\n"):  # RFC 9112 §2.2, see MAX_LEADING_EMPTY_LINES
+            if self._empty_lines >= MAX_LEADING_EMPTY_LINES:
+                raise RemoteProtocolError("too many empty lines before the request-line")
+            self._empty_lines += 1
+            del buf[:2]
+            self._head.reset()
+        if not buf:
+            if self._eof:
+                self._state.their("eof")
+                return ConnectionClosed()
+            return NEED_DATA
+        end = self._head.find_end(buf)
+        if end < 0:
+            if self._eof:
+                raise RemoteProtocolError("connection closed in the middle of the request head")
+            return NEED_DATA
+        limits = self.limits
+        request = parse_request_head(buf, end, self._head, limits.max_body)
+        del buf[:end]
+        self.request = request
+        self._state.their("head")
+        if not request.keep_alive:
+            self._state.disable_keep_alive()
+        if request.chunked:
+            trailers = HeadScanner(
+                total_limit=limits.max_trailer,
+                line_limit=limits.max_header_field,
+                count_limit=limits.max_header_count,
+            )
+            self._reader = ChunkedReader(limits.max_body, limits.max_chunk_line, trailers)
+        else:
+            self._reader = ContentLengthReader(request.content_length or 0)
+        return request
+
+    # --- sending -------------------------------------------------------------------------------
+
+    def send_continue(self) -> bytes:
+        """``100 Continue`` once, if a 1.1 client asked for it and no response head went out yet."""
+        request = self.request
+        if (
+            request is None
+            or not request.expect_continue
+            or self._continue_sent
+            or self._state.our_state != st.IDLE
+            or self._state.their_state != st.SEND_BODY
+        ):
+            return b""
+        self._continue_sent = True
+        return CONTINUE
+
+    def send_response(
+        self, status: int, headers: list[tuple[str, str]], reason: str = "", *, date: bytes
+    ) -> bytes:
+        """Serialize a response head (framing per RFC 9112 §6); LocalProtocolError leaves no trace."""
+        request = self.request
+        if request is None or self._state.our_state != st.IDLE:
+            raise LocalProtocolError(f"no response expected in state {self._state.our_state}")
+        keep_alive = self._state.keep_alive
+        if (
+            request.expect_continue
+            and not self._continue_sent
+            and self._state.their_state == st.SEND_BODY
+        ):
+            # RFC 9110 §10.1.1: a final answer without 100 Continue: the client may or may not send the
+            # body now, so the rest of the stream cannot be trusted to be a new request.
+            keep_alive = False
+        head, writer, keep_alive = serialize_response(
+            status,
+            headers,
+            reason,
+            request=request,
+            keep_alive=keep_alive,
+            date=date,
+            server=self._server,
+        )
+        if writer is None:  # informational 1xx: the final response is still to come
+            return head
+        self._writer = writer
+        if not keep_alive:
+            self._state.disable_keep_alive()
+        self._state.ours("head")
+        return head
+
+    def send_data(self, data: bytes) -> bytes:
+        """Frame body bytes (chunked: size line + CRLF; HEAD/204/304: dropped; empty: b"")."""
+        if self._state.our_state != st.SEND_BODY or self._writer is None:
+            raise LocalProtocolError(f"cannot send body data in state {self._state.our_state}")
+        try:
+            return self._writer.write(data)
+        except LocalProtocolError:
+            self._state.disable_keep_alive()
+            raise
+
+    def send_end(self) -> bytes:
+        """End the response: ``0\\r\\n\\r\\n`` when chunked; a short Content-Length body forces close."""
+        if self._state.our_state != st.SEND_BODY or self._writer is None:
+            raise LocalProtocolError(f"cannot end the response in state {self._state.our_state}")
+        out, complete = self._writer.finish()
+        if not complete:
+            self._state.disable_keep_alive()
+        self._state.ours("end")
+        return out
+
+    def error_response(self, exc: ProtocolError, *, date: bytes) -> bytes:
+        """The one place a protocol error becomes bytes: a short text/plain response + Connection: close.
+
+        Returns b"" when a response head was already sent: all that is left to do then is close.
+        """
+        if isinstance(exc, RemoteProtocolError) and self._state.their_state != st.ERROR:
+            self._error = self._error or exc
+            self._state.remote_error()
+        head_sent = self._state.our_state != st.IDLE
+        self._state.error_sent()
+        if head_sent:
+            return b""
+        with_body = self.request is None or self.request.method != "HEAD"
+        return error_head(exc.status, str(exc), date=date, server=self._server, with_body=with_body)

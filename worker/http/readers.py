@@ -1,0 +1,297 @@
+"""Bytes -> events: the request head, Content-Length bodies and chunked bodies (RFC 9112).
+
+Line-ending policy: **strict CRLF**. RFC 9112 §2.2 lets a recipient accept a bare LF as a line
+terminator, but a parser that does so disagrees with one that doesn't about where a head (or a chunk-size
+line) ends - the root of several request-smuggling attacks. So a bare LF anywhere in a head, trailer
+section or chunk-size line is a 400, and so is a bare CR (§2.2: "MUST ... reject the message"). The only
+leniency is the one §2.2 asks for: a few empty lines (CRLF) before the request-line are skipped.
+
+Every reader works on the connection's ``bytearray`` and deletes what it consumed from the front
+(CPython makes that O(1)); all offsets are relative to the start of the buffer. Each reader returns an
+event, ``None`` ("need more data") or raises ``RemoteProtocolError``.
+"""
+
+from __future__ import annotations
+
+from typing import NoReturn
+
+from worker.http.errors import RemoteProtocolError
+from worker.http.events import Data, EndOfMessage, Request
+from worker.http.grammar import CHUNK_LINE_RE, HTTP_VERSION_RE, REQUEST_LINE_RE, TOKEN_RE
+from worker.http.headers import build_request, check_target, parse_field_lines
+
+# HTTP/1.x minor versions other than 0 are answered as 1.1 (RFC 9110 §2.5: a recipient "SHOULD process"
+# a higher minor version "as if it were the highest minor version ... to which the recipient is conformant").
+_VERSIONS = {"HTTP/1.0": "1.0", "HTTP/1.1": "1.1"}
+
+
+class HeadScanner:
+    """Finds the end of a head (or trailer section) in a growing buffer and enforces its limits as soon
+    as the buffer proves them, so memory stays bounded even when the terminator never comes.
+
+    The fast path is one ``find(b"\\r\\n\\r\\n")`` resumed where the previous call stopped. While the head
+    is incomplete, new complete lines are checked once each (length, count, bare CR/LF). The same line
+    checks, run over a complete head, give the canonical error for it (``scan_lines``), so feeding a head
+    whole or byte by byte yields the same status.
+    """
+
+    __slots__ = (
+        "_search",
+        "_pos",
+        "_count",
+        "first_line_limit",
+        "line_limit",
+        "count_limit",
+        "total_limit",
+    )
+
+    def __init__(
+        self, *, total_limit: int, line_limit: int, count_limit: int, first_line_limit: int = 0
+    ) -> None:
+        self.total_limit = total_limit  # whole head incl. the final CRLF CRLF -> 431
+        self.line_limit = line_limit  # one field line -> 431
+        self.count_limit = count_limit  # number of field lines -> 431
+        self.first_line_limit = first_line_limit  # request-line -> 414 (0: no request-line)
+        self.reset()
+
+    def reset(self) -> None:
+        self._search = 0  # resume the terminator search here
+        self._pos = 0  # start of the first line not yet checked
+        self._count = 0  # lines checked so far
+
+    def find_end(self, buf: bytearray) -> int:
+        """Offset just past the head's final CRLF CRLF, or -1 (raises once the buffer proves an error)."""
+        idx = buf.find(b"\r\n\r\n", self._search)
+        if idx >= 0:
+            return idx + 4
+        self.scan_lines(buf, len(buf))
+        self._search = max(0, len(buf) - 3)
+        return -1
+
+    def scan_lines(self, buf: bytearray, stop: int) -> None:
+        """Check the lines in ``buf[:stop]`` not checked before; a partial last line too if stop is the end."""
+        pos, count, limit = self._pos, self._count, self.total_limit
+        find = buf.find
+        while True:
+            lf = find(b"\n", pos, stop)
+            if lf < 0:
+                break
+            if lf == pos or buf[lf - 1] != 13:
+                raise RemoteProtocolError("bare LF as line terminator (strict CRLF, RFC 9112 §2.2)")
+            if lf - 1 == pos:  # the empty line: end of head, nothing more to check
+                if lf + 1 > limit:
+                    raise RemoteProtocolError("head too large", 431)
+                return
+            self._check_line(buf, pos, lf - 1, count)
+            count += 1
+            if lf + 1 > limit:
+                raise RemoteProtocolError("head too large", 431)
+            pos = lf + 1
+        self._pos, self._count = pos, count
+        if stop == len(buf) and stop > pos:  # partial line: all we can know so far
+            end = stop - 1 if buf[stop - 1] == 13 else stop
+            self._check_line(buf, pos, end, count)
+            if stop > limit:
+                raise RemoteProtocolError("head too large", 431)
+
+    def _check_line(self, buf: bytearray, start: int, end: int, count: int) -> None:
+        if buf.find(b"\r", start, end) >= 0:
+            raise RemoteProtocolError("bare CR in head (RFC 9112 §2.2)")
+        if count == 0 and self.first_line_limit:
+            if end - start > self.first_line_limit:
+                raise RemoteProtocolError("request-line too long", 414)
+            return
+        if end - start > self.line_limit:
+            raise RemoteProtocolError("header field line too long", 431)
+        if count - (1 if self.first_line_limit else 0) >= self.count_limit:
+            raise RemoteProtocolError("too many header fields", 431)
+
+
+def parse_request_head(buf: bytearray, end: int, scanner: HeadScanner, max_body: int) -> Request:
+    """Parse ``buf[:end]`` (a complete head ending in CRLF CRLF) into a validated Request."""
+    lines = buf[: end - 4].decode("latin-1").split("\r\n")
+    fields = lines[1:]
+    if (
+        end > scanner.total_limit
+        or len(lines[0]) > scanner.first_line_limit
+        or len(fields) > scanner.count_limit
+        or (fields and max(map(len, fields)) > scanner.line_limit)
+    ):
+        scanner.scan_lines(buf, end)  # raises the first error in stream order
+        raise RemoteProtocolError(
+            "head too large", 431
+        )  # unreachable unless the two checks disagree
+    m = REQUEST_LINE_RE.fullmatch(lines[0])
+    if m is None:
+        _diagnose_request_line(lines[0])
+    method, target, version_text = m.groups()
+    version = _VERSIONS.get(version_text) or _check_version(version_text)
+    check_target(method, target)
+    headers = parse_field_lines(fields) if fields else []
+    return build_request(method, target, version, headers, max_body)
+
+
+def _check_version(text: str) -> str:
+    """RFC 9110 §2.5/§6.2: another major version -> 505; another 1.x minor -> served as 1.1."""
+    m = HTTP_VERSION_RE.fullmatch(text)
+    if m is None:
+        raise RemoteProtocolError("invalid HTTP version")
+    if m[1] != "1":
+        raise RemoteProtocolError("HTTP version not supported", 505)
+    return "1.1"
+
+
+def _diagnose_request_line(line: str) -> NoReturn:
+    """Raise the right error for a request-line REQUEST_LINE_RE refused (slow path)."""
+    parts = line.split(" ")
+    if len(parts) == 3 and HTTP_VERSION_RE.fullmatch(parts[2]):
+        _check_version(parts[2])  # a well-formed but unsupported version is a 505 whatever the rest
+    if len(parts) != 3:
+        raise RemoteProtocolError(
+            "request-line needs exactly three parts separated by one SP (RFC 9112 §3)"
+        )
+    if not TOKEN_RE.fullmatch(parts[0]):
+        raise RemoteProtocolError("method is not a token (RFC 9110 §9.1)")
+    if not HTTP_VERSION_RE.fullmatch(parts[2]):
+        raise RemoteProtocolError("invalid HTTP version (RFC 9112 §2.3)")
+    raise RemoteProtocolError("invalid character in request-target (RFC 9112 §3.2)")
+
+
+class ContentLengthReader:
+    """A body of exactly ``remaining`` bytes (RFC 9112 §6.2)."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def __call__(self, buf: bytearray, eof: bool) -> Data | EndOfMessage | None:
+        remaining = self.remaining
+        if remaining == 0:
+            return EndOfMessage()
+        if not buf:
+            if eof:
+                raise RemoteProtocolError("connection closed in the middle of the body")
+            return None
+        if len(buf) <= remaining:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:remaining])
+            del buf[:remaining]
+        self.remaining = remaining - len(data)
+        return Data(data)
+
+
+class ChunkedReader:
+    """A chunked body (RFC 9112 §7.1): size lines, data, CRLF after each chunk, last chunk, trailers.
+
+    Chunk sizes are ``1*16HEXDIG`` with no sign, prefix or whitespace; extensions are parsed (and
+    ignored) but the whole size line is bounded by ``max_chunk_line`` (400). The running total is
+    checked against ``max_body`` as soon as a size line announces it (413). Trailer fields follow the
+    header rules and are bounded by ``max_trailer`` (431).
+    """
+
+    __slots__ = ("_phase", "_remaining", "_total", "_max_body", "_max_line", "_trailers")
+
+    _SIZE, _DATA, _DATA_END, _TRAILER = range(4)
+
+    def __init__(self, max_body: int, max_chunk_line: int, trailers: HeadScanner) -> None:
+        self._phase = self._SIZE
+        self._remaining = 0  # bytes left in the current chunk
+        self._total = 0  # body bytes announced so far
+        self._max_body = max_body
+        self._max_line = max_chunk_line
+        self._trailers = trailers
+
+    def __call__(self, buf: bytearray, eof: bool) -> Data | EndOfMessage | None:
+        while True:
+            phase = self._phase
+            if phase == self._DATA:
+                return self._data(buf, eof)
+            if phase == self._SIZE:
+                if not self._size_line(buf):
+                    break
+            elif phase == self._DATA_END:
+                if len(buf) < 2:
+                    if buf and buf[0] != 13:
+                        raise RemoteProtocolError("chunk data not followed by CRLF (RFC 9112 §7.1)")
+                    break
+                if buf[0] != 13 or buf[1] != 10:
+                    raise RemoteProtocolError("chunk data not followed by CRLF (RFC 9112 §7.1)")
+                del buf[:2]
+                self._phase = self._SIZE
+            else:
+                event = self._trailer_section(buf)
+                if event is None:
+                    break
+                return event
+        if eof:
+            raise RemoteProtocolError("connection closed in the middle of a chunked body")
+        return None
+
+    def _size_line(self, buf: bytearray) -> bool:
+        """Consume one chunk-size line; False if it is not complete yet."""
+        limit = self._max_line
+        crlf = buf.find(b"\r\n", 0, limit + 2)
+        if crlf < 0:
+            if len(buf) > limit + 1:
+                raise RemoteProtocolError("chunk-size line too long")
+            if buf.find(b"\n") >= 0 or buf.find(b"\r", 0, len(buf) - 1) >= 0:
+                raise RemoteProtocolError("bare CR or LF in chunk-size line (strict CRLF)")
+            return False
+        m = CHUNK_LINE_RE.fullmatch(buf, 0, crlf)
+        if m is None:
+            raise RemoteProtocolError("invalid chunk-size line (RFC 9112 §7.1)")
+        size = int(m[1], 16)
+        self._total += size
+        if self._max_body and self._total > self._max_body:
+            raise RemoteProtocolError("chunked body above the body limit", 413)
+        del buf[: crlf + 2]
+        if size:
+            self._remaining = size
+            self._phase = self._DATA
+        else:
+            self._phase = self._TRAILER
+        return True
+
+    def _data(self, buf: bytearray, eof: bool) -> Data | None:
+        if not buf:
+            if eof:
+                raise RemoteProtocolError("connection closed in the middle of a chunk")
+            return None
+        take = self._remaining
+        if len(buf) <= take:
+            data = bytes(buf)
+            buf.clear()
+        else:
+            data = bytes(buf[:take])
+            del buf[:take]
+        self._remaining = take - len(data)
+        if not self._remaining:
+            self._phase = self._DATA_END
+        return Data(data)
+
+    def _trailer_section(self, buf: bytearray) -> EndOfMessage | None:
+        """trailer-section = *( field-line CRLF ) CRLF (RFC 9112 §7.1.2)."""
+        if len(buf) < 2:
+            if buf and buf[0] != 13:
+                self._trailers.find_end(buf)  # may already prove an error (bare LF)
+            return None
+        if buf[0] == 13 and buf[1] == 10:
+            del buf[:2]
+            return EndOfMessage()
+        end = self._trailers.find_end(buf)
+        if end < 0:
+            return None
+        lines = buf[: end - 4].decode("latin-1").split("\r\n")
+        if (
+            end > self._trailers.total_limit
+            or len(lines) > self._trailers.count_limit
+            or max(map(len, lines)) > self._trailers.line_limit
+        ):
+            self._trailers.scan_lines(buf, end)
+            raise RemoteProtocolError("trailer section too large", 431)
+        trailers = parse_field_lines(lines)
+        del buf[:end]
+        return EndOfMessage(trailers)

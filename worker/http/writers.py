@@ -1,0 +1,231 @@
+"""Events -> bytes: the response head and the body framings (RFC 9112 §4, §6, §7).
+
+Nothing the application supplies reaches the wire unchecked: header names must be tokens, values and
+the reason phrase must not contain CR, LF, NUL or other CTLs (RFC 9110 §5.5), so a response can never be
+split. Validation happens before any state changes, so a refused head can still be replaced by a 500.
+Framing is ours, not the application's (RFC 9112 §6.1, §6.3): hop-by-hop fields it sets are dropped and
+rewritten.
+"""
+
+from __future__ import annotations
+
+from http import HTTPStatus
+
+from worker.http.errors import LocalProtocolError
+from worker.http.events import Request
+from worker.http.grammar import BAD_VALUE_CHAR_RE, CONTENT_LENGTH_RE, TOKEN_RE
+
+REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+# Fields the application may not set as-is: framing and persistence belong to the connection.
+_WATCHED = frozenset(
+    ("content-length", "connection", "transfer-encoding", "keep-alive", "date", "server")
+)
+
+
+class FixedLengthWriter:
+    """Content-Length framing: exactly ``remaining`` bytes, never more."""
+
+    __slots__ = ("remaining",)
+
+    def __init__(self, length: int) -> None:
+        self.remaining = length
+
+    def write(self, data: bytes) -> bytes:
+        if len(data) > self.remaining:
+            raise LocalProtocolError("response body longer than its Content-Length")
+        self.remaining -= len(data)
+        return data
+
+    def finish(self) -> tuple[bytes, bool]:
+        """(bytes to send, framing complete?) - short of the length means the connection must close."""
+        return b"", self.remaining == 0
+
+
+class ChunkedWriter:
+    """Transfer-Encoding: chunked (RFC 9112 §7.1); an empty write is skipped, never a 0-size chunk."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> bytes:
+        if not data:
+            return b""
+        return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
+
+    def finish(self) -> tuple[bytes, bool]:
+        return b"0\r\n\r\n", True
+
+
+class CloseDelimitedWriter:
+    """No length (HTTP/1.0 client, or after 101): the body ends when we close (RFC 9112 §6.3 rule 8)."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> bytes:
+        return data
+
+    def finish(self) -> tuple[bytes, bool]:
+        return b"", True
+
+
+class NoBodyWriter:
+    """HEAD, 204 and 304 responses have no content (RFC 9110 §6.4.1): body bytes are dropped."""
+
+    __slots__ = ()
+
+    def write(self, data: bytes) -> bytes:
+        return b""
+
+    def finish(self) -> tuple[bytes, bool]:
+        return b"", True
+
+
+BodyWriter = FixedLengthWriter | ChunkedWriter | CloseDelimitedWriter | NoBodyWriter
+
+
+def status_line(status: int, reason: str) -> str:
+    """``HTTP/1.1 <status> <reason>`` after checking both; we always speak 1.1 (RFC 9110 §2.5)."""
+    if type(status) is not int or not 100 <= status <= 999:
+        raise LocalProtocolError(f"invalid status code {status!r}")
+    if not reason:
+        reason = REASONS.get(status, "")
+    elif type(reason) is not str or BAD_VALUE_CHAR_RE.search(reason):
+        raise LocalProtocolError("invalid reason phrase")
+    return f"HTTP/1.1 {status} {reason}\r\n"
+
+
+class _AppHeaders:
+    """The application's headers, validated, with the framing-relevant ones pulled out."""
+
+    __slots__ = ("lines", "content_length", "connection", "has_date", "has_server")
+
+    def __init__(self, headers: list[tuple[str, str]]) -> None:
+        self.lines: list[str] = []
+        self.content_length: int | None = None
+        self.connection: list[str] = []  # lower-cased tokens of the app's Connection header
+        self.has_date = self.has_server = False
+        token, bad_value = TOKEN_RE.fullmatch, BAD_VALUE_CHAR_RE.search
+        append = self.lines.append
+        for name, value in headers:
+            if type(name) is not str or not token(name):
+                raise LocalProtocolError(f"invalid header name {name!r}")
+            if type(value) is not str or bad_value(value):
+                raise LocalProtocolError(f"invalid value for header {name!r}")
+            lname = name.lower()
+            if lname in _WATCHED and not self._watched(lname, value):
+                continue
+            append(f"{name}: {value}\r\n")
+
+    def _watched(self, lname: str, value: str) -> bool:
+        """Record a framing-relevant field; True if it is written as given."""
+        if lname == "content-length":
+            value = value.strip(" \t")
+            if not CONTENT_LENGTH_RE.fullmatch(value):
+                raise LocalProtocolError("invalid Content-Length from the application")
+            if self.content_length is not None:
+                if int(value) != self.content_length:
+                    raise LocalProtocolError("conflicting Content-Length values")
+                return False
+            self.content_length = int(value)
+            return False  # rewritten by the framing code (dropped for 1xx/204)
+        if lname == "connection":
+            self.connection += [t.strip(" \t").lower() for t in value.split(",")]
+            return False
+        if lname == "date":
+            self.has_date = True
+        elif lname == "server":
+            self.has_server = True
+        else:  # transfer-encoding, keep-alive: hop-by-hop, decided by us
+            return False
+        return True
+
+
+def serialize_response(
+    status: int,
+    headers: list[tuple[str, str]],
+    reason: str,
+    *,
+    request: Request,
+    keep_alive: bool,
+    date: bytes,
+    server: str,
+) -> tuple[bytes, BodyWriter | None, bool]:
+    """Build a response head for ``request``: (head bytes, body writer or None for 1xx, keep-alive).
+
+    Raises LocalProtocolError, without side effects, on anything invalid.
+    """
+    first = status_line(status, reason)
+    app = _AppHeaders(headers)
+    if status < 200 and status != 101:  # informational: no framing, no content (RFC 9110 §15.2)
+        return _encode([first, *app.lines, "\r\n"]), None, keep_alive
+    lines = [first, *app.lines]
+    writer, keep_alive = _framing(status, request, app, keep_alive, lines)
+    if not app.has_date:
+        lines.append(f"Date: {date.decode('latin-1')}\r\n")
+    if server and not app.has_server:
+        lines.append(f"Server: {server}\r\n")
+    lines.append("\r\n")
+    return _encode(lines), writer, keep_alive
+
+
+def _framing(
+    status: int, request: Request, app: _AppHeaders, keep_alive: bool, lines: list[str]
+) -> tuple[BodyWriter, bool]:
+    """RFC 9112 §6.3 from the sender's side; appends the framing and Connection fields to ``lines``."""
+    length = app.content_length
+    if "close" in app.connection:
+        keep_alive = False
+    if (
+        status == 101
+    ):  # the connection becomes something else: raw bytes until close (RFC 9110 §15.2.2)
+        if app.connection:
+            lines.append(f"Connection: {', '.join(app.connection)}\r\n")
+        return CloseDelimitedWriter(), False
+    writer: BodyWriter
+    if status == 204:
+        writer = NoBodyWriter()  # RFC 9110 §8.6: no Content-Length in a 204
+    elif request.method == "HEAD" or status == 304:
+        writer = NoBodyWriter()
+        if length is not None:  # the length the GET would have had (RFC 9110 §8.6)
+            lines.append(f"Content-Length: {length}\r\n")
+        elif status != 304 and request.http_version == "1.1":
+            lines.append("Transfer-Encoding: chunked\r\n")  # as a GET would be framed
+    elif length is not None:
+        writer = FixedLengthWriter(length)
+        lines.append(f"Content-Length: {length}\r\n")
+    elif request.http_version == "1.1":
+        writer = ChunkedWriter()
+        lines.append("Transfer-Encoding: chunked\r\n")
+    else:
+        writer = CloseDelimitedWriter()  # a 1.0 client cannot read chunked (RFC 9112 §7)
+        keep_alive = False
+    if not keep_alive:
+        lines.append("Connection: close\r\n")
+    elif request.http_version == "1.0":
+        lines.append("Connection: keep-alive\r\n")
+    return writer, keep_alive
+
+
+def _encode(lines: list[str]) -> bytes:
+    try:
+        return "".join(lines).encode("latin-1")
+    except UnicodeEncodeError:
+        raise LocalProtocolError("response head is not latin-1 encodable") from None
+
+
+def error_head(status: int, message: str, *, date: bytes, server: str, with_body: bool) -> bytes:
+    """A complete, self-contained error response that closes the connection (RFC 9112 §9.6)."""
+    reason = REASONS.get(status, "Error")
+    body = f"{status} {reason}\n" if status >= 500 else f"{status} {reason}: {message}\n"
+    payload = body.encode("utf-8")
+    lines = [
+        f"HTTP/1.1 {status} {reason}\r\n",
+        "Content-Type: text/plain; charset=utf-8\r\n",
+        f"Content-Length: {len(payload)}\r\n",
+        "Connection: close\r\n",
+        f"Date: {date.decode('latin-1')}\r\n",
+    ]
+    if server:
+        lines.append(f"Server: {server}\r\n")
+    lines.append("\r\n")
+    head = "".join(lines).encode("latin-1")
+    return head + payload if with_body else head
