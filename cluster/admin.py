@@ -7,25 +7,28 @@ extra connections are closed at once). Connections have a socket timeout, so a s
 thread after ``timeout`` seconds.
 
 Requests are routed by ``route()``, a pure function from (method, path) to an ``AdminResponse``, so all
-content is testable without sockets. HTTP parsing and serialisation use ``http.server`` for now; the
-project's sans-IO core (``worker.http.protocol.H1Connection``) can replace ``_Handler`` without touching
-``route()``.
+content is testable without sockets. Parsing and serialisation are the project's sans-IO HTTP/1.1 core
+(``worker.http.protocol.H1Connection``), driven here by plain blocking socket calls.
 """
 
 from __future__ import annotations
 
-import http.server
 import logging
 import math
 import selectors
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from email.utils import formatdate
 from typing import Protocol
 
 from cluster.dashboard import PAGE
 from cluster.stats import StatsSnapshot
+from worker.http.errors import RemoteProtocolError
+from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage, Request
+from worker.http.protocol import H1Connection, Limits
 from worker.ipc import STATUS_CLASSES
 
 log = logging.getLogger(__name__)
@@ -258,7 +261,7 @@ class AdminServer:
     def _accept(self) -> None:
         assert self._sock is not None
         try:
-            conn, peer = self._sock.accept()
+            conn, _ = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         if not self._slots.acquire(blocking=False):
@@ -268,15 +271,13 @@ class AdminServer:
         conn.settimeout(self.timeout)
         with self._lock:
             self._conns.add(conn)
-        threading.Thread(
-            target=self._handle, args=(conn, peer), name="admin-conn", daemon=True
-        ).start()
+        threading.Thread(target=self._handle, args=(conn,), name="admin-conn", daemon=True).start()
 
     # --- connection threads ---
 
-    def _handle(self, conn: socket.socket, peer: object) -> None:
+    def _handle(self, conn: socket.socket) -> None:
         try:
-            _Handler(conn, peer if isinstance(peer, tuple) else ("", 0), self)
+            _converse(conn, self.source, self.health)
         except OSError:
             pass  # timeouts, resets, shutdown by stop(): nothing to answer
         except Exception:
@@ -288,34 +289,51 @@ class AdminServer:
             self._slots.release()
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    """Parses with http.server and answers with ``route()``. Keep-alive per HTTP/1.1 (RFC 9112 §9.3)."""
+_ADMIN_LIMITS = Limits(max_body=65536)  # the admin endpoint takes no bodies worth the name
+_HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
 
-    protocol_version = "HTTP/1.1"
-    server_version = "webcluster-admin"
-    sys_version = ""
-    server: AdminServer  # type: ignore[assignment]
 
-    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-        self._answer()
+def _converse(conn: socket.socket, source: SnapshotSource, health: Callable[[], bool]) -> None:
+    """Serve one connection with the project's sans-IO HTTP/1.1 core until close, error or timeout."""
+    h1 = H1Connection(_ADMIN_LIMITS, server=b"webcluster-admin")
+    request: Request | None = None
+    try:
+        while True:
+            event = h1.next_event()
+            if event is NEED_DATA:
+                h1.receive_data(conn.recv(65536))  # b"" = EOF; a silent client times out (OSError)
+            elif isinstance(event, Request):
+                request = event  # any body is read and ignored below, keeping the stream in sync
+            elif isinstance(event, EndOfMessage) and request is not None:
+                conn.sendall(_respond(h1, route(request.method, request.target, source, health)))
+                if not h1.keep_alive:
+                    return
+                h1.start_next_cycle()
+            elif isinstance(event, ConnectionClosed) or event is PAUSED:
+                return
+    except (
+        RemoteProtocolError
+    ) as exc:  # the one place a protocol error is answered (400/413/431...)
+        conn.sendall(h1.error_response(exc, date=http_date()))
 
-    do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_GET  # noqa: N815
 
-    def _answer(self) -> None:
-        resp = route(self.command, self.path, self.server.source, self.server.health)
-        self.send_response(resp.status)
-        self.send_header("Content-Type", resp.content_type)
-        self.send_header("Content-Length", str(len(resp.body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        for name, value in resp.headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":  # RFC 9110 §9.3.2: same headers, no content
-            self.wfile.write(resp.body)
+def http_date() -> bytes:
+    """IMF-fixdate for the Date header (RFC 9110 §5.6.7); a few requests a second need no cache."""
+    return formatdate(time.time(), usegmt=True).encode("ascii")
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        log.debug("admin %s: " + format, self.client_address, *args)
+
+def _respond(h1: H1Connection, resp: AdminResponse) -> bytes:
+    headers = [
+        ("Content-Type", resp.content_type),
+        # the GET length, also for HEAD (RFC 9110 §9.3.2); the core drops HEAD bodies
+        ("Content-Length", str(len(resp.body))),
+        *_HEADERS,
+        *resp.headers,
+    ]
+    if resp.status == 405:
+        headers.append(("Connection", "close"))  # an unread POST body must not become a request
+    head = h1.send_response(resp.status, headers, date=http_date())
+    return head + h1.send_data(resp.body) + h1.send_end()
 
 
 def _listen(spec: str) -> socket.socket:

@@ -304,6 +304,29 @@ def test_server_keep_alive_and_stop(server) -> None:
         socket.create_connection((host, port), timeout=2).close()
 
 
+def _exchange(srv: AdminServer, raw: bytes) -> bytes:
+    host, port = srv.address
+    with socket.create_connection((host, port), timeout=10) as sock:
+        sock.sendall(raw)
+        data = b""
+        while chunk := sock.recv(4096):
+            data += chunk
+    return data
+
+
+@pytest.mark.timeout(30)
+def test_server_pipelining_and_protocol_errors(server) -> None:
+    srv, _, _ = server
+    raw = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHEAD /stats HTTP/1.1\r\nHost: x\r\n\r\n"
+    data = _exchange(srv, raw + b"GET /healthz HTTP/1.0\r\n\r\n")  # 1.0: close after it
+    assert data.count(b"HTTP/1.1 200 ") == 3 and data.endswith(b"ok\n")
+    assert b"\r\nDate: " in data and b"\r\nCache-Control: no-store\r\n" in data
+    bad = _exchange(srv, b"GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n")
+    assert bad.startswith(b"HTTP/1.1 400 ") and b"Connection: close" in bad
+    post = _exchange(srv, b"POST /stats HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")
+    assert post.startswith(b"HTTP/1.1 405 ") and b"Allow: GET, HEAD" in post
+
+
 @pytest.mark.timeout(30)
 def test_server_caps_connections() -> None:
     srv = AdminServer("127.0.0.1:0", FakeSource(), lambda: True, max_connections=1, timeout=5.0)
