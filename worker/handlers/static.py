@@ -141,7 +141,7 @@ class StaticHandler:
         except OSError:  # missing, a file used as a directory, name too long, symlink loop
             return 404
         if not is_dir:
-            return candidate
+            return 404 if rest.endswith("/") else candidate  # "file.txt/" names no directory
         if not rest.endswith("/"):
             return 301
         index = self._inside(os.path.join(candidate, "index.html"))
@@ -331,12 +331,12 @@ def select_range(
             return UNSATISFIABLE  # §14.1.3: a zero-length suffix or an empty representation
         return max(size - suffix, 0), size - 1
     start = int(first)
-    end = int(last) if last else size - 1
-    if end < start:
+    if last and int(last) < start:
         return None  # invalid range-spec: the header is ignored (§14.1.1)
     if start >= size:
         return UNSATISFIABLE
-    return start, min(end, size - 1)
+    end = min(int(last), size - 1) if last else size - 1
+    return start, end
 
 
 def _if_range_holds(value: str, etag: str, mtime: int) -> bool:
