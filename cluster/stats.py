@@ -211,7 +211,7 @@ class StatsSnapshot:
         return self.history[-1] if self.history else None
 
     def to_dict(self) -> dict[str, Any]:
-        """The /stats JSON document (documented in README.md)."""
+        """The /stats JSON document: totals, per-worker rows, restarts per slot, exits, history."""
         last = self.latest or HistoryPoint(self.uptime_s, 0.0, None, None, None, self.rss_bytes)
         totals = self.totals.to_dict()
         totals.update(asdict(self.gauges))
