@@ -330,6 +330,17 @@ def test_client_gone_aborts(site):
     assert exchange.aborted and not exchange.finished
 
 
+@pytest.mark.parametrize("target", ["/a.txt", "/nope", "/sub"])
+def test_client_gone_at_finish_aborts(site, target):
+    class GoneAtFinish(FakeExchange):
+        def finish(self):
+            raise ConnectionResetError("reset")
+
+    exchange = GoneAtFinish(make_request("GET", target))
+    StaticHandler(str(site))(exchange)
+    assert exchange.aborted
+
+
 # -- prefix mounts and the welcome page -----------------------------------------------------------------
 
 

@@ -273,6 +273,15 @@ def test_app_content_length_passes_through():
     assert exchange.header("Content-Length") == "5" and exchange.data == b"hello"
 
 
+def test_body_longer_than_app_content_length_aborts():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "3")])
+        return iter([b"abc", b"def"])
+
+    exchange = run(app, validate=False)
+    assert exchange.aborted and exchange.data == b"abc"
+
+
 def test_single_item_list_gets_a_content_length():
     exchange = run(hello_app, validate=False)
     assert exchange.header("content-length") == "5"

@@ -107,6 +107,13 @@ class StaticHandler:
         self.types = _mime_table()
 
     def __call__(self, exchange: Exchange) -> None:
+        try:
+            self._respond(exchange)
+        except OSError as exc:  # the client went away (EPIPE, ECONNRESET, send timeout)
+            log.debug("static response to %s aborted: %r", exchange.request.target, exc)
+            exchange.abort()
+
+    def _respond(self, exchange: Exchange) -> None:
         request = exchange.request
         if request.method not in ("GET", "HEAD"):
             _reply(exchange, 405, [("allow", _ALLOWED_METHODS)])
