@@ -1,0 +1,256 @@
+"""One worker process as the supervisor sees it: fork, the child's side of the fork, exit-status decoding.
+
+Also the few process-wide OS chores of the supervisor (pid file, dropping privileges) that belong with
+"process" rather than with the loop. Called from the supervisor's main thread only.
+"""
+
+from __future__ import annotations
+
+import enum
+import grp
+import importlib.metadata
+import logging
+import multiprocessing.connection
+import os
+import pwd
+import signal
+import socket
+import stat
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from cluster import policy, signals
+
+#: ``worker.main.run``'s signature: (cfg, sockets, channel, *, slot, generation) -> exit code.
+WorkerTarget = Callable[..., int]
+
+EXIT_OK = 0
+EXIT_BOOT_ERROR = 3  # worker/main.py's EXIT_BOOT_ERROR: the app could not be imported
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"  # gunicorn's line format
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
+
+
+class WorkerState(enum.Enum):
+    """Lifecycle of a worker as the supervisor knows it."""
+
+    BOOTING = "booting"  # forked, no "ready" message yet
+    READY = "ready"  # accepting connections
+    DRAINING = "draining"  # sent TERM: finishing in-flight requests, exits by graceful_timeout
+    STOPPING = "stopping"  # sent QUIT or KILL: expected to vanish now
+
+
+def describe_status(status: int) -> tuple[int | None, int | None, str]:
+    """Decode a waitpid status into (exit code, signal number, "exit code 3" / "killed by SIGKILL")."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        return None, sig, f"killed by SIG{signals.signal_name(sig)}"
+    code = os.waitstatus_to_exitcode(status)
+    return code, None, f"exit code {code}"
+
+
+class WorkerProcess:
+    """A forked worker: pid, slot, generation, its message pipe and state (parent side)."""
+
+    def __init__(
+        self, pid: int, slot: int, generation: int, reader: Any, started_at: float
+    ) -> None:
+        self.pid = pid
+        self.slot = slot
+        self.generation = generation
+        self.reader: multiprocessing.connection.Connection | None = reader
+        self.started_at = started_at  # time.monotonic() at fork
+        self.state = WorkerState.BOOTING
+        self.last_heartbeat: float | None = None  # monotonic time of the last message
+        self.stop_requested_at: float | None = None
+        self.retire_reason: str | None = None
+        self.boot_error: str | None = None
+        self.expected_exit = False  # we asked it to stop (TERM/QUIT): not a failure
+        self.kill_reason: str | None = None  # we SIGKILLed it (hung): a failure
+
+    def view(self) -> policy.WorkerView:
+        """The immutable view :func:`cluster.policy.decide` works on."""
+        return policy.WorkerView(
+            pid=self.pid,
+            slot=self.slot,
+            generation=self.generation,
+            state=self.state.value,
+            started_at=self.started_at,
+            last_heartbeat=self.last_heartbeat,
+            stop_requested_at=self.stop_requested_at,
+            retire_reason=self.retire_reason,
+        )
+
+    def __repr__(self) -> str:
+        return f"<worker pid={self.pid} slot={self.slot} gen={self.generation} {self.state.value}>"
+
+    @classmethod
+    def spawn(
+        cls,
+        target: WorkerTarget,
+        cfg: Any,
+        sockets: Sequence[socket.socket],
+        *,
+        slot: int,
+        generation: int,
+        close_in_child: Callable[[], Iterable[int]] = tuple,
+    ) -> WorkerProcess:
+        """Fork; the child runs ``target`` and never returns. ``close_in_child`` lists fds to close."""
+        reader, writer = multiprocessing.Pipe(duplex=False)
+        for stream in (sys.stdout, sys.stderr):
+            stream.flush()  # or buffered text would be written twice, once per process
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - runs in the child, ends in os._exit
+            _child(target, cfg, sockets, writer, reader, slot, generation, close_in_child)
+        writer.close()
+        return cls(pid, slot, generation, reader, time.monotonic())
+
+    def signal(self, sig: int) -> bool:
+        """Send ``sig``; False when the process is already gone."""
+        try:
+            os.kill(self.pid, sig)
+            return True
+        except ProcessLookupError:
+            return False
+
+    def close_pipe(self) -> None:
+        """Close the read end of the message pipe."""
+        if self.reader is not None:
+            self.reader.close()
+            self.reader = None
+
+
+def _child(
+    target: WorkerTarget,
+    cfg: Any,
+    sockets: Sequence[socket.socket],
+    writer: multiprocessing.connection.Connection,
+    reader: multiprocessing.connection.Connection,
+    slot: int,
+    generation: int,
+    close_in_child: Callable[[], Iterable[int]],
+) -> None:  # pragma: no cover - child process
+    code = 1
+    try:
+        signals.reset_in_child()
+        reader.close()
+        keep = {0, 1, 2, writer.fileno(), *(s.fileno() for s in sockets)}
+        close_fds(close_in_child(), keep)
+        code = target(cfg, list(sockets), writer, slot=slot, generation=generation)
+        code = code if isinstance(code, int) else EXIT_OK
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            try:
+                stream.flush()
+            except Exception:
+                pass
+        os._exit(code)
+
+
+def close_fds(fds: Iterable[int], keep: set[int]) -> None:
+    """Close ``fds`` and every other inherited socket not in ``keep`` (the child's side of fork).
+
+    A worker must not hold the other slots' listeners (their accept queues would outlive the supervisor),
+    the admin socket, or the read ends of the other workers' pipes. Non-socket files (log files) stay.
+    """
+    for fd in set(fds) - keep:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    try:
+        candidates = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:
+        candidates = list(range(3, 1024))
+    for fd in candidates:
+        if fd in keep:
+            continue
+        try:
+            if stat.S_ISSOCK(os.fstat(fd).st_mode):
+                os.close(fd)
+        except OSError:
+            pass
+
+
+# -- process-wide chores of the supervisor --------------------------------------------------------------
+
+
+def setup_logging(cfg: Any) -> None:
+    """The "webcluster" logger (workers log under it too): gunicorn's line format, to cfg.error_log.
+
+    Called again on reload and on USR1, which reopens the file (logrotate)."""
+    root = logging.getLogger("webcluster")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    if cfg.error_log in (None, "", "-"):
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(cfg.error_log)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+    root.addHandler(handler)
+    root.setLevel(cfg.log_level.upper())
+    root.propagate = False
+
+
+def version() -> str:
+    """The installed package version ("dev" when running from a checkout)."""
+    try:
+        return importlib.metadata.version("webcluster")
+    except importlib.metadata.PackageNotFoundError:
+        return "dev"
+
+
+def write_pid_file(path: str) -> None:
+    """Write our pid to ``path`` atomically (a reader never sees a partial file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove ``path`` if it still names this process."""
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+def resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | None]:
+    """(uid, gid) for --user/--group given as names or numbers; a user implies its primary group."""
+    uid = gid = None
+    if user:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    return uid, gid
+
+
+def drop_privileges(uid: int | None, gid: int | None) -> None:
+    """setgid/setuid after binding (ports below 1024 need root only to bind)."""
+    if gid is not None and gid != os.getgid():
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None and uid != os.getuid():
+        if gid is None:
+            os.setgroups([])
+        os.setuid(uid)
+
+
+def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
+    """Send ``sig`` to ``pid`` ignoring a process that is already gone."""
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
