@@ -8,6 +8,7 @@ import os
 import re
 from typing import BinaryIO
 
+from worker.handlers.base import ClientDisconnected
 from worker.http.errors import LocalProtocolError, RemoteProtocolError
 from worker.http.events import Request
 
@@ -74,7 +75,7 @@ class FakeExchange:
     Mirrors the core's contract: ``start_response`` refuses CR/LF/NUL and bad names with
     ``LocalProtocolError`` and may be called again until the head is sent; the head is "sent" by the first
     write/sendfile/finish; writing past a declared Content-Length is a ``LocalProtocolError``.
-    ``fail_after``: raise ``BrokenPipeError`` once that many body bytes were written (client went away).
+    ``fail_after``: raise ``ClientDisconnected`` once that many body bytes were written (client went away).
     Recorded: ``status``, ``reason``, ``headers``, ``body`` (every byte written, even for HEAD),
     ``sendfile_calls`` ((offset, count) pairs), ``finished``, ``aborted``.
     """
@@ -123,7 +124,7 @@ class FakeExchange:
         if limit is not None and len(self.body_out) + len(data) > int(limit):
             raise LocalProtocolError("more body than Content-Length")
         if self.fail_after is not None and len(self.body_out) + len(data) > self.fail_after:
-            raise BrokenPipeError("client went away")
+            raise ClientDisconnected("client went away")
         self.body_out += data
 
     def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:

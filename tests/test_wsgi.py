@@ -11,6 +11,7 @@ from wsgiref.validate import validator
 import pytest
 
 from tests.fakes import BodyReader, FakeExchange, make_request
+from worker.handlers.base import ClientDisconnected
 from worker.handlers.forwarded import ForwardedPolicy, parse_forwarded
 from worker.handlers.wsgi import FileWrapper, WSGIHandler
 from worker.http.errors import RemoteProtocolError
@@ -472,6 +473,22 @@ def test_body_error_is_reraised_for_the_connection_when_nothing_was_sent():
     with pytest.raises(RemoteProtocolError) as info:
         WSGIHandler(app)(exchange)
     assert info.value.status == 413 and exchange.status is None
+
+
+def test_client_gone_while_reading_the_body_is_not_an_app_error(caplog):
+    result = Tracked([b"x"])
+
+    def app(environ, start_response):
+        environ["wsgi.input"].read(100)
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return result
+
+    reader = BodyReader(b"abc", ClientDisconnected("reset while reading"))
+    exchange = FakeExchange(make_request("POST", body=b"abc"), body=reader)
+    with caplog.at_level(logging.DEBUG, logger="webcluster.error"):
+        WSGIHandler(app)(exchange)
+    assert exchange.aborted and exchange.status is None
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_body_error_after_head_aborts():

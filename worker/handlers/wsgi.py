@@ -6,7 +6,8 @@ configuration and is shared by all threads.
 Error policy (DESIGN §4, STYLE "Absorb" 3):
 - app exception (or invalid status/headers, or CR/LF refused by the core) before the head is sent: log with
   traceback to ``webcluster.error`` and answer a bare 500; after: ``exchange.abort()`` (close, no finish).
-- the client went away (``OSError`` from the exchange, e.g. EPIPE, ECONNRESET, send timeout): abort quietly.
+- the client went away (``ClientDisconnected`` from the exchange or from ``wsgi.input``; EPIPE, ECONNRESET,
+  send timeout): abort quietly, no traceback.
 - ``RemoteProtocolError`` from ``wsgi.input`` (broken/oversized/slow body) that the app did not handle: if
   nothing was sent it is re-raised so the connection turns it into the 400/413/408 in its one error path;
   otherwise abort.
@@ -24,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, TextIO
 from urllib.parse import unquote_to_bytes
 
-from worker.handlers.base import Exchange
+from worker.handlers.base import ClientDisconnected, Exchange
 from worker.handlers.forwarded import ForwardedPolicy
 from worker.handlers.target import split_target
 from worker.http.errors import RemoteProtocolError
@@ -58,10 +59,6 @@ class FileWrapper:
         close = getattr(self.filelike, "close", None)
         if close is not None:
             close()
-
-
-class ClientGone(Exception):
-    """The exchange failed to send (the client disconnected or stopped reading)."""
 
 
 class _Response:
@@ -125,11 +122,14 @@ class _Response:
 
 
 def _send(method: Callable[..., None], *args: Any) -> None:
-    """Call an exchange output method, turning transport failures into ``ClientGone``."""
+    """Call an exchange output method; any transport failure surfaces as ``ClientDisconnected`` (the real
+    exchange already raises it; a bare ``OSError`` from another transport means the same)."""
     try:
         method(*args)
+    except ClientDisconnected:
+        raise
     except OSError as exc:
-        raise ClientGone(str(exc)) from exc
+        raise ClientDisconnected(str(exc)) from exc
 
 
 def _may_have_length(code: int) -> bool:
@@ -233,7 +233,7 @@ class WSGIHandler:
             result = self.app(self.environ(exchange), response.start_response)
             self._send_result(response, result)
             response.finish()
-        except ClientGone as exc:
+        except ClientDisconnected as exc:  # while sending, or while the app read wsgi.input
             log.debug("client went away during %s: %s", exchange.request.target, exc)
             exchange.abort()
         except RemoteProtocolError:
