@@ -116,13 +116,13 @@ class StaticHandler:
     def _respond(self, exchange: Exchange) -> None:
         request = exchange.request
         if request.method not in ("GET", "HEAD"):
-            _reply(exchange, 405, [("allow", _ALLOWED_METHODS)])
+            _reply(exchange, 405, [("Allow", _ALLOWED_METHODS)])
             return
         path, query, _ = split_target(request.target)
         found = self.locate(path)
         if found == 301:
             location = self._slash_location(path) + (f"?{query}" if query else "")
-            _reply(exchange, 301, [("location", location)])
+            _reply(exchange, 301, [("Location", location)])
         elif isinstance(found, int):
             _reply(exchange, found)
         else:
@@ -182,7 +182,7 @@ class StaticHandler:
         request = exchange.request
         size = info.st_size
         etag = f'"{info.st_mtime_ns:x}-{size:x}"'
-        validators = [("etag", etag), ("last-modified", formatdate(info.st_mtime, usegmt=True))]
+        validators = [("ETag", etag), ("Last-Modified", formatdate(info.st_mtime, usegmt=True))]
         precondition = check_preconditions(request, etag, int(info.st_mtime))
         if precondition == 304:
             exchange.start_response(304, "Not Modified", validators)
@@ -193,20 +193,20 @@ class StaticHandler:
             return
         wanted = select_range(request, etag, int(info.st_mtime), size)
         if wanted == UNSATISFIABLE:
-            _reply(exchange, 416, [("content-range", f"bytes */{size}")])
+            _reply(exchange, 416, [("Content-Range", f"bytes */{size}")])
             return
         headers = [
-            ("content-type", self.content_type(real)),
+            ("Content-Type", self.content_type(real)),
             *validators,
-            ("accept-ranges", "bytes"),
+            ("Accept-Ranges", "bytes"),
         ]
         if wanted is None:
             status, reason, offset, count = 200, "OK", 0, size
         else:
             start, end = wanted
             status, reason, offset, count = 206, "Partial Content", start, end - start + 1
-            headers.append(("content-range", f"bytes {start}-{end}/{size}"))
-        headers.append(("content-length", str(count)))
+            headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
+        headers.append(("Content-Length", str(count)))
         exchange.start_response(status, reason, headers)
         if request.method == "GET" and count:
             if not _send_body(exchange, file, offset, count):
@@ -263,8 +263,8 @@ def _reply(exchange: Exchange, status: int, headers: list[tuple[str, str]] | Non
         status,
         reason,
         [
-            ("content-type", "text/plain; charset=utf-8"),
-            ("content-length", str(len(body))),
+            ("Content-Type", "text/plain; charset=utf-8"),
+            ("Content-Length", str(len(body))),
             *(headers or []),
         ],
     )
