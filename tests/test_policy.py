@@ -1,0 +1,382 @@
+"""Table tests of cluster.policy: pure decisions, no process, no clock, no sleep."""
+
+from __future__ import annotations
+
+import pytest
+
+from cluster.policy import (
+    BOOTING,
+    DRAINING,
+    READY,
+    STOPPING,
+    Backoff,
+    CloseSlot,
+    Cluster,
+    Drain,
+    Halt,
+    Kill,
+    Rollback,
+    Spawn,
+    Stop,
+    WorkerView,
+    after_exit,
+    classify_exit,
+    decide,
+    next_deadline,
+)
+
+NOW = 1000.0
+
+
+def w(pid, slot, gen=1, state=READY, started=900.0, hb=NOW - 0.5, **kw) -> WorkerView:
+    return WorkerView(pid, slot, gen, state, started, hb, **kw)
+
+
+def kinds(actions) -> list[tuple]:
+    """Actions without their free-text reasons, for comparison."""
+    out = []
+    for a in actions:
+        key = getattr(a, "pid", None)
+        out.append((type(a).__name__, key if key is not None else a.slot))
+    return out
+
+
+# -- filling slots and backoff ------------------------------------------------------------------------
+
+FILL = [
+    ("start: every slot empty", Cluster(3, 1), [("Spawn", 0), ("Spawn", 1), ("Spawn", 2)]),
+    ("all slots filled", Cluster(2, 1, (w(10, 0), w(11, 1))), []),
+    (
+        "booting counts as filled",
+        Cluster(2, 1, (w(10, 0, state=BOOTING, started=NOW), w(11, 1))),
+        [],
+    ),
+    ("dead worker refilled at once", Cluster(2, 1, (w(11, 1),)), [("Spawn", 0)]),
+    (
+        "slot in backoff is not refilled",
+        Cluster(2, 1, (w(11, 1),), backoff={0: Backoff(0.4, NOW + 0.1)}),
+        [],
+    ),
+    (
+        "backoff expired",
+        Cluster(2, 1, (w(11, 1),), backoff={0: Backoff(0.4, NOW)}),
+        [("Spawn", 0)],
+    ),
+    (
+        "a draining worker does not fill its slot",
+        Cluster(1, 1, (w(10, 0, state=DRAINING, stop_requested_at=NOW),)),
+        [("Spawn", 0)],
+    ),
+]
+
+
+@pytest.mark.parametrize("cluster,expected", [c[1:] for c in FILL], ids=[c[0] for c in FILL])
+def test_fill(cluster, expected):
+    assert kinds(decide(cluster, NOW)) == expected
+
+
+BACKOFF = [
+    # (previous, lived, expected, new delay)
+    ("first quick death", Backoff(), 0.5, False, 0.1),
+    ("second quick death doubles", Backoff(0.1, 0), 0.3, False, 0.2),
+    ("keeps doubling", Backoff(3.2, 0), 1.0, False, 6.4),
+    ("capped at 30 s", Backoff(20.0, 0), 1.0, False, 30.0),
+    ("long life resets", Backoff(30.0, 0), 60.0, False, 0.0),
+    ("an exit we asked for changes nothing", Backoff(0.8, 5), 0.1, True, 0.8),
+]
+
+
+@pytest.mark.parametrize(
+    "prev,lived,expected,delay", [b[1:] for b in BACKOFF], ids=[b[0] for b in BACKOFF]
+)
+def test_backoff(prev, lived, expected, delay):
+    got = after_exit(prev, lived=lived, now=NOW, expected=expected)
+    assert got.delay == pytest.approx(delay)
+    if not expected:
+        assert got.not_before == pytest.approx(NOW + delay)
+
+
+def test_backoff_sequence_of_crashes_reaches_cap_then_resets():
+    b = Backoff()
+    delays = []
+    for _ in range(12):
+        b = after_exit(b, lived=0.01, now=NOW, expected=False)
+        delays.append(b.delay)
+    assert delays[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert delays[-1] == 30.0 and max(delays) == 30.0
+    assert after_exit(b, lived=10.0, now=NOW, expected=False) == Backoff(0.0, NOW)
+
+
+# -- boot errors --------------------------------------------------------------------------------------
+
+EXITS = [
+    ("crash is not a halt", dict(code=1, boot_error=None, generation=1, workers=()), None),
+    (
+        "signal death is not a halt",
+        dict(code=None, boot_error=None, generation=1, workers=()),
+        None,
+    ),
+    (
+        "boot_error message halts",
+        dict(
+            code=3,
+            boot_error="ModuleNotFoundError: No module named 'nope'",
+            generation=1,
+            workers=(),
+        ),
+        Halt("ModuleNotFoundError: No module named 'nope'"),
+    ),
+    (
+        "exit code 3 without a message halts",
+        dict(code=3, boot_error=None, generation=1, workers=(w(11, 1, state=BOOTING),)),
+        Halt("worker failed to boot (exit code 3)"),
+    ),
+    (
+        "failed reload rolls back to the serving generation",
+        dict(code=3, boot_error="boom", generation=3, workers=(w(11, 0, gen=2), w(12, 1, gen=1))),
+        Rollback(2, "boom"),
+    ),
+    (
+        "older workers that are draining do not count",
+        dict(
+            code=3,
+            boot_error="boom",
+            generation=2,
+            workers=(w(11, 0, gen=1, state=DRAINING, stop_requested_at=NOW),),
+        ),
+        Halt("boom"),
+    ),
+]
+
+
+@pytest.mark.parametrize("kw,expected", [e[1:] for e in EXITS], ids=[e[0] for e in EXITS])
+def test_classify_exit(kw, expected):
+    assert classify_exit(**kw) == expected
+
+
+# -- liveness -----------------------------------------------------------------------------------------
+
+LIVENESS = [
+    ("heartbeat fresh", (w(10, 0, hb=NOW - 29),), []),
+    ("heartbeat stale -> kill", (w(10, 0, hb=NOW - 31),), [("Kill", 10), ("Spawn", 0)]),
+    (
+        "booting too long -> kill",
+        (w(10, 0, state=BOOTING, started=NOW - 31, hb=None),),
+        [("Kill", 10), ("Spawn", 0)],
+    ),
+    ("booting within timeout", (w(10, 0, state=BOOTING, started=NOW - 5, hb=None),), []),
+    (
+        "draining past graceful_timeout + grace -> kill",
+        (w(10, 0, state=DRAINING, stop_requested_at=NOW - 33), w(11, 0)),
+        [("Kill", 10)],
+    ),
+    (
+        "draining within graceful_timeout",
+        (w(10, 0, state=DRAINING, hb=NOW - 100, stop_requested_at=NOW - 20), w(11, 0)),
+        [],
+    ),
+    ("already killed: nothing more", (w(10, 0, state=STOPPING, hb=NOW - 100), w(11, 0)), []),
+]
+
+
+@pytest.mark.parametrize(
+    "workers,expected", [x[1:] for x in LIVENESS], ids=[x[0] for x in LIVENESS]
+)
+def test_liveness(workers, expected):
+    c = Cluster(1, 1, workers, timeout=30.0, graceful_timeout=30.0)
+    assert kinds(decide(c, NOW)) == expected
+
+
+def test_kill_reason_names_the_silence():
+    (kill, _) = decide(Cluster(1, 1, (w(10, 0, hb=NOW - 42),), timeout=5), NOW)
+    assert isinstance(kill, Kill) and "42.0s" in kill.reason and "timeout 5s" in kill.reason
+
+
+def test_timeout_zero_disables_heartbeat_kill():
+    assert decide(Cluster(1, 1, (w(10, 0, hb=0.0),), timeout=0), NOW) == []
+
+
+# -- recycle and reload: one at a time, replacement ready before the old one stops --------------------
+
+
+def test_recycle_spawns_replacement_first():
+    c = Cluster(2, 1, (w(10, 0, retire_reason="max_requests"), w(11, 1)))
+    assert kinds(decide(c, NOW)) == [("Spawn", 0)]
+
+
+def test_recycle_waits_while_replacement_boots():
+    c = Cluster(2, 1, (w(10, 0, retire_reason="max_requests"), w(12, 0, state=BOOTING), w(11, 1)))
+    assert decide(c, NOW) == []
+
+
+def test_recycle_stops_old_once_replacement_ready():
+    c = Cluster(2, 1, (w(10, 0, retire_reason="max_requests"), w(12, 0, started=950.0), w(11, 1)))
+    (stop,) = decide(c, NOW)
+    assert stop == Stop(10, "recycled (max_requests), replaced by pid 12")
+
+
+def test_recycle_one_at_a_time():
+    c = Cluster(
+        3,
+        1,
+        (
+            w(10, 0, retire_reason="max_requests"),
+            w(11, 1, retire_reason="max_worker_memory"),
+            w(12, 2, retire_reason="max_requests"),
+        ),
+    )
+    assert kinds(decide(c, NOW)) == [("Spawn", 0)]
+    c2 = Cluster(3, 1, (*c.workers, w(13, 0, state=BOOTING, started=NOW)))
+    assert decide(c2, NOW) == []  # slot 0's replacement still booting: nobody else yet
+
+
+RELOAD_STEPS = [
+    # generation 2 requested; two slots of generation 1
+    ("step 1: replace slot 0 first", (w(10, 0), w(11, 1)), [("Spawn", 0)]),
+    ("step 2: slot 0 booting, wait", (w(10, 0), w(11, 1), w(20, 0, 2, BOOTING, NOW)), []),
+    (
+        "step 3: slot 0 ready -> TERM old 0, start slot 1",
+        (w(10, 0), w(11, 1), w(20, 0, 2, READY, NOW)),
+        [("Stop", 10), ("Spawn", 1)],
+    ),
+    (
+        "step 4: slot 1 booting, old 0 draining",
+        (
+            w(10, 0, state=DRAINING, stop_requested_at=NOW),
+            w(11, 1),
+            w(20, 0, 2),
+            w(21, 1, 2, BOOTING, NOW),
+        ),
+        [],
+    ),
+    ("step 5: slot 1 ready -> TERM old 1", (w(11, 1), w(20, 0, 2), w(21, 1, 2)), [("Stop", 11)]),
+    ("done", (w(20, 0, 2), w(21, 1, 2)), []),
+]
+
+
+@pytest.mark.parametrize(
+    "workers,expected", [r[1:] for r in RELOAD_STEPS], ids=[r[0] for r in RELOAD_STEPS]
+)
+def test_reload_ordering(workers, expected):
+    assert kinds(decide(Cluster(2, 2, workers), NOW)) == expected
+
+
+def test_reload_replaces_dead_slot_at_once_alongside_rolling():
+    # slot 1 lost its worker during a reload: refilled at once, not queued behind the rolling restart
+    c = Cluster(2, 2, (w(10, 0), w(20, 0, 2, BOOTING, NOW)))
+    assert kinds(decide(c, NOW)) == [("Spawn", 1)]
+
+
+def test_second_reload_during_first_treats_booting_as_old():
+    c = Cluster(1, 3, (w(10, 0, 1), w(20, 0, 2, READY, NOW)))
+    actions = decide(c, NOW)
+    assert kinds(actions) == [("Spawn", 0)]
+    c2 = Cluster(1, 3, (w(10, 0, 1), w(20, 0, 2), w(30, 0, 3, READY, NOW)))
+    assert sorted(kinds(decide(c2, NOW))) == [("Stop", 10), ("Stop", 20)]
+
+
+# -- TTIN / TTOU ---------------------------------------------------------------------------------------
+
+
+def test_ttin_spawns_new_slot():
+    c = Cluster(3, 1, (w(10, 0), w(11, 1)), open_slots=frozenset({0, 1}))
+    assert kinds(decide(c, NOW)) == [("Spawn", 2)]
+
+
+TTOU = [
+    ("drain starts first", {}, [("StartDrain", 2)]),
+    ("queue not empty: wait", {2: Drain(NOW - 1, 3)}, []),
+    ("queue empty but not settled: wait", {2: Drain(NOW - 0.05, 0)}, []),
+    ("queue empty and settled: stop", {2: Drain(NOW - 0.3, 0)}, [("Stop", 12)]),
+    ("queue unknown, settled: stop", {2: Drain(NOW - 0.3, None)}, [("Stop", 12)]),
+    ("drain timeout: stop anyway", {2: Drain(NOW - 11, 5)}, [("Stop", 12)]),
+]
+
+
+@pytest.mark.parametrize("draining,expected", [t[1:] for t in TTOU], ids=[t[0] for t in TTOU])
+def test_ttou_drains_before_stop(draining, expected):
+    workers = (w(10, 0), w(11, 1), w(12, 2))
+    c = Cluster(2, 1, workers, draining=draining, open_slots=frozenset({0, 1, 2}))
+    assert kinds(decide(c, NOW)) == expected
+
+
+def test_ttou_closes_slot_after_worker_exits():
+    c = Cluster(
+        2, 1, (w(10, 0), w(11, 1)), draining={2: Drain(NOW - 1)}, open_slots=frozenset({0, 1, 2})
+    )
+    assert kinds(decide(c, NOW)) == [("CloseSlot", 2)]
+    # still draining (TERM sent, not reaped yet): keep the socket
+    c2 = Cluster(
+        2,
+        1,
+        (w(10, 0), w(11, 1), w(12, 2, state=DRAINING, stop_requested_at=NOW)),
+        draining={2: Drain(NOW - 1)},
+        open_slots=frozenset({0, 1, 2}),
+    )
+    assert decide(c2, NOW) == []
+
+
+def test_ttin_after_ttou_cancels_drain_and_refills():
+    c = Cluster(
+        3,
+        1,
+        (w(10, 0), w(11, 1), w(12, 2, state=DRAINING, stop_requested_at=NOW)),
+        draining={2: Drain(NOW - 1)},
+        open_slots=frozenset({0, 1, 2}),
+    )
+    assert kinds(decide(c, NOW)) == [("CancelDrain", 2), ("Spawn", 2)]
+
+
+def test_removed_slot_without_worker_closes_at_once():
+    c = Cluster(1, 1, (w(10, 0),), open_slots=frozenset({0, 1}))
+    assert decide(c, NOW) == [CloseSlot(1)]
+
+
+def test_shared_socket_mode_drains_by_settle_only():
+    c = Cluster(1, 1, (w(10, 0), w(11, 1)), draining={1: Drain(NOW - 0.3, None)})
+    assert kinds(decide(c, NOW)) == [("Stop", 11)]
+    assert decide(Cluster(1, 1, (w(10, 0),), draining={1: Drain(NOW - 1)}), NOW) == [CloseSlot(1)]
+
+
+def test_spawn_and_stop_reasons_say_why():
+    assert decide(Cluster(1, 2, (w(10, 0),)), NOW) == [Spawn(0, "reload to generation 2")]
+    retiring = (w(10, 0, retire_reason="max_worker_memory"),)
+    assert decide(Cluster(1, 1, retiring), NOW) == [
+        Spawn(0, "replacing a worker to recycle (max_worker_memory)")
+    ]
+    assert decide(Cluster(1, 1), NOW) == [Spawn(0, "slot empty")]
+
+
+# -- deadlines -----------------------------------------------------------------------------------------
+
+
+def test_next_deadline_is_earliest_of_heartbeat_backoff_drain():
+    c = Cluster(
+        2,
+        1,
+        (w(10, 0, hb=NOW - 25), w(11, 1, state=DRAINING, stop_requested_at=NOW - 1)),
+        backoff={2: Backoff(0.4, NOW + 3)},
+        timeout=30,
+        graceful_timeout=30,
+    )
+    assert next_deadline(c, NOW) == pytest.approx(NOW + 3)  # backoff before heartbeat (NOW + 5)
+    c2 = Cluster(2, 1, c.workers, timeout=30, graceful_timeout=30)
+    assert next_deadline(c2, NOW) == pytest.approx(NOW + 5)
+
+
+def test_next_deadline_polls_queue_only_while_worker_must_drain():
+    c = Cluster(1, 1, (w(10, 0), w(11, 1)), draining={1: Drain(NOW)}, timeout=0)
+    assert next_deadline(c, NOW) == pytest.approx(NOW + 0.05)
+    c2 = Cluster(
+        1,
+        1,
+        (w(10, 0), w(11, 1, state=DRAINING, stop_requested_at=NOW)),
+        draining={1: Drain(NOW)},
+        timeout=0,
+        graceful_timeout=30,
+    )
+    assert next_deadline(c2, NOW) == pytest.approx(NOW + 32)
+
+
+def test_next_deadline_none_when_nothing_pending():
+    assert next_deadline(Cluster(1, 1, (w(10, 0),), timeout=0), NOW) is None
