@@ -56,6 +56,8 @@ def parse_field_lines(lines: list[str]) -> list[tuple[str, str]]:
 
 def _diagnose_field_line(line: str) -> str:
     """Why FIELD_LINE_RE refused ``line`` (slow path, error messages only)."""
+    if "\r" in line or "\n" in line:
+        return "bare CR or LF in field line (strict CRLF, RFC 9112 §2.2)"
     if line[:1] in (" ", "\t"):
         return "obs-fold (line folding) is not accepted (RFC 9112 §5.2)"
     name, colon, value = line.partition(":")

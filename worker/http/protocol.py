@@ -180,6 +180,7 @@ class H1Connection:
                 total_limit=limits.max_trailer,
                 line_limit=limits.max_header_field,
                 count_limit=limits.max_header_count,
+                what="trailer section",
             )
             self._reader = ChunkedReader(limits.max_body, limits.max_chunk_line, trailers)
         else:

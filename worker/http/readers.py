@@ -43,11 +43,19 @@ class HeadScanner:
         "line_limit",
         "count_limit",
         "total_limit",
+        "what",
     )
 
     def __init__(
-        self, *, total_limit: int, line_limit: int, count_limit: int, first_line_limit: int = 0
+        self,
+        *,
+        total_limit: int,
+        line_limit: int,
+        count_limit: int,
+        first_line_limit: int = 0,
+        what: str = "head",
     ) -> None:
+        self.what = what  # for error messages: "head" or "trailer section"
         self.total_limit = total_limit  # whole head incl. the final CRLF CRLF -> 431
         self.line_limit = line_limit  # one field line -> 431
         self.count_limit = count_limit  # number of field lines -> 431
@@ -80,23 +88,24 @@ class HeadScanner:
                 raise RemoteProtocolError("bare LF as line terminator (strict CRLF, RFC 9112 §2.2)")
             if lf - 1 == pos:  # the empty line: end of head, nothing more to check
                 if lf + 1 > limit:
-                    raise RemoteProtocolError("head too large", 431)
+                    raise RemoteProtocolError(f"{self.what} too large", 431)
                 return
             self._check_line(buf, pos, lf - 1, count)
             count += 1
             if lf + 1 > limit:
-                raise RemoteProtocolError("head too large", 431)
+                raise RemoteProtocolError(f"{self.what} too large", 431)
             pos = lf + 1
         self._pos, self._count = pos, count
         if stop == len(buf) and stop > pos:  # partial line: all we can know so far
             end = stop - 1 if buf[stop - 1] == 13 else stop
-            self._check_line(buf, pos, end, count)
+            if end > pos:  # a lone CR may be the start of the empty line that ends the head
+                self._check_line(buf, pos, end, count)
             if stop > limit:
-                raise RemoteProtocolError("head too large", 431)
+                raise RemoteProtocolError(f"{self.what} too large", 431)
 
     def _check_line(self, buf: bytearray, start: int, end: int, count: int) -> None:
         if buf.find(b"\r", start, end) >= 0:
-            raise RemoteProtocolError("bare CR in head (RFC 9112 §2.2)")
+            raise RemoteProtocolError(f"bare CR in {self.what} (RFC 9112 §2.2)")
         if count == 0 and self.first_line_limit:
             if end - start > self.first_line_limit:
                 raise RemoteProtocolError("request-line too long", 414)
@@ -143,6 +152,8 @@ def _check_version(text: str) -> str:
 
 def _diagnose_request_line(line: str) -> NoReturn:
     """Raise the right error for a request-line REQUEST_LINE_RE refused (slow path)."""
+    if "\r" in line or "\n" in line:
+        raise RemoteProtocolError("bare CR or LF in request-line (strict CRLF, RFC 9112 §2.2)")
     parts = line.split(" ")
     if len(parts) == 3 and HTTP_VERSION_RE.fullmatch(parts[2]):
         _check_version(parts[2])  # a well-formed but unsupported version is a 505 whatever the rest
