@@ -246,6 +246,17 @@ class H1Connection:
             self._state.disable_keep_alive()
             raise
 
+    def frame_data(self, count: int) -> tuple[bytes, bytes] | None:
+        """Framing for ``count`` body bytes the I/O layer sends itself (sendfile): (prefix, suffix) to
+        write around them, or None when the response has no body (HEAD, 204, 304)."""
+        if self._state.our_state != st.SEND_BODY or self._writer is None:
+            raise LocalProtocolError(f"cannot send body data in state {self._state.our_state}")
+        try:
+            return self._writer.frame(count)
+        except LocalProtocolError:
+            self._state.disable_keep_alive()
+            raise
+
     def send_end(self) -> bytes:
         """End the response: ``0\\r\\n\\r\\n`` when chunked; a short Content-Length body forces close."""
         if self._state.our_state != st.SEND_BODY or self._writer is None:

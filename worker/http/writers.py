@@ -36,6 +36,13 @@ class FixedLengthWriter:
         self.remaining -= len(data)
         return data
 
+    def frame(self, count: int) -> tuple[bytes, bytes] | None:
+        """Account for ``count`` body bytes sent out of band (sendfile); return (prefix, suffix)."""
+        if count > self.remaining:
+            raise LocalProtocolError("response body longer than its Content-Length")
+        self.remaining -= count
+        return b"", b""
+
     def finish(self) -> tuple[bytes, bool]:
         """(bytes to send, framing complete?) - short of the length means the connection must close."""
         return b"", self.remaining == 0
@@ -51,6 +58,9 @@ class ChunkedWriter:
             return b""
         return b"".join((b"%x\r\n" % len(data), data, b"\r\n"))
 
+    def frame(self, count: int) -> tuple[bytes, bytes] | None:
+        return (b"%x\r\n" % count, b"\r\n") if count else (b"", b"")
+
     def finish(self) -> tuple[bytes, bool]:
         return b"0\r\n\r\n", True
 
@@ -63,6 +73,9 @@ class CloseDelimitedWriter:
     def write(self, data: bytes) -> bytes:
         return data
 
+    def frame(self, count: int) -> tuple[bytes, bytes] | None:
+        return b"", b""
+
     def finish(self) -> tuple[bytes, bool]:
         return b"", True
 
@@ -74,6 +87,9 @@ class NoBodyWriter:
 
     def write(self, data: bytes) -> bytes:
         return b""
+
+    def frame(self, count: int) -> tuple[bytes, bytes] | None:
+        return None  # nothing may go on the wire
 
     def finish(self) -> tuple[bytes, bool]:
         return b"", True
