@@ -211,11 +211,7 @@ class H1Connection:
         if request is None or self._state.our_state != st.IDLE:
             raise LocalProtocolError(f"no response expected in state {self._state.our_state}")
         keep_alive = self._state.keep_alive
-        if (
-            request.expect_continue
-            and not self._continue_sent
-            and self._state.their_state == st.SEND_BODY
-        ):
+        if request.expect_continue and not self._continue_sent and self._body_pending():
             # RFC 9110 §10.1.1: a final answer without 100 Continue: the client may or may not send the
             # body now, so the rest of the stream cannot be trusted to be a new request.
             keep_alive = False
@@ -235,6 +231,13 @@ class H1Connection:
             self._state.disable_keep_alive()
         self._state.ours("head")
         return head
+
+    def _body_pending(self) -> bool:
+        """Request body bytes are still to come (not merely an unread EndOfMessage)."""
+        if self._state.their_state != st.SEND_BODY:
+            return False
+        reader = self._reader
+        return not (type(reader) is ContentLengthReader and reader.remaining == 0)
 
     def send_data(self, data: bytes) -> bytes:
         """Frame body bytes (chunked: size line + CRLF; HEAD/204/304: dropped; empty: b"")."""

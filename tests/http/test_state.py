@@ -1,0 +1,261 @@
+"""The request/response cycle: states, keep-alive transitions, 100-continue, EOF, pipelining."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.http.driver import DATE
+from worker.http.errors import LocalProtocolError, RemoteProtocolError
+from worker.http.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Request,
+)
+from worker.http.protocol import CONTINUE, H1Connection, Limits
+from worker.http.state import CycleState
+
+GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+POST_EXPECT = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
+
+
+def respond(conn: H1Connection, body: bytes = b"") -> bytes:
+    head = conn.send_response(200, [("Content-Length", str(len(body)))], date=DATE)
+    return head + conn.send_data(body) + conn.send_end()
+
+
+def test_cycle_state_table() -> None:
+    state = CycleState()
+    state.their("head")
+    state.ours("head")
+    assert (state.their_state, state.our_state) == ("SEND_BODY", "SEND_BODY")
+    with pytest.raises(LocalProtocolError):
+        state.next_cycle()
+    with pytest.raises(LocalProtocolError):
+        state.ours("head")
+    state.their("end")
+    state.ours("end")
+    state.next_cycle()
+    assert (state.their_state, state.our_state, state.keep_alive) == ("IDLE", "IDLE", True)
+    state.their("head")
+    state.their("end")
+    state.disable_keep_alive()
+    assert state.their_state == "MUST_CLOSE"
+    state.ours("head")
+    state.ours("end")
+    assert state.our_state == "MUST_CLOSE"
+    with pytest.raises(LocalProtocolError):
+        state.next_cycle()
+
+
+def test_states_through_a_cycle() -> None:
+    conn = H1Connection()
+    assert (conn.their_state, conn.our_state, conn.request) == ("IDLE", "IDLE", None)
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(GET)
+    request = conn.next_event()
+    assert isinstance(request, Request) and conn.request is request
+    assert conn.their_state == "SEND_BODY"
+    assert conn.next_event() == EndOfMessage()  # no body: EndOfMessage right away
+    assert conn.their_state == "DONE" and conn.next_event() is PAUSED
+    conn.send_response(200, [], date=DATE)
+    assert conn.our_state == "SEND_BODY"
+    conn.send_end()
+    assert conn.our_state == "DONE" and conn.keep_alive
+    conn.start_next_cycle()
+    assert (conn.their_state, conn.our_state, conn.request) == ("IDLE", "IDLE", None)
+
+
+def test_paused_until_next_cycle_and_pipelined_bytes_kept() -> None:
+    conn = H1Connection()
+    second = b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
+    conn.receive_data(GET + second)
+    assert conn.next_event().target == "/"
+    assert isinstance(conn.next_event(), EndOfMessage)
+    for _ in range(3):
+        assert conn.next_event() is PAUSED
+    assert conn.trailing_data == (second, False)
+    respond(conn)
+    conn.start_next_cycle()
+    assert conn.next_event().target == "/2"
+    assert conn.next_event() == Data(b"abc")
+    assert isinstance(conn.next_event(), EndOfMessage)
+
+
+def test_start_next_cycle_refused_before_done() -> None:
+    conn = H1Connection()
+    with pytest.raises(LocalProtocolError):
+        conn.start_next_cycle()
+    conn.receive_data(GET)
+    conn.next_event()
+    conn.next_event()
+    with pytest.raises(LocalProtocolError):
+        conn.start_next_cycle()  # response not sent
+    conn.send_response(200, [], date=DATE)
+    with pytest.raises(LocalProtocolError):
+        conn.start_next_cycle()  # response not finished
+
+
+def test_early_response_then_drain_body() -> None:
+    """The app answered without reading the body: the I/O layer drains it, then the cycle goes on."""
+    conn = H1Connection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
+    conn.next_event()
+    respond(conn, b"no")
+    assert conn.our_state == "DONE" and conn.their_state == "SEND_BODY"
+    assert conn.next_event() == Data(b"ab")
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"cd" + GET)
+    assert conn.next_event() == Data(b"cd")
+    assert isinstance(conn.next_event(), EndOfMessage)
+    conn.start_next_cycle()
+    assert isinstance(conn.next_event(), Request)
+
+
+def test_eof_between_requests() -> None:
+    conn = H1Connection()
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert isinstance(conn.next_event(), ConnectionClosed)
+    assert conn.their_state == "CLOSED" and not conn.keep_alive
+    conn.receive_data(GET)  # after EOF: ignored
+    assert conn.trailing_data == (b"", True)
+
+
+def test_half_close_after_request() -> None:
+    """Request, then the client shuts down its sending side: we still answer, then see the close."""
+    conn = H1Connection()
+    conn.receive_data(GET)
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), Request)
+    assert isinstance(conn.next_event(), EndOfMessage)
+    assert conn.next_event() is PAUSED
+    respond(conn)
+    conn.start_next_cycle()
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_eof_with_only_empty_lines_is_a_clean_close() -> None:
+    conn = H1Connection()
+    conn.receive_data(b"\r\n\r\n")
+    conn.receive_data(b"")
+    assert isinstance(conn.next_event(), ConnectionClosed)
+
+
+def test_continue_sent_once() -> None:
+    conn = H1Connection()
+    conn.receive_data(POST_EXPECT)
+    request = conn.next_event()
+    assert request.expect_continue
+    assert conn.next_event() is NEED_DATA
+    assert conn.send_continue() == CONTINUE == b"HTTP/1.1 100 Continue\r\n\r\n"
+    assert conn.send_continue() == b""
+    conn.receive_data(b"hello")
+    assert conn.next_event() == Data(b"hello")
+    assert isinstance(conn.next_event(), EndOfMessage)
+    respond(conn)
+    assert conn.keep_alive
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        GET,  # no expectation
+        b"POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n",  # 1.0: ignored
+    ],
+)
+def test_no_continue_without_a_11_expectation(raw: bytes) -> None:
+    conn = H1Connection()
+    conn.receive_data(raw)
+    conn.next_event()
+    assert conn.send_continue() == b""
+
+
+def test_no_continue_after_response_head_and_close() -> None:
+    """A final answer without 100 Continue leaves the client's next bytes ambiguous: close."""
+    conn = H1Connection()
+    conn.receive_data(POST_EXPECT)
+    conn.next_event()
+    head = conn.send_response(417, [("Content-Length", "0")], date=DATE)
+    assert b"\r\nConnection: close\r\n" in head and not conn.keep_alive
+    assert conn.send_continue() == b""
+
+
+def test_continue_not_needed_once_body_is_read() -> None:
+    conn = H1Connection()
+    conn.receive_data(POST_EXPECT + b"hello")  # the client did not wait
+    conn.next_event()
+    conn.next_event()
+    conn.next_event()
+    assert conn.send_continue() == b""
+    head = conn.send_response(200, [("Content-Length", "0")], date=DATE)
+    assert b"Connection: close" not in head and conn.keep_alive
+
+
+def test_keep_alive_follows_request() -> None:
+    conn = H1Connection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n")
+    assert conn.next_event().keep_alive is False
+    assert not conn.keep_alive
+    conn.next_event()
+    assert conn.their_state == "MUST_CLOSE"
+    assert b"Connection: close" in respond(conn)
+
+
+def test_keep_alive_survives_many_cycles() -> None:
+    conn = H1Connection()
+    conn.receive_data(GET * 50)
+    for _ in range(50):
+        assert isinstance(conn.next_event(), Request)
+        assert isinstance(conn.next_event(), EndOfMessage)
+        respond(conn)
+        conn.start_next_cycle()
+    assert conn.next_event() is NEED_DATA and conn.trailing_data == (b"", False)
+
+
+def test_error_is_sticky_and_ignores_new_data() -> None:
+    conn = H1Connection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n" + GET)
+    with pytest.raises(RemoteProtocolError):
+        conn.next_event()
+    before = conn.trailing_data
+    conn.receive_data(GET)
+    assert conn.trailing_data == before
+    for _ in range(3):
+        with pytest.raises(RemoteProtocolError):
+            conn.next_event()
+
+
+def test_limits_proved_without_waiting_for_crlf() -> None:
+    """Slowloris-style heads are refused as soon as they exceed a limit: memory stays bounded."""
+    conn = H1Connection(Limits(max_head=1024))
+    conn.receive_data(b"GET / HTTP/1.1\r\n")
+    sent = 0
+    with pytest.raises(RemoteProtocolError) as info:
+        while sent < 10_000:
+            conn.receive_data(b"X-Slow: 1\r\n")
+            sent += 11
+            assert conn.next_event() is NEED_DATA
+    assert info.value.status == 431 and sent <= 1024
+
+
+def test_chunked_body_streams_in_pieces() -> None:
+    conn = H1Connection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\na\r\n01234")
+    assert conn.next_event().chunked
+    assert conn.next_event() == Data(b"01234")
+    assert conn.next_event() is NEED_DATA
+    conn.receive_data(b"56789\r\n0\r\n\r\n")
+    assert conn.next_event() == Data(b"56789")
+    assert conn.next_event() == EndOfMessage()
+
+
+def test_expect_without_body_does_not_force_close() -> None:
+    """Expect: 100-continue on a bodiless request: nothing is pending, keep-alive stays."""
+    conn = H1Connection()
+    conn.receive_data(b"GET / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n")
+    assert conn.next_event().expect_continue
+    head = conn.send_response(200, [("Content-Length", "0")], date=DATE)  # EndOfMessage unread
+    assert b"Connection: close" not in head and conn.keep_alive
