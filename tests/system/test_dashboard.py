@@ -162,3 +162,23 @@ def test_dashboard_in_headless_chromium(run_supervisor, tmp_path: Path) -> None:
     assert chart2 != chart1, "the requests/s chart did not change"
     assert float(re.search(r'data-last-t="([\d.]+)"', chart2).group(1)) > last_t
     assert sorted(_row_pids(second)) == pids
+
+
+def test_totals_survive_a_reload(run_supervisor) -> None:
+    """Workers replaced by SIGHUP keep their requests in the totals; restarts are counted per slot."""
+    sup = _start(run_supervisor, procs=2)
+    old = sup.worker_pids()
+    _make_requests(sup.port, 30)
+    _wait_for("30 requests on /stats", lambda: sup.stats()["totals"]["requests"] == 30)
+    sup.signal(signal.SIGHUP)
+    sup.wait_workers(2, exclude=old)
+    _make_requests(sup.port, 10)
+    doc = _wait_for(
+        "40 requests on /stats", lambda: (d := sup.stats())["totals"]["requests"] >= 40 and d
+    )
+    assert doc["totals"]["requests"] == 40
+    assert sum(w["requests"] for w in doc["workers"]) == 10  # the new generation's share
+    assert doc["generation"] == 2
+    assert doc["restarts"] == {"0": 1, "1": 1}
+    fams = parse_prometheus(sup.get_admin("/metrics")[1].decode())
+    assert sum(v for _, _, v in fams["webcluster_requests_total"].samples) == 40
