@@ -196,9 +196,11 @@ def test_reporter_full_pipe_drops_stats_and_retries_control() -> None:
 
 def test_reporter_survives_broken_pipe_and_bad_gauges() -> None:
     channel = FakeChannel()
-    rep = Reporter(
-        channel, WorkerStats(), lambda: 1 / 0, slot=0, generation=1, pid=1  # type: ignore[arg-type]
-    )
+
+    def broken_gauges() -> dict[str, int]:
+        raise RuntimeError("gauge bug")
+
+    rep = Reporter(channel, WorkerStats(), broken_gauges, slot=0, generation=1, pid=1)
     rep.tick(0.0)
     assert channel.sent[-1]["busy_threads"] == 0  # gauges failed: zeros, heartbeat still sent
     channel.fail = BrokenPipeError
