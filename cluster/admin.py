@@ -13,8 +13,10 @@ content is testable without sockets. Parsing and serialisation are the project's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import os
 import selectors
 import socket
 import threading
@@ -244,6 +246,9 @@ class AdminServer:
         for sock in (self._sock, self._wake_r, self._wake_w):
             if sock is not None:
                 sock.close()
+        if self._spec.startswith("unix:"):
+            with contextlib.suppress(OSError):
+                os.unlink(self._spec[5:])  # the socket file we created
 
     # --- accept thread ---
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import http.client
 import json
 import math
+import os
 import re
 import socket
 from dataclasses import dataclass, field
@@ -372,3 +373,5 @@ def test_server_ipv6_and_unix(spec: str, tmp_path) -> None:
         assert data.startswith(b"HTTP/1.1 200") and data.endswith(b"ok\n")
     finally:
         srv.stop()
+    if isinstance(addr, str):
+        assert not os.path.exists(addr)  # stop() removed the socket file
