@@ -115,7 +115,7 @@ class Loop:
         """Connection and thread gauges for the stats report (loop thread)."""
         idle = sum(1 for c in self._conns if c.state == READING and c.idle)
         return {
-            "active_connections": len(self._conns),
+            "active_connections": len(self._conns) - idle,  # idle ones are counted separately
             "idle_connections": idle,
             "busy_threads": self.pool.busy,
             "queue_depth": self.pool.queued,

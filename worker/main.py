@@ -122,6 +122,8 @@ def run(
         reporter.send_ready()
     log.info("worker %d (slot %d, generation %d) serving", os.getpid(), slot, generation)
     loop.run()
+    if reporter is not None:
+        reporter.flush()  # the last second of counters, so the supervisor's totals stay exact
     log.info("worker %d exiting", os.getpid())
     if access_log is not None:
         access_log.close()
