@@ -40,8 +40,6 @@ try:  # stats and admin are separate subsystems; the arbiter works without them
     from cluster.stats import StatsAggregator
 except ImportError:  # pragma: no cover
     AdminServer = StatsAggregator = None  # type: ignore[assignment,misc]
-from worker.ipc import MAX_MESSAGE_BYTES
-from worker.ipc import decode as decode_message
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -312,15 +310,12 @@ class Arbiter:
     # -- messages and exits ---------------------------------------------------------------------------
 
     def _read_messages(self, w: WorkerProcess) -> None:
-        """Every message waiting on ``w``'s pipe; EOF unregisters it (the process is about to be reaped)."""
-        reader = w.reader
-        try:
-            while reader is not None and reader.poll():
-                self._on_message(w, decode_message(reader.recv_bytes(MAX_MESSAGE_BYTES)))
-        except (EOFError, OSError, ValueError) as exc:
-            if not isinstance(exc, EOFError):
-                log.warning("worker %d: bad message pipe (%s); closing it", w.pid, exc)
-            self._selector.unregister(reader)
+        """Handle every message waiting on ``w``'s pipe; at EOF (the worker is gone) close the pipe."""
+        messages, eof = w.read_messages()
+        for msg in messages:
+            self._on_message(w, msg)
+        if eof and w.reader is not None:
+            self._selector.unregister(w.reader)
             w.close_pipe()
 
     def _on_message(self, w: WorkerProcess, msg: dict) -> None:
@@ -353,7 +348,7 @@ class Arbiter:
     def _on_exit(self, w: WorkerProcess, status: int) -> None:
         if w.reader is not None:
             self._read_messages(w)  # a boot_error sent just before exiting
-        if w.reader is not None:
+        if w.reader is not None:  # a child of the worker may still hold the pipe open
             self._selector.unregister(w.reader)
             w.close_pipe()
         now = time.monotonic()
@@ -459,9 +454,9 @@ class Arbiter:
             w.signal(sig)
 
     def _halt(self, code: int) -> None:
-        self._stop_deadline = time.monotonic()
+        """Fast stop, then exit with ``code`` (a worker could not boot: no crash loop)."""
         self._halt_code = code
-        self._check_stop(self._stop_deadline)
+        self._begin_stop(graceful=False)
 
     def _check_stop(self, now: float) -> None:
         if not self.workers:

@@ -23,6 +23,9 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from cluster import policy, signals
+from worker import ipc
+
+log = logging.getLogger("webcluster.supervisor")
 
 #: ``worker.main.run``'s signature: (cfg, sockets, channel, *, slot, generation) -> exit code.
 WorkerTarget = Callable[..., int]
@@ -114,6 +117,22 @@ class WorkerProcess:
             return True
         except ProcessLookupError:
             return False
+
+    def read_messages(self) -> tuple[list[dict[str, Any]], bool]:
+        """(decoded messages waiting on the pipe, True at EOF). A malformed message is logged and
+        skipped: each frame arrives whole (one atomic pipe write, see worker/ipc.py), so the next
+        one is intact. Blocks only if a frame is half-written, which ipc's size limit rules out."""
+        out: list[dict[str, Any]] = []
+        try:
+            while self.reader is not None and self.reader.poll():
+                data = self.reader.recv_bytes(ipc.MAX_MESSAGE_BYTES)
+                try:
+                    out.append(ipc.decode(data))
+                except ValueError as exc:
+                    log.warning("worker %d sent a bad message (%s); ignored", self.pid, exc)
+        except (EOFError, OSError):  # EOF, or a frame over the size limit: the stream is unusable
+            return out, True
+        return out, False
 
     def close_pipe(self) -> None:
         """Close the read end of the message pipe."""
