@@ -121,14 +121,8 @@ def build_request(
         request.chunked = True
     elif lengths:
         request.content_length = _content_length(lengths, max_body)
-    if connection:
-        tokens = _list_tokens(connection)
-        if "close" in tokens:
-            request.keep_alive = False
-        elif version == "1.0":
-            request.keep_alive = "keep-alive" in tokens
-    elif version == "1.0":
-        request.keep_alive = False
+    if connection or version == "1.0":
+        request.keep_alive = _keep_alive(connection, version)
     if expect:
         request.expect_continue = _expect_continue(expect) and version == "1.1"
     return request
@@ -163,9 +157,12 @@ def _content_length(values: list[str], max_body: int) -> int:
     return length
 
 
-def _list_tokens(values: list[str]) -> list[str]:
-    """RFC 9110 §5.6.1 #token list, lower-cased; empty elements are ignored as the RFC requires."""
-    return [item.strip(" \t") for value in values for item in value.lower().split(",")]
+def _keep_alive(connection: list[str], version: str) -> bool:
+    """RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive" (and no "close")."""
+    tokens = [item.strip(" \t") for value in connection for item in value.split(",")]
+    if "close" in tokens:
+        return False
+    return version == "1.1" or "keep-alive" in tokens
 
 
 def _check_chunked(values: list[str]) -> None:

@@ -16,6 +16,11 @@ Typical use by the I/O layer::
 
 On ``RemoteProtocolError`` the I/O layer sends ``conn.error_response(exc, date=...)`` and closes; the core
 never parses another request after an error (``next_event`` keeps raising / returns nothing new).
+
+Parsing policies are documented where they are implemented: strict CRLF line endings and limits in
+``readers.py``, Content-Length / Transfer-Encoding / Host / Expect rules in ``headers.py``, response
+framing in ``writers.py``, the cycle states in ``state.py``. The I/O layer should stop reading from the
+socket while ``next_event`` returns PAUSED: pipelined bytes accumulate in the buffer until the next cycle.
 """
 
 from __future__ import annotations

@@ -77,59 +77,86 @@ class HeadScanner:
         return -1
 
     def scan_lines(self, buf: bytearray, stop: int) -> None:
-        """Check the lines in ``buf[:stop]`` not checked before; a partial last line too if stop is the end."""
-        pos, count, limit = self._pos, self._count, self.total_limit
+        """Check the lines in ``buf[:stop]`` not checked before; a partial last line too if stop is the end.
+
+        Raises the violation a byte-by-byte feed would have proved first, so the status never depends on
+        how the bytes were segmented.
+        """
+        pos, count = self._pos, self._count
         find = buf.find
         while True:
             lf = find(b"\n", pos, stop)
             if lf < 0:
                 break
-            if lf == pos or buf[lf - 1] != 13:
-                raise RemoteProtocolError("bare LF as line terminator (strict CRLF, RFC 9112 §2.2)")
-            if lf - 1 == pos:  # the empty line: end of head, nothing more to check
-                if lf + 1 > limit:
-                    raise RemoteProtocolError(f"{self.what} too large", 431)
-                return
-            self._check_line(buf, pos, lf - 1, count)
+            crlf = lf > pos and buf[lf - 1] == 13
+            self._raise_first(buf, pos, lf - 1 if crlf else lf, count, lf + 1, bare_lf=not crlf)
+            if crlf and lf - 1 == pos:
+                return  # the empty line: end of head
             count += 1
-            if lf + 1 > limit:
-                raise RemoteProtocolError(f"{self.what} too large", 431)
             pos = lf + 1
         self._pos, self._count = pos, count
-        if stop == len(buf) and stop > pos:  # partial line: all we can know so far
+        if stop == len(buf) and stop > pos:  # partial line: a trailing CR may yet be followed by LF
             end = stop - 1 if buf[stop - 1] == 13 else stop
-            if end > pos:  # a lone CR may be the start of the empty line that ends the head
-                self._check_line(buf, pos, end, count)
-            if stop > limit:
-                raise RemoteProtocolError(f"{self.what} too large", 431)
+            self._raise_first(buf, pos, end, count, stop, bare_lf=False)
 
-    def _check_line(self, buf: bytearray, start: int, end: int, count: int) -> None:
-        if buf.find(b"\r", start, end) >= 0:
-            raise RemoteProtocolError(f"bare CR in {self.what} (RFC 9112 §2.2)")
-        if count == 0 and self.first_line_limit:
-            if end - start > self.first_line_limit:
-                raise RemoteProtocolError("request-line too long", 414)
-            return
-        if end - start > self.line_limit:
-            raise RemoteProtocolError("header field line too long", 431)
-        if count - (1 if self.first_line_limit else 0) >= self.count_limit:
-            raise RemoteProtocolError("too many header fields", 431)
+    def fits(self, text: str, lines: list[str], end: int) -> bool:
+        """Quick limit and CR/LF checks of a complete head (``text`` split into ``lines``)."""
+        first = self.first_line_limit
+        fields = lines[1:] if first else lines
+        separators = len(lines) - 1
+        return not (
+            end > self.total_limit
+            or (first and len(lines[0]) > first)
+            or len(fields) > self.count_limit
+            or (fields and max(map(len, fields)) > self.line_limit)
+            or text.count("\r") != separators
+            or text.count("\n") != separators
+        )
+
+    def _raise_first(
+        self, buf: bytearray, start: int, end: int, count: int, reach: int, *, bare_lf: bool
+    ) -> None:
+        """Raise the earliest-proved violation of the line ``buf[start:end]`` seen up to ``reach``."""
+        found = self._line_error(buf, start, end, count)
+        total = self.total_limit
+        if reach > total and (found is None or found[0] > total + 1):
+            found = (total + 1, RemoteProtocolError(f"{self.what} too large", 431))
+        if bare_lf and (found is None or found[0] >= reach):
+            raise RemoteProtocolError("bare LF as line terminator (strict CRLF, RFC 9112 §2.2)")
+        if found is not None:
+            raise found[1]
+
+    def _line_error(
+        self, buf: bytearray, start: int, end: int, count: int
+    ) -> tuple[int, RemoteProtocolError] | None:
+        """The first violation in a line and the buffer length at which a byte-wise feed proves it."""
+        if end <= start:
+            return None
+        request_line = count == 0 and self.first_line_limit > 0
+        if not request_line and count - (self.first_line_limit > 0) >= self.count_limit:
+            proved = start + 1 if buf[start] != 13 else start + 2
+            return proved, RemoteProtocolError(f"too many fields in {self.what}", 431)
+        limit = self.first_line_limit if request_line else self.line_limit
+        cr = buf.find(b"\r", start, end)
+        if 0 <= cr <= start + limit:  # beyond that, the line was too long before the CR arrived
+            return cr + 2, RemoteProtocolError(f"bare CR in {self.what} (RFC 9112 §2.2)")
+        if end - start > limit:
+            if request_line:
+                return start + limit + 1, RemoteProtocolError("request-line too long", 414)
+            return start + limit + 1, RemoteProtocolError(
+                f"field line too long in {self.what}", 431
+            )
+        return None
 
 
 def parse_request_head(buf: bytearray, end: int, scanner: HeadScanner, max_body: int) -> Request:
     """Parse ``buf[:end]`` (a complete head ending in CRLF CRLF) into a validated Request."""
-    lines = buf[: end - 4].decode("latin-1").split("\r\n")
-    fields = lines[1:]
-    if (
-        end > scanner.total_limit
-        or len(lines[0]) > scanner.first_line_limit
-        or len(fields) > scanner.count_limit
-        or (fields and max(map(len, fields)) > scanner.line_limit)
-    ):
+    text = buf[: end - 4].decode("latin-1")
+    lines = text.split("\r\n")
+    if not scanner.fits(text, lines, end):
         scanner.scan_lines(buf, end)  # raises the first error in stream order
-        raise RemoteProtocolError(
-            "head too large", 431
-        )  # unreachable unless the two checks disagree
+        raise RemoteProtocolError("malformed head")  # unreachable unless the two checks disagree
+    fields = lines[1:]
     m = REQUEST_LINE_RE.fullmatch(lines[0])
     if m is None:
         _diagnose_request_line(lines[0])
@@ -295,14 +322,11 @@ class ChunkedReader:
         end = self._trailers.find_end(buf)
         if end < 0:
             return None
-        lines = buf[: end - 4].decode("latin-1").split("\r\n")
-        if (
-            end > self._trailers.total_limit
-            or len(lines) > self._trailers.count_limit
-            or max(map(len, lines)) > self._trailers.line_limit
-        ):
-            self._trailers.scan_lines(buf, end)
-            raise RemoteProtocolError("trailer section too large", 431)
+        text = buf[: end - 4].decode("latin-1")
+        lines = text.split("\r\n")
+        if not self._trailers.fits(text, lines, end):
+            self._trailers.scan_lines(buf, end)  # raises the first error in stream order
+            raise RemoteProtocolError("malformed trailer section")
         trailers = parse_field_lines(lines)
         del buf[:end]
         return EndOfMessage(trailers)
