@@ -321,3 +321,29 @@ def test_error_response_for_timeout_stops_parsing() -> None:
     conn.receive_data(b"TP/1.1\r\nHost: a\r\n\r\n")
     with pytest.raises(RemoteProtocolError):
         conn.next_event()
+
+
+def test_frame_data_for_out_of_band_bodies() -> None:
+    """frame_data(): the framing around bytes the I/O layer sends itself (sendfile)."""
+    conn = ready()
+    with pytest.raises(LocalProtocolError):
+        conn.frame_data(5)  # before the head
+    conn.send_response(200, [], date=DATE)
+    assert conn.frame_data(5) == (b"5\r\n", b"\r\n")
+    assert conn.frame_data(0) == (b"", b"")
+    assert conn.send_end() == b"0\r\n\r\n"
+
+    conn = ready()
+    conn.send_response(200, [("Content-Length", "8")], date=DATE)
+    assert conn.frame_data(5) == (b"", b"") and conn.send_data(b"abc") == b"abc"
+    with pytest.raises(LocalProtocolError):
+        conn.frame_data(1)  # the Content-Length is used up
+    assert not conn.keep_alive
+
+    conn = ready(HEAD11)
+    conn.send_response(200, [("Content-Length", "8")], date=DATE)
+    assert conn.frame_data(8) is None  # nothing may go on the wire
+
+    conn = ready(GET10)
+    conn.send_response(200, [], date=DATE)
+    assert conn.frame_data(4) == (b"", b"")
