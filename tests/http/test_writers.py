@@ -6,7 +6,7 @@ import pytest
 
 from tests.http.driver import DATE
 from worker.http.errors import LocalProtocolError, RemoteProtocolError
-from worker.http.events import EndOfMessage, Request
+from worker.http.events import PAUSED, EndOfMessage, Request
 from worker.http.protocol import H1Connection
 
 GET11 = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
@@ -347,3 +347,13 @@ def test_frame_data_for_out_of_band_bodies() -> None:
     conn = ready(GET10)
     conn.send_response(200, [], date=DATE)
     assert conn.frame_data(4) == (b"", b"")
+
+
+def test_error_response_for_local_error_ends_reading() -> None:
+    conn = H1Connection()
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 9\r\n\r\nabc")
+    conn.next_event()
+    out = conn.error_response(LocalProtocolError("bad header from app"), date=DATE)
+    assert out.startswith(b"HTTP/1.1 500 ") and b"\r\nConnection: close\r\n" in out
+    assert (conn.their_state, conn.our_state, conn.keep_alive) == ("ERROR", "MUST_CLOSE", False)
+    assert conn.next_event() is PAUSED  # no Data, no new request: the connection is closing

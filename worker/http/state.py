@@ -6,8 +6,9 @@ Each side (``their`` = the client's request, ``our`` = our response) moves throu
 
 Keep-alive is not a loose boolean next to the states: when it is lost, a side that is (or later gets)
 ``DONE`` becomes ``MUST_CLOSE``, and ``start_next_cycle`` is only possible from ``DONE``/``DONE``.
-``CLOSED`` is the client's clean EOF between requests; ``ERROR`` is a client protocol violation, after
-which nothing more is parsed (RFC 9112 §9.3: a message with bad framing leaves the connection unusable).
+``CLOSED`` is the client's clean EOF between requests; ``ERROR`` is a client protocol violation (or an
+error response was sent), after which nothing more is parsed (RFC 9112 §9.3: a message with bad framing
+leaves the connection unusable).
 """
 
 from __future__ import annotations
@@ -72,7 +73,9 @@ class CycleState:
         self.disable_keep_alive()
 
     def error_sent(self) -> None:
-        """An error response went out (always with ``Connection: close``)."""
+        """An error response went out (always with ``Connection: close``): nothing more is read."""
+        if self.their_state != CLOSED:
+            self.their_state = ERROR
         self.our_state = MUST_CLOSE
         self.disable_keep_alive()
 
