@@ -4,9 +4,11 @@
     A currently free TCP port on 127.0.0.1 (bind to 0, read, close). Prefer binding to port 0 yourself
     where you can: another process may take the port before you use it.
 
-``run_supervisor`` (fixture) -> ``start(*args, env=None, ready=True, procs=None, timeout=30) -> SupervisorProc``
-    Launches ``sys.executable supervisor.py *args`` in a subprocess (cwd = repo root, its own session,
-    stdout/stderr to files). Unless ``args`` has ``--bind``/``-b`` it adds ``--bind 127.0.0.1:0`` (the
+``run_supervisor`` (fixture) -> ``start(*args, env=None, ready=True, procs=None, timeout=30,
+command=("supervisor.py",)) -> SupervisorProc``
+    Launches ``sys.executable *command *args`` in a subprocess (cwd = repo root, its own session,
+    stdout/stderr to files); ``command=("-m", "tests.apps.fake_workers", "crash")`` runs the arbiter
+    with a fake worker target instead. Unless ``args`` has ``--bind``/``-b`` it adds ``--bind 127.0.0.1:0`` (the
     real port is read from the start banner); unless it has ``--admin`` it adds ``--admin 127.0.0.1:<free>``.
     ``env`` is added to a copy of ``os.environ`` from which every ``WEBCLUSTER_*`` variable was removed.
     With ``ready=True`` it waits (deadline ``timeout``) until the banner is printed, the port accepts a
@@ -217,6 +219,7 @@ def run_supervisor(tmp_path_factory) -> Iterator[Callable[..., SupervisorProc]]:
         ready: bool = True,
         procs: int | None = None,
         timeout: float = 30.0,
+        command: tuple[str, ...] = ("supervisor.py",),
     ) -> SupervisorProc:
         args = tuple(args)
         extra: list[str] = []
@@ -237,7 +240,7 @@ def run_supervisor(tmp_path_factory) -> Iterator[Callable[..., SupervisorProc]]:
         out, err = logs / "stdout.txt", logs / "stderr.txt"
         with open(out, "wb") as fo, open(err, "wb") as fe:
             popen = subprocess.Popen(
-                [sys.executable, "supervisor.py", *args, *extra],
+                [sys.executable, *command, *args, *extra],
                 cwd=ROOT,
                 env=full_env,
                 stdin=subprocess.DEVNULL,
