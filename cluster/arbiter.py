@@ -103,6 +103,9 @@ class Arbiter:
             write_pid_file(cfg.pid)
         uid, gid = resolve_ids(cfg.user, cfg.group)
         if uid is not None or gid is not None:
+            # Import the worker code while still privileged: after the drop, an interpreter or
+            # checkout readable only by root (say under /root) would fail at the first fork instead.
+            self._target = self._target or _default_target()
             self._listeners.chown_unix(
                 uid if uid is not None else -1, gid if gid is not None else -1
             )

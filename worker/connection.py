@@ -16,9 +16,11 @@ from worker.exchange import sendfile_all, wait_fd
 from worker.handlers.base import ClientDisconnected
 from worker.http.errors import RemoteProtocolError
 from worker.http.protocol import H1Connection
+from worker.tls import WantWrite
 
 if TYPE_CHECKING:
     from worker.loop import Loop
+    from worker.tls import TLSStream
 
 # Output a pool thread may leave queued in user space before it must wait for the client (waitress's
 # high watermark idea): small responses never hold a thread, large ones are paced by the client.
@@ -31,6 +33,7 @@ BUSY = 2  # owned by a pool thread
 FLUSHING = 3  # the loop writes leftover output, then reads / lingers / closes
 LINGERING = 4  # output done, write side shut down, discarding input until EOF (RFC 9112 §9.6)
 CLOSED = 5
+HANDSHAKING = 6  # TLS: the loop drives the handshake; then READING (worker.tls)
 
 
 class Conn:
@@ -56,7 +59,9 @@ class Conn:
         "broken",
     )
 
-    def __init__(self, sock: socket.socket, h1: H1Connection, loop: Loop, remote, local) -> None:
+    def __init__(
+        self, sock: socket.socket | TLSStream, h1: H1Connection, loop: Loop, remote, local
+    ) -> None:
         self.sock = sock
         self.fd = sock.fileno()
         self.h1 = h1
@@ -138,8 +143,10 @@ class Conn:
             try:
                 data = self.sock.recv(RECV_SIZE)
                 break
-            except BlockingIOError:
-                if not wait_fd(self.fd, select.POLLIN, timeout):
+            except BlockingIOError as exc:
+                # TLS only: WantWrite = OpenSSL must send something before it can read on.
+                want = select.POLLOUT if type(exc) is WantWrite else select.POLLIN
+                if not wait_fd(self.fd, want, timeout):
                     self.body_error = RemoteProtocolError("request body timeout", 408)
                     raise self.body_error from None
             except OSError as exc:

@@ -4,7 +4,8 @@ ASYNCHRONOUS (loop thread): accept (paused at ``--max-connections``), read until
 keep idle keep-alive connections, flush output a pool thread left behind, linger before closing, and run the
 timers (head-read 408, keep-alive idle, send, linger, drain). A complete head goes to the pool; the thread hands
 the connection back through ``Poller.call_soon(loop.resume, ...)``. Idle connections therefore cost a socket
-and a few hundred bytes, never a thread.
+and a few hundred bytes, never a thread. With TLS the loop also drives each handshake, non-blocking, before
+the connection starts READING (``worker.tls``); the header timeout bounds it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from worker.connection import BUSY, CLOSED, FLUSHING, LINGERING, READING, RECV_SIZE, Conn
+from worker.connection import (
+    BUSY,
+    CLOSED,
+    FLUSHING,
+    HANDSHAKING,
+    LINGERING,
+    READING,
+    RECV_SIZE,
+    Conn,
+)
 from worker.http.errors import RemoteProtocolError
 from worker.http.events import NEED_DATA, ConnectionClosed, Request
 from worker.http.protocol import H1Connection, Limits
@@ -25,10 +35,12 @@ from worker.poller import ONESHOT, READ, WRITE, Poller
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
 from worker.timers import DeadlineQueue
+from worker.tls import HS_DONE, HS_PLAIN_HTTP, HS_READ, HS_WRITE, TLSAcceptor, WantWrite
 
 log = logging.getLogger("webcluster.error")
 
-ACCEPT_BATCH = 64  # accepts per readiness event, so one busy listener cannot starve the rest of the loop
+# Accepts per readiness event, so one busy listener cannot starve the rest of the loop.
+ACCEPT_BATCH = 64
 ACCEPT_RETRY = 0.1  # seconds to pause accepting after EMFILE/ENFILE
 
 
@@ -75,6 +87,7 @@ class Loop:
         tick: Callable[[float], None] | None = None,
         url_scheme: str = "http",
         can_sendfile: bool = True,
+        tls: TLSAcceptor | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
@@ -83,7 +96,8 @@ class Loop:
         self.clock = clock
         self.tick = tick
         self.url_scheme = url_scheme
-        self.can_sendfile = can_sendfile
+        self.tls = tls
+        self.can_sendfile = can_sendfile and tls is None  # sendfile would bypass the encryption
         self.stopping = False
         self._exit_now = False
         self._stop_deadline = 0.0
@@ -132,10 +146,10 @@ class Loop:
             if self.stopping and (not self._conns or now >= self._stop_deadline):
                 break
             for obj, events in poll(self._poll_timeout(now)):
-                if type(obj) is Conn:
-                    self._on_event(obj, events)
-                else:
+                if type(obj) is _Listener:
                     self._accept(obj)
+                else:
+                    self._on_event(obj, events)
             now = self.clock()
             self._run_timers(now)
             if self.tick is not None:
@@ -200,6 +214,8 @@ class Loop:
             remote, local = ("", 0), ("", 0)
         s = self.settings
         conn = Conn(sock, H1Connection(s.limits, s.server_header), self, remote, local)
+        if self.tls is not None:
+            conn.state = HANDSHAKING  # the header timeout below bounds the handshake too
         self._conns.add(conn)
         self.poller.register(conn.fd, READ | ONESHOT, conn)
         self._header_q.add(conn, conn.token, self.clock())
@@ -213,12 +229,29 @@ class Loop:
             self._flush(conn)
         elif state == LINGERING:
             self._on_linger_readable(conn)
+        elif state == HANDSHAKING:
+            self._on_handshake(conn)
+
+    def _on_handshake(self, conn: Conn) -> None:
+        """TLS: one non-blocking handshake step per readiness event; a stalled client holds no thread."""
+        outcome, conn.sock = self.tls.handshake(conn.sock)
+        if outcome == HS_READ:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+        elif outcome == HS_WRITE:
+            self.poller.modify(conn.fd, WRITE | ONESHOT)
+        elif outcome == HS_DONE:
+            conn.state = READING
+            self._on_readable(conn)  # the first request may have come with the client's Finished
+        elif outcome == HS_PLAIN_HTTP:
+            self._fail(conn, RemoteProtocolError("plain HTTP request sent to the HTTPS port", 400))
+        else:
+            self._close(conn)
 
     def _on_readable(self, conn: Conn) -> None:
         try:
             data = conn.sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            self.poller.modify(conn.fd, READ | ONESHOT)
+        except BlockingIOError as exc:  # WantWrite: TLS must send before it reads on
+            self.poller.modify(conn.fd, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
             return
         except OSError:
             self._close(conn)
@@ -380,9 +413,12 @@ class Loop:
 
     def _on_header_timeout(self, conn: Conn) -> None:
         if conn.state != READING:
+            if conn.state == HANDSHAKING:
+                self._close(conn)  # no TLS session yet, so no channel for a 408
             return
         if conn.idle and not conn.h1.trailing_data[0]:
-            self._close(conn)  # a connection that never sent a byte gets no 408 (nginx does the same)
+            # A connection that never sent a byte gets no 408 (nginx does the same).
+            self._close(conn)
         else:
             self._fail(conn, RemoteProtocolError("request head timeout", 408))
 
@@ -392,7 +428,9 @@ class Loop:
 
     def _on_send_timeout(self, conn: Conn) -> None:
         if conn.state == FLUSHING:
-            log.info("closing %s: client did not read its response within --send-timeout", conn.remote)
+            log.info(
+                "closing %s: client did not read its response within --send-timeout", conn.remote
+            )
             self._close(conn)
 
     def _on_linger_timeout(self, conn: Conn) -> None:

@@ -21,6 +21,7 @@ from worker.http.protocol import Limits
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
+from worker.tls import TLSAcceptor, TLSConfigError, server_context
 
 if TYPE_CHECKING:
     from cluster.config import Config
@@ -53,6 +54,16 @@ def loop_settings_from(cfg: Config) -> LoopSettings:
         limits=limits_from(cfg),
         server_header=cfg.server_header.encode("latin-1"),
     )
+
+
+def tls_from(cfg: Config) -> TLSAcceptor | None:
+    """The TLS acceptor when ``--certfile`` is set (raises TLSConfigError), else None (plain TCP)."""
+    if not cfg.certfile:
+        return None
+    context = server_context(
+        cfg.certfile, cfg.keyfile, ca_certs=cfg.ca_certs, cert_reqs=cfg.cert_reqs
+    )
+    return TLSAcceptor(context)
 
 
 def load_handler(cfg: Config, multiprocess: bool):
@@ -94,8 +105,11 @@ def run(
         Reporter(channel, stats, gauges, slot=slot, generation=generation) if channel else None
     )
     try:
+        # After the privilege drop: the key must be readable by --user. Loaded per worker so that a
+        # HUP reload picks up renewed certificates (and a bad one rolls the reload back).
+        tls = tls_from(cfg)
         handler = load_handler(cfg, multiprocess=cfg.procs > 1)
-    except AppImportError as exc:
+    except (AppImportError, TLSConfigError) as exc:
         log.error("worker %d failed to boot: %s", os.getpid(), exc)
         if reporter is not None:
             reporter.send_boot_error(str(exc))
@@ -116,7 +130,15 @@ def run(
             log.info("worker %d served %d requests: asking to be recycled", os.getpid(), budget)
             reporter.send_retire("max_requests")
 
-    loop = Loop(sockets, Runner(handler, stats, access_log), pool, loop_settings_from(cfg), tick=tick)
+    loop = Loop(
+        sockets,
+        Runner(handler, stats, access_log),
+        pool,
+        loop_settings_from(cfg),
+        tick=tick,
+        url_scheme="https" if tls else "http",
+        tls=tls,
+    )
     _install_signals(loop, access_log)
     if reporter is not None:
         reporter.send_ready()

@@ -1,0 +1,229 @@
+"""TLS for the worker: the server context, a non-blocking handshake the loop drives, and a socket wrapper.
+
+Which thread calls what:
+
+- ``server_context`` runs once per worker at boot (``worker.main``), after the supervisor dropped privileges,
+  so the key file must be readable by ``--user``. Loading per worker means a HUP reload picks up renewed
+  certificates; a bad file is a boot error (the supervisor halts, or rolls a reload back).
+- ``TLSAcceptor.handshake`` runs on the loop thread only. The accepted socket is wrapped with
+  ``do_handshake_on_connect=False`` and each readiness event advances ``do_handshake()`` one non-blocking
+  step, so a client that stalls mid-handshake costs a socket and a header-timeout entry, never a thread.
+- ``TLSStream`` replaces the plain socket in ``Conn.sock`` once the handshake starts. It keeps the plain
+  non-blocking socket's contract (``BlockingIOError`` = "wait for readable/writable", ``OSError`` = "gone"),
+  so the loop's and the pool threads' code is the same for both; the plain path pays nothing for TLS.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+import ssl
+
+log = logging.getLogger("webcluster.error")
+
+CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
+
+# Outcomes of one handshake step (loop thread).
+HS_DONE = 0  # established: the connection enters the normal READING state
+HS_READ = 1  # wait until readable
+HS_WRITE = 2  # wait until writable
+HS_PLAIN_HTTP = (
+    3  # a plaintext HTTP request reached the TLS port: answer 400 in clear text, then close
+)
+HS_FAILED = 4  # not TLS, a bad handshake, a refused client certificate, or the peer left: close
+
+_TLS_HANDSHAKE_RECORD = (
+    0x16  # RFC 8446 §5.1 ContentType handshake: the first byte of every ClientHello
+)
+_ASCII_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+
+
+class TLSConfigError(ValueError):
+    """The certificate, key or CA file cannot be used; ``str()`` names the setting."""
+
+
+class WantWrite(BlockingIOError):
+    """A TLS read cannot progress until the socket is writable (OpenSSL must send something first)."""
+
+
+def server_context(
+    certfile: str, keyfile: str | None, *, ca_certs: str | None = None, cert_reqs: str = "none"
+) -> ssl.SSLContext:
+    """A server ``SSLContext``: the ``ssl`` module's defaults for servers, TLS 1.2 at least.
+
+    ``cert_reqs`` is ``none`` / ``optional`` / ``required``: whether a client certificate is asked for,
+    and whether the handshake fails without one. Client certificates are verified against ``ca_certs``
+    only (never the system store).
+    """
+    # create_default_context: no SSLv2/3, no compression, server cipher preference, the default cipher
+    # list. TLS 1.0 and 1.1 are deprecated (RFC 8996).
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    # Renegotiation is the one case where a write needs a read first; refusing it keeps every wait in
+    # the direction of the operation (and closes an old CPU-exhaustion vector, CVE-2011-1473).
+    ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)
+    ctx.set_alpn_protocols(["http/1.1"])  # RFC 7301: we speak HTTP/1.1 only; h2 clients fall back
+    try:
+        ctx.load_cert_chain(certfile, keyfile)
+    except (OSError, ssl.SSLError) as exc:
+        raise TLSConfigError(
+            f"setting certfile/keyfile: cannot load {certfile} / {keyfile}: {_reason(exc)}"
+        ) from None
+    if ca_certs:
+        try:
+            ctx.load_verify_locations(cafile=ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise TLSConfigError(
+                f"setting ca_certs: cannot load {ca_certs}: {_reason(exc)}"
+            ) from None
+    if cert_reqs not in CERT_REQS:
+        raise TLSConfigError(f"setting cert_reqs: {cert_reqs!r} is not none, optional or required")
+    if cert_reqs != "none" and not ca_certs:
+        raise TLSConfigError("setting cert_reqs: verifying client certificates needs --ca-certs")
+    ctx.verify_mode = CERT_REQS[cert_reqs]
+    return ctx
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError) and exc.reason:
+        return exc.reason.lower().replace("_", " ")
+    return getattr(exc, "strerror", None) or str(exc)
+
+
+class TLSStream:
+    """A server-side ``SSLSocket`` behind the plain non-blocking socket's contract (see module docstring).
+
+    Owned by one thread at a time, like the ``Conn`` that holds it (OpenSSL objects are not thread-safe).
+    """
+
+    __slots__ = ("_sock", "established")
+
+    def __init__(self, sock: ssl.SSLSocket) -> None:
+        self._sock = sock
+        self.established = False
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    @property
+    def ssl_socket(self) -> ssl.SSLSocket:
+        """The wrapped socket (peer certificate, cipher, version)."""
+        return self._sock
+
+    def do_handshake(self) -> None:
+        """One non-blocking step; ``BlockingIOError`` / ``WantWrite`` ask for readable / writable."""
+        try:
+            self._sock.do_handshake()
+        except ssl.SSLWantReadError:
+            raise BlockingIOError(errno.EAGAIN, "TLS handshake needs input") from None
+        except ssl.SSLWantWriteError:
+            raise WantWrite(errno.EAGAIN, "TLS handshake needs to send") from None
+        self.established = True
+
+    def recv(self, size: int) -> bytes:
+        """Decrypted bytes (b"" at EOF); ``BlockingIOError`` when a full record has not arrived yet."""
+        sock = self._sock
+        try:
+            data = sock.recv(size)
+        except ssl.SSLWantReadError:
+            raise BlockingIOError(errno.EAGAIN, "TLS record incomplete") from None
+        except ssl.SSLWantWriteError:
+            raise WantWrite(errno.EAGAIN, "TLS read needs to send first") from None
+        # Bytes OpenSSL already decrypted are no longer in the kernel: epoll would never report them.
+        pending = sock.pending()
+        if pending and data:
+            parts = [data]
+            while pending:
+                parts.append(sock.recv(pending))
+                pending = sock.pending()
+            data = b"".join(parts)
+        return data
+
+    def send(self, data) -> int:
+        """Encrypt and send; all of ``data`` or ``BlockingIOError``.
+
+        Without partial-write mode SSL_write either takes everything or asks to be called again with the
+        same bytes; CPython sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so a retry with the same buffer,
+        moved or with more bytes appended (what ``Conn.out`` does), continues where OpenSSL stopped.
+        A write that needs a read (renegotiation, refused in ``server_context``) is an ``OSError``: close.
+        """
+        try:
+            return self._sock.send(data)
+        except ssl.SSLWantWriteError:
+            raise BlockingIOError(errno.EAGAIN, "TLS send buffer full") from None
+
+    def shutdown(self, how: int) -> None:
+        """Send close_notify (best effort, non-blocking), then half-close TCP; later reads are raw."""
+        self._close_notify()
+        self._sock.shutdown(how)  # SSLSocket.shutdown drops the SSL object: linger reads raw bytes
+
+    def close(self) -> None:
+        """close_notify when established (clients of close-delimited bodies need it), then close."""
+        self._close_notify()
+        self._sock.close()
+
+    def _close_notify(self) -> None:
+        if not self.established:
+            return
+        self.established = False
+        try:
+            # Sends our close_notify, then tries once to read theirs: SSLWantReadError is the normal
+            # outcome on a non-blocking socket; we never wait for the peer's (RFC 8446 §6.1 allows it).
+            self._sock.unwrap()
+        except (OSError, ValueError):
+            pass
+
+
+class TLSAcceptor:
+    """Drives server handshakes on the loop thread. One per worker; holds the context, no mutable state."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.context = context
+
+    def handshake(self, sock: socket.socket | TLSStream) -> tuple[int, socket.socket | TLSStream]:
+        """Advance the handshake of an accepted socket; return (``HS_*`` outcome, the socket to keep).
+
+        The first step looks at the first byte without consuming it: a ClientHello is wrapped and the
+        handshake starts; an ASCII letter is a plaintext HTTP request (answered 400, as nginx does);
+        anything else is closed.
+        """
+        if type(sock) is not TLSStream:
+            outcome = _sniff(sock)
+            if outcome != HS_DONE:
+                return outcome, sock
+            try:
+                sock = TLSStream(
+                    self.context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+                )
+            except (OSError, ValueError) as exc:
+                log.debug("TLS wrap failed: %s", exc)
+                return HS_FAILED, sock
+        try:
+            sock.do_handshake()
+        except WantWrite:
+            return HS_WRITE, sock
+        except BlockingIOError:
+            return HS_READ, sock
+        except (
+            OSError,
+            ValueError,
+        ) as exc:  # SSLError included: wrong version, bad cert, no cert...
+            log.debug("TLS handshake failed: %s", exc)
+            return HS_FAILED, sock
+        return HS_DONE, sock
+
+
+def _sniff(sock: socket.socket) -> int:
+    """HS_DONE for a TLS handshake record ahead, else what to do with a non-TLS client."""
+    try:
+        first = sock.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return HS_READ
+    except OSError:
+        return HS_FAILED
+    if not first:
+        return HS_FAILED
+    if first[0] == _TLS_HANDSHAKE_RECORD:
+        return HS_DONE
+    return HS_PLAIN_HTTP if first[0] in _ASCII_LETTERS else HS_FAILED
