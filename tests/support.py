@@ -54,7 +54,7 @@ def serve(handler: Callable[[Exchange], None], threads: int = 4, **kw) -> Iterat
 _readers: dict[int, object] = {}
 
 
-def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
+def read_response(sock: socket.socket, head: bool = False) -> tuple[int, dict[str, str], bytes]:
     """Minimal client-side reader: status, headers, body (Content-Length or chunked or until close).
 
     One buffered reader per socket, so bytes of a pipelined next response are not lost between calls.
@@ -75,7 +75,7 @@ def read_response(sock: socket.socket) -> tuple[int, dict[str, str], bytes]:
             break
         k, v = line.decode("latin-1").split(":", 1)
         headers[k.strip().lower()] = v.strip()
-    if status == 100:
+    if status in (100, 204, 304) or head:  # no content (RFC 9110 §6.4.1); head=True for HEAD
         return status, headers, b""
     if "content-length" in headers:
         body = f.read(int(headers["content-length"]))
