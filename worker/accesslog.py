@@ -28,19 +28,16 @@ def format_line(
     *,
     host: str,
     when: float,
-    method: str,
-    target: str,
-    version: str,
+    request: str,
     status: int,
     size: int,
     referer: str | None,
     user_agent: str | None,
 ) -> str:
-    """One combined-format line (without the newline)."""
+    """One combined-format line (without the newline); ``request`` is the request line or "-"."""
     ts = time.strftime("%d/%b/%Y:%H:%M:%S %z", time.localtime(when))
-    request = escape(f"{method} {target} HTTP/{version}")
     return (
-        f'{host or "-"} - - [{ts}] "{request}" {status} {size or "-"} '
+        f'{host or "-"} - - [{ts}] "{escape(request)}" {status} {size or "-"} '
         f'"{escape(referer) if referer else "-"}" "{escape(user_agent) if user_agent else "-"}"'
     )
 

@@ -297,7 +297,9 @@ class Loop:
     def _fail(self, conn: Conn, exc: RemoteProtocolError) -> None:
         """The one place the loop turns a protocol error into a response: status, Connection: close."""
         log.debug("protocol error from %s: %s (%d)", conn.remote, exc, exc.status)
-        conn.out += conn.h1.error_response(exc, date=http_date())
+        response = conn.h1.error_response(exc, date=http_date())
+        conn.out += response
+        self.runner.record(conn, conn.h1.request, exc.status, 0.0, 0, 0)
         self._start_flush(conn, LINGERING)
 
     # ---- hand-back from pool threads ------------------------------------------------------

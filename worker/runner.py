@@ -33,7 +33,9 @@ _ERROR_BODY = b"Internal Server Error\n"
 class Runner:
     """Runs requests on pool threads. One instance per worker, shared by all threads (no mutable state)."""
 
-    def __init__(self, handler: Handler, stats: WorkerStats | None, access_log: AccessLog | None) -> None:
+    def __init__(
+        self, handler: Handler, stats: WorkerStats | None, access_log: AccessLog | None
+    ) -> None:
         self.handler = handler
         self.stats = stats
         self.access_log = access_log
@@ -59,8 +61,11 @@ class Runner:
             h1.start_next_cycle()
             try:
                 event = h1.next_event()
-            except RemoteProtocolError as exc:
+            except (
+                RemoteProtocolError
+            ) as exc:  # a bad pipelined head: answered, counted, then close
                 conn.send(h1.error_response(exc, date=http_date()))
+                self.record(conn, None, exc.status, 0.0, 0, 0)
                 return True
             if event is NEED_DATA:
                 return False
@@ -134,20 +139,39 @@ class Runner:
             return False
 
     def _record(self, conn: Conn, ex: Exchange, request: Request, duration: float, bytes_in: int):
-        status = ex.status or 500
+        self.record(conn, request, ex.status or 500, duration, bytes_in, ex.bytes_out)
+
+    def record(
+        self,
+        conn: Conn,
+        request: Request | None,
+        status: int,
+        duration: float,
+        bytes_in: int,
+        bytes_out: int,
+    ) -> None:
+        """Count one answered request and write its access-log line (any thread).
+
+        ``request`` is None when the head itself was refused (400/408/414/431...): the line then shows
+        "-" as the request, like nginx logs a request it could not parse.
+        """
         if self.stats is not None:
-            self.stats.record(status, duration, bytes_in, ex.bytes_out)
-        if self.access_log is not None:
-            self.access_log.write(
-                format_line(
-                    host=conn.remote[0] if conn.remote else "-",
-                    when=time.time(),
-                    method=request.method,
-                    target=request.target,
-                    version=request.http_version,
-                    status=status,
-                    size=ex.bytes_out,
-                    referer=request.get("referer"),
-                    user_agent=request.get("user-agent"),
-                )
+            self.stats.record(status, duration, bytes_in, bytes_out)
+        if self.access_log is None:
+            return
+        if request is None:
+            line, referer, agent = "-", None, None
+        else:
+            line = f"{request.method} {request.target} HTTP/{request.http_version}"
+            referer, agent = request.get("referer"), request.get("user-agent")
+        self.access_log.write(
+            format_line(
+                host=conn.remote[0] if conn.remote else "-",
+                when=time.time(),
+                request=line,
+                status=status,
+                size=bytes_out,
+                referer=referer,
+                user_agent=agent,
             )
+        )

@@ -1,0 +1,68 @@
+"""Logs from a real supervisor: the access log in Apache combined format, error-log levels."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.timeout(60)
+
+# %h %l %u %t "%r" %>s %b "%{Referer}i" "%{User-agent}i"
+COMBINED = re.compile(
+    r"^(?P<host>\S+) - - \[(?P<time>\d{2}/\w{3}/\d{4}:\d{2}:\d{2}:\d{2} [+-]\d{4})\] "
+    r'"(?P<request>[^"\\]*(?:\\.[^"\\]*)*)" (?P<status>\d{3}) (?P<size>\d+|-) '
+    r'"(?P<referer>[^"\\]*(?:\\.[^"\\]*)*)" "(?P<agent>[^"\\]*(?:\\.[^"\\]*)*)"$'
+)
+
+
+def _lines(path: Path, n: int, timeout: float = 10.0) -> list[str]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists():
+            lines = path.read_text().splitlines()
+            if len(lines) >= n:
+                return lines
+        time.sleep(0.05)
+    raise AssertionError(f"expected {n} access-log lines in {path}")
+
+
+def test_access_log_is_apache_combined(run_supervisor, tmp_path):
+    log = tmp_path / "access.log"
+    sup = run_supervisor("--procs", "1", "--threads", "2", "--access-log", str(log))
+    req = urllib.request.Request(
+        sup.url + "/", headers={"User-Agent": "tester/1.0", "Referer": "http://ref.example/"}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        size = len(resp.read())
+    with socket.create_connection(("127.0.0.1", sup.port), timeout=5) as c:
+        # a quote and a non-ASCII byte in the agent are escaped, so they cannot break the line format
+        c.sendall(b'GET /missing HTTP/1.1\r\nHost: t\r\nUser-Agent: evil"\xe9agent\r\n\r\n')
+        assert c.recv(4096).startswith(b"HTTP/1.1 404")
+    with socket.create_connection(("127.0.0.1", sup.port), timeout=5) as c:
+        c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")  # refused head: 400
+        assert c.recv(4096).startswith(b"HTTP/1.1 400")
+    first, second, third = _lines(log, 3)[:3]
+    m = COMBINED.match(first)
+    assert m, first
+    assert m["host"] == "127.0.0.1" and m["request"] == "GET / HTTP/1.1"
+    assert m["status"] == "200" and int(m["size"]) == size
+    assert m["referer"] == "http://ref.example/" and m["agent"] == "tester/1.0"
+    m2 = COMBINED.match(second)
+    assert m2, second
+    assert m2["status"] == "404" and m2["agent"] == 'evil\\"\\xe9agent'
+    m3 = COMBINED.match(third)
+    assert m3 and m3["status"] == "400" and m3["request"] == "-", third
+
+
+def test_access_log_is_off_by_default_and_log_level_filters(run_supervisor):
+    sup = run_supervisor("--procs", "1", "--log-level", "warning")
+    with urllib.request.urlopen(sup.url + "/", timeout=5) as resp:
+        resp.read()
+    out = sup.output()
+    assert "GET / HTTP/1.1" not in out  # no access log unless asked
+    assert "[INFO]" not in out  # warning level hides info lines
