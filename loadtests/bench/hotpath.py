@@ -1,0 +1,125 @@
+"""Per-request CPU cost of webcluster's hot path, in one thread, without the network (``python -m
+loadtests.bench.hotpath``).
+
+Measures, in microseconds per request, the pieces a keep-alive hello-world request goes through: parsing
+the head (``H1Connection.next_event``), the pool-thread side (``Runner.run``: Exchange, WSGI environ, the
+app, start_response, response head, ``send`` on a socketpair, stats) and both together. A socketpair stands
+in for the client; its other end is drained after every request. With ``--profile`` it prints a cProfile
+of the combined loop. Used to measure the optimisations listed in BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import socket
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # hello.py
+
+from hello import app  # noqa: E402
+
+from worker.connection import Conn  # noqa: E402
+from worker.handlers.dispatch import build_handler  # noqa: E402
+from worker.http.protocol import H1Connection, Limits  # noqa: E402
+from worker.loop import LoopSettings  # noqa: E402
+from worker.runner import Runner  # noqa: E402
+from worker.stats import WorkerStats  # noqa: E402
+
+REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+
+
+class _Poller:
+    def call_soon(self, fn, *args) -> None:  # the hand-back to the loop is not measured here
+        pass
+
+
+class _Loop:
+    """The parts of ``worker.loop.Loop`` a Conn and the Runner touch on a pool thread."""
+
+    def __init__(self) -> None:
+        self.settings = LoopSettings()
+        self.stopping = False
+        self.url_scheme = "http"
+        self.can_sendfile = True
+        self.poller = _Poller()
+
+    def count_request(self, conn: Conn) -> None:
+        conn.requests += 1
+
+    def resume(self, conn: Conn, close: bool) -> None:
+        pass
+
+
+def _setup() -> tuple[Conn, socket.socket, Runner]:
+    ours, client = socket.socketpair()
+    ours.setblocking(False)
+    handler = build_handler(app=app, forwarded_allow_ips=("127.0.0.1", "::1"))
+    conn = Conn(ours, H1Connection(Limits(), b"webcluster"), _Loop(), ("127.0.0.1", 50000),
+                ("127.0.0.1", 8080))  # fmt: skip
+    return conn, client, Runner(handler, WorkerStats(), None)
+
+
+def measure(n: int) -> dict[str, float]:
+    """Microseconds per request for: parse only, serve only, parse + serve."""
+    conn, client, runner = _setup()
+    h1 = conn.h1
+    out: dict[str, float] = {}
+    t_parse = t_serve = 0.0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        h1.receive_data(REQUEST)
+        h1.next_event()
+        t1 = time.perf_counter()
+        runner.run(conn)
+        t2 = time.perf_counter()
+        client.recv(65536)
+        t_parse += t1 - t0
+        t_serve += t2 - t1
+    out["parse (loop thread)"] = t_parse / n * 1e6
+    out["serve (pool thread)"] = t_serve / n * 1e6
+    out["total"] = out["parse (loop thread)"] + out["serve (pool thread)"]
+    client.close()
+    conn.sock.close()
+    return out
+
+
+def profile(n: int) -> None:
+    conn, client, runner = _setup()
+    h1 = conn.h1
+
+    def loop() -> None:
+        for _ in range(n):
+            h1.receive_data(REQUEST)
+            h1.next_event()
+            runner.run(conn)
+            client.recv(65536)
+
+    prof = cProfile.Profile()
+    prof.runcall(loop)
+    pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m loadtests.bench.hotpath", description=__doc__)
+    p.add_argument("-n", type=int, default=20000, help="requests per repeat")
+    p.add_argument("--repeats", type=int, default=5, help="the minimum over repeats is printed")
+    p.add_argument("--profile", action="store_true", help="print a cProfile of the combined loop")
+    args = p.parse_args(argv)
+    if args.profile:
+        profile(args.n)
+        return 0
+    best: dict[str, float] = {}
+    for _ in range(args.repeats):
+        for key, value in measure(args.n).items():
+            best[key] = min(best.get(key, value), value)
+    for key, value in best.items():
+        print(f"{key:22} {value:6.1f} us/request")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
