@@ -158,14 +158,24 @@ def _request_budget(cfg: Config) -> int:
     return cfg.max_requests + random.randint(0, max(cfg.max_requests_jitter, 0))
 
 
+def _reopen_logs(access_log: AccessLog | None) -> None:
+    """USR1 (logrotate): reopen the access log and the error-log files this process inherited."""
+    if access_log is not None:
+        access_log.reopen()
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.FileHandler):
+            handler.acquire()
+            try:
+                handler.close()  # FileHandler reopens its file on the next record
+            finally:
+                handler.release()
+
+
 def _install_signals(loop: Loop, access_log: AccessLog | None) -> None:
     """Handlers only queue work for the loop thread (they run between bytecodes of that thread)."""
     signal.signal(signal.SIGTERM, lambda *_: loop.stop(graceful=True))
     signal.signal(signal.SIGINT, lambda *_: loop.stop(graceful=False))
     signal.signal(signal.SIGQUIT, lambda *_: loop.stop(graceful=False))
-    if access_log is not None:
-        signal.signal(signal.SIGUSR1, lambda *_: loop.poller.call_soon(access_log.reopen))
-    else:
-        signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, lambda *_: loop.poller.call_soon(_reopen_logs, access_log))
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)
