@@ -178,7 +178,7 @@ def _render(args: argparse.Namespace, runs: list, meta: dict[str, Any], idle: li
         )
         parts.append(_wrk_markdown(args, summaries, meta))
     if idle:
-        parts.append(_idle_markdown(idle, meta))
+        parts.append(_idle_markdown(idle, meta, with_header=not summaries))
     write_section(args.write, args.name, "\n\n".join(parts))
     say(f"wrote the bench:{args.name} section of {args.write}")
 
@@ -226,18 +226,23 @@ def _wrk_markdown(args: argparse.Namespace, summaries: list, meta: dict[str, Any
             "",
             *mem_lines,
             "",
-            "Servers (PORT is a free port picked per run; the static directory holds `4k.bin` and `1m.bin`):",
+            "Servers (PORT: a free port picked per run; WORKDIR: the run's temporary directory, whose `static/` holds `4k.bin` and `1m.bin`, 4 KiB and 1 MiB):",
             "",
             *cmds,
             "",
             "wrk:",
             "",
             *wrks,
+            *(
+                ["", "nginx.conf:", "", "```nginx", meta["nginx_conf"].rstrip(), "```"]
+                if "nginx_conf" in meta
+                else []
+            ),
         ]
     )
 
 
-def _idle_markdown(idle: list, meta: dict[str, Any]) -> str:
+def _idle_markdown(idle: list, meta: dict[str, Any], with_header: bool) -> str:
     rows = [
         "| server | settings | opened / wanted | not opened | closed by the server during the hold (age) "
         "| open at end | answered again | fresh requests: n, p50 / p99 / max ms, failed "
@@ -273,7 +278,7 @@ def _idle_markdown(idle: list, meta: dict[str, Any]) -> str:
             f"### {idle[0]['result']['wanted']:,} idle keep-alive connections, held {hold:.0f} s, "
             f"procs {meta['procs']}, threads {meta['threads']}",
             "",
-            *([] if "machine" not in meta else [_header(meta), ""]),
+            *([] if not with_header else [_header(meta), ""]),
             "Each connection sends one `GET /` and reads the answer, then stays idle. Ages are measured from "
             "the moment its request was sent. A probe thread opens a fresh connection for one request 50 "
             "times a second during the hold. After the hold every connection still open sends one more "

@@ -42,9 +42,11 @@ def make_static_files(root: Path) -> None:
     (root / "1m.bin").write_bytes(block * 256)
 
 
-def display(argv: list[str]) -> str:
-    """A command line as a reader would type it (``python`` for the interpreter's full path)."""
-    return shlex.join(["python" if a == sys.executable else a for a in argv])
+def display(argv: list[str], workdir: Path | None = None) -> str:
+    """A command line as a reader would type it: ``python`` for the interpreter's full path, ``WORKDIR``
+    for the run's temporary directory (static files in WORKDIR/static, nginx config and logs)."""
+    text = shlex.join(["python" if a == sys.executable else a for a in argv])
+    return text.replace(str(workdir), "WORKDIR") if workdir is not None else text
 
 
 @contextlib.contextmanager
@@ -88,8 +90,13 @@ def run_wrk_suite(plan: WrkPlan, cfg: ServerConfig, say: Say) -> tuple[list[Run]
     runs: list[Run] = []
     facts: dict[str, Any] = {"idle_memory": {}, "commands": {}, "wrk_commands": {}}
     with started(plan.servers, cfg, say) as servers:
+        if "nginx" in servers:
+            conf = (cfg.workdir / f"nginx-{servers['nginx'].port}.conf").read_text()
+            facts["nginx_conf"] = conf.replace(str(cfg.workdir), "WORKDIR")
         for name, server in servers.items():
-            facts["commands"][name] = display(command(name, 0, cfg)).replace(":0", ":PORT")
+            facts["commands"][name] = display(command(name, 0, cfg), cfg.workdir).replace(
+                ":0", ":PORT"
+            )
             workers = server.workers()
             facts["idle_memory"][name] = {
                 "tree": memory_of(server),
@@ -192,7 +199,7 @@ def run_idle_suite(
             say(f"idle: {case.server} ({case.label}): opening {n} connections, holding {hold:g}s")
             result = hold_idle(server.port, n, hold, sample=sample, progress=say)
             out.append({"case": case, "result": result,
-                        "command": display(command(case.server, 0, case_cfg)).replace(":0", ":PORT")})  # fmt: skip
+                        "command": display(command(case.server, 0, case_cfg), cfg.workdir).replace(":0", ":PORT")})  # fmt: skip
             say(idle_line(case, result))
     return out
 
@@ -253,8 +260,8 @@ def machine_facts() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "python": sys.version.split()[0],
-        "wrk": out(["wrk", "-v"]),
-        "gunicorn": out([sys.executable, "-m", "gunicorn", "--version"]),
+        "wrk": out(["wrk", "-v"]).split(" [")[0].replace("debian/", ""),
+        "gunicorn": out([sys.executable, "-m", "gunicorn", "--version"]).rstrip(")"),
         "waitress": out([sys.executable, "-c", "import importlib.metadata as m; print(m.version('waitress'))"]),
         "nginx": out(["nginx", "-v"]),
         "commit": out(["git", "-C", str(Path(__file__).resolve().parents[2]), "rev-parse", "--short", "HEAD"]),
