@@ -46,6 +46,7 @@ log = logging.getLogger("webcluster.supervisor")
 TICK_S = 1.0  # stats sampling, RSS check
 FAST_STOP_S = 2.0  # INT/QUIT: workers exit at once; KILL whoever is still there after this
 REAP_AFTER_KILL_S = 5.0
+RESHAPING = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)  # ignored once stopping
 
 
 class Arbiter:
@@ -206,6 +207,9 @@ class Arbiter:
         name = signal_name(signum).lower()
         if signum != signal.SIGCHLD:
             log.info("received SIG%s", name.upper())
+        if self._stop_deadline is not None and signum in RESHAPING:
+            log.info("stopping: SIG%s ignored", name.upper())
+            return
         getattr(self, f"handle_{name}")()
 
     def _view(self, now: float) -> policy.Cluster:
@@ -296,6 +300,7 @@ class Arbiter:
     def stop_worker(self, w: WorkerProcess, reason: str, now: float) -> None:
         """Graceful stop: TERM; the worker finishes in-flight requests within graceful_timeout."""
         log.info("stopping worker %d (slot %d): %s", w.pid, w.slot, reason)
+        w.stop_reason = reason
         w.state = WorkerState.DRAINING
         w.stop_requested_at = now
         w.expected_exit = True
@@ -475,11 +480,21 @@ class Arbiter:
 
 
 def _exit_reason(w: WorkerProcess, expected: bool) -> str:
+    """The stats' exits-by-reason key."""
     if w.kill_reason:
         return "timeout"
     if w.boot_error:
         return "boot_error"
-    return "stop" if expected else "crash"
+    if not expected:
+        return "crash"
+    for prefix, key in (
+        ("recycled", "recycle"),
+        ("reload", "reload"),
+        ("slot removed", "scale_down"),
+    ):
+        if (w.stop_reason or "").startswith(prefix):
+            return key
+    return "stop"
 
 
 def _default_target() -> WorkerTarget:

@@ -6,6 +6,7 @@ Also the few process-wide OS chores of the supervisor (pid file, dropping privil
 
 from __future__ import annotations
 
+import ctypes
 import enum
 import grp
 import importlib.metadata
@@ -18,8 +19,10 @@ import socket
 import stat
 import sys
 import time
+import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from cluster import policy, signals
@@ -32,6 +35,7 @@ WorkerTarget = Callable[..., int]
 
 EXIT_OK = 0
 EXIT_BOOT_ERROR = 3  # worker/main.py's EXIT_BOOT_ERROR: the app could not be imported
+PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"  # gunicorn's line format
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
 
@@ -71,6 +75,7 @@ class WorkerProcess:
         self.retire_reason: str | None = None
         self.boot_error: str | None = None
         self.expected_exit = False  # we asked it to stop (TERM/QUIT): not a failure
+        self.stop_reason: str | None = None
         self.kill_reason: str | None = None  # we SIGKILLed it (hung): a failure
 
     def view(self) -> policy.WorkerView:
@@ -104,9 +109,10 @@ class WorkerProcess:
         reader, writer = multiprocessing.Pipe(duplex=False)
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or buffered text would be written twice, once per process
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, ends in os._exit
-            _child(target, cfg, sockets, writer, reader, slot, generation, close_in_child)
+            _child(target, cfg, sockets, writer, reader, slot, generation, close_in_child, parent)
         writer.close()
         return cls(pid, slot, generation, reader, time.monotonic())
 
@@ -150,10 +156,12 @@ def _child(
     slot: int,
     generation: int,
     close_in_child: Callable[[], Iterable[int]],
+    parent: int,
 ) -> None:  # pragma: no cover - child process
     code = 1
     try:
         signals.reset_in_child()
+        _die_with_parent(parent)
         reader.close()
         keep = {0, 1, 2, writer.fileno(), *(s.fileno() for s in sockets)}
         close_fds(close_in_child(), keep)
@@ -171,6 +179,20 @@ def _child(
             except Exception:
                 pass
         os._exit(code)
+
+
+def _die_with_parent(parent: int) -> None:  # pragma: no cover - child process
+    """Linux: get SIGTERM (a graceful stop) if the supervisor dies, so orphans do not keep serving
+    on, and holding, the port. Elsewhere orphans run until stopped by hand."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the supervisor died before prctl: same outcome
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def close_fds(fds: Iterable[int], keep: set[int]) -> None:
@@ -220,10 +242,15 @@ def setup_logging(cfg: Any) -> None:
 
 
 def version() -> str:
-    """The installed package version ("dev" when running from a checkout)."""
+    """The installed package version, else pyproject.toml's (running from a checkout)."""
     try:
         return importlib.metadata.version("webcluster")
     except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+        return tomllib.loads(text)["project"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
         return "dev"
 
 

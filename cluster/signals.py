@@ -59,8 +59,6 @@ class SignalQueue:
         self._previous_wakeup = signal.set_wakeup_fd(self._write_fd, warn_on_full_buffer=False)
         for signum in self._signals:
             self._previous[signum] = signal.signal(signum, self._handler)
-            # Restart interrupted system calls rather than surfacing EINTR (PEP 475 retries anyway).
-            signal.siginterrupt(signum, False)
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         # Signal context: append only (deque.append is atomic); the wake-up byte is written by CPython.

@@ -192,6 +192,8 @@ class SupervisorProc:
 
         A worker pid seen earlier is killed only if it still names the same process (same create
         time), never a stranger that reused the pid."""
+        if self.popen.poll() is None:
+            self.popen.send_signal(signal.SIGSTOP)  # frozen: it cannot fork a worker we would miss
         self._children(recursive=True)
         if self.popen.poll() is None:
             self.popen.kill()
@@ -208,6 +210,41 @@ class SupervisorProc:
             pass
 
 
+def _expected_procs(args: tuple[str, ...], procs: int | None) -> int | None:
+    if procs is not None or _option(args, "--config") is not None:
+        return procs
+    given = _option(args, "--procs", "-w")
+    return int(given) if given else os.cpu_count() or 1
+
+
+def _launch(
+    args: tuple[str, ...], env: dict[str, str] | None, command: tuple[str, ...], logs: Path
+) -> SupervisorProc:
+    extra: list[str] = []
+    if _option(args, "--bind", "-b") is None:
+        extra += ["--bind", "127.0.0.1:0"]
+    admin = _option(args, "--admin")
+    if admin is None:
+        admin = f"127.0.0.1:{free_port()}"
+        extra += ["--admin", admin]
+    admin_port = None if admin == "off" else int(admin.rsplit(":", 1)[1])
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEBCLUSTER_")}
+    full_env.update(env or {})
+    full_env["PYTHONUNBUFFERED"] = "1"
+    out, err = logs / "stdout.txt", logs / "stderr.txt"
+    with open(out, "wb") as fo, open(err, "wb") as fe:
+        popen = subprocess.Popen(
+            [sys.executable, *command, *args, *extra],
+            cwd=ROOT,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=fo,
+            stderr=fe,
+            start_new_session=True,
+        )
+    return SupervisorProc(popen, out, err, admin_port)
+
+
 @pytest.fixture
 def run_supervisor(tmp_path_factory) -> Iterator[Callable[..., SupervisorProc]]:
     """Factory fixture: see the module docstring."""
@@ -222,37 +259,19 @@ def run_supervisor(tmp_path_factory) -> Iterator[Callable[..., SupervisorProc]]:
         command: tuple[str, ...] = ("supervisor.py",),
     ) -> SupervisorProc:
         args = tuple(args)
-        extra: list[str] = []
-        if _option(args, "--bind", "-b") is None:
-            extra += ["--bind", "127.0.0.1:0"]
-        admin = _option(args, "--admin")
-        if admin is None:
-            admin = f"127.0.0.1:{free_port()}"
-            extra += ["--admin", admin]
-        admin_port = None if admin == "off" else int(admin.rsplit(":", 1)[1])
-        if procs is None and _option(args, "--config") is None:
-            given = _option(args, "--procs", "-w")
-            procs = int(given) if given else os.cpu_count() or 1
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("WEBCLUSTER_")}
-        full_env.update(env or {})
-        full_env["PYTHONUNBUFFERED"] = "1"
-        logs = tmp_path_factory.mktemp("supervisor")
-        out, err = logs / "stdout.txt", logs / "stderr.txt"
-        with open(out, "wb") as fo, open(err, "wb") as fe:
-            popen = subprocess.Popen(
-                [sys.executable, *command, *args, *extra],
-                cwd=ROOT,
-                env=full_env,
-                stdin=subprocess.DEVNULL,
-                stdout=fo,
-                stderr=fe,
-                start_new_session=True,
-            )
-        sup = SupervisorProc(popen, out, err, admin_port)
-        started.append(sup)
-        if ready:
-            sup._wait_started(procs, timeout)
-        return sup
+        for attempt in range(3):
+            sup = _launch(args, env, command, tmp_path_factory.mktemp("supervisor"))
+            started.append(sup)
+            if not ready:
+                return sup
+            try:
+                sup._wait_started(_expected_procs(args, procs), timeout)
+                return sup
+            except AssertionError:
+                # an auto-chosen admin port was taken meanwhile (free_port's race): try another
+                if "--admin" in args or "admin address" not in sup.stderr() or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     yield start
     for sup in started:

@@ -170,3 +170,21 @@ def test_unix_socket_bind(run_supervisor, tmp_path):
     sup.signal(signal.SIGTERM)
     assert sup.wait(15) == 0
     assert not path.exists()
+
+
+def test_workers_exit_when_the_supervisor_dies(run_supervisor):
+    """PR_SET_PDEATHSIG: orphans get TERM, so they neither serve forever nor hold the port."""
+    import psutil
+
+    sup = run_supervisor("--procs", "2", "--threads", "2", *APP)
+    workers = [psutil.Process(pid) for pid in sup.wait_workers(2)]
+    sup.popen.kill()
+    sup.wait(10)
+
+    def gone(p: psutil.Process) -> bool:
+        try:
+            return p.status() == psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return True
+
+    poll("orphaned workers to exit", lambda: all(gone(p) for p in workers), timeout=10)

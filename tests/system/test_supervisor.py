@@ -167,7 +167,9 @@ def test_stopped_worker_is_killed_after_timeout(run_supervisor):
 def test_import_error_exits_nonzero_without_fork_loop(run_supervisor):
     """An app that cannot be imported: non-zero exit within 5 s, the error printed, no crash loop."""
     started = time.monotonic()
-    sup = run_supervisor("--procs", "2", "--app", "tests.apps.no_such_module:app", ready=False)
+    sup = run_supervisor(
+        "--procs", "2", "--admin", "off", "--app", "tests.apps.no_such_module:app", ready=False
+    )
     code = sup.wait(10)
     elapsed = time.monotonic() - started
     assert code != 0
@@ -183,7 +185,9 @@ def test_port_in_use_fails_with_one_line(run_supervisor):
     other = socket.create_server(("127.0.0.1", 0))
     port = other.getsockname()[1]
     try:
-        sup = run_supervisor("--procs", "1", "--bind", f"127.0.0.1:{port}", ready=False)
+        sup = run_supervisor(
+            "--procs", "1", "--admin", "off", "--bind", f"127.0.0.1:{port}", ready=False
+        )
         assert sup.wait(10) == 1
     finally:
         other.close()
