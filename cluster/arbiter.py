@@ -13,7 +13,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-import selectors
 import signal
 import time
 from typing import Any
@@ -24,6 +23,7 @@ from cluster.listeners import BindError, Listeners, raise_nofile_limit, tcp_migr
 from cluster.process import (
     WorkerProcess,
     WorkerState,
+    WorkerTable,
     WorkerTarget,
     describe_status,
     drop_privileges,
@@ -59,12 +59,11 @@ class Arbiter:
         self.generation = 1
         self._last_generation = 1  # never reused, even after a rollback
         self._configs: dict[int, Any] = {1: cfg}
-        self.workers: dict[int, WorkerProcess] = {}
+        self.workers = WorkerTable()
         self._backoff: dict[int, policy.Backoff] = {}
         self._draining: dict[int, float] = {}
         self._listeners: Listeners | None = None
         self._signals = SignalQueue()
-        self._selector = selectors.DefaultSelector()
         self._stats: Any = None
         self._admin: Any = None
         self._healthy = False
@@ -97,12 +96,16 @@ class Arbiter:
         if cfg.umask is not None:
             os.umask(cfg.umask)
         raise_nofile_limit()
+        uid, gid = resolve_ids(cfg.user, cfg.group)
         self._listeners = Listeners.open(
-            cfg.bind, slots=cfg.procs, backlog=cfg.backlog, reuse_port=cfg.reuse_port
+            cfg.bind,
+            slots=cfg.procs,
+            backlog=cfg.backlog,
+            reuse_port=cfg.reuse_port,
+            owner_uid=uid,  # so that TTIN can still add a slot's socket after the switch
         )
         if cfg.pid:
             write_pid_file(cfg.pid)
-        uid, gid = resolve_ids(cfg.user, cfg.group)
         if uid is not None or gid is not None:
             # Import the worker code while still privileged: after the drop, an interpreter or
             # checkout readable only by root (say under /root) would fail at the first fork instead.
@@ -112,7 +115,7 @@ class Arbiter:
             )
             drop_privileges(uid, gid)
         self._signals.install()
-        self._selector.register(self._signals.fileno(), selectors.EVENT_READ, None)
+        self.workers.watch(self._signals.fileno())
         admin_url = self._start_admin()
         threads = f"{self.desired} workers x {cfg.threads} threads"
         print(
@@ -146,14 +149,14 @@ class Arbiter:
         return f"http://{host}:{address[1]}"
 
     def _cleanup(self) -> None:
-        for w in list(self.workers.values()):  # only on an unexpected error: never leave orphans
+        for w in self.workers:  # only on an unexpected error: never leave orphans
             w.signal(signal.SIGKILL)
         if self._admin is not None:
             self._admin.stop()
         if self._listeners is not None:
             self._listeners.close()
         self._signals.close()
-        self._selector.close()
+        self.workers.close()
         if self.cfg.pid:
             remove_pid_file(self.cfg.pid)
         log.info("supervisor exiting with code %s", self._exit_code)
@@ -164,12 +167,13 @@ class Arbiter:
         now = time.monotonic()
         if self._stop_deadline is None:
             self._apply(policy.decide(self._view(now), now), now)
-        for key, _ in self._selector.select(self._timeout(now)):
-            if key.data is None:
-                for signum in self._signals.drain():
-                    self._dispatch(signum)
-            else:
-                self._read_messages(key.data)
+        woken, ready = self.workers.wait(self._timeout(now))
+        if woken:
+            for signum in self._signals.drain():
+                self._dispatch(signum)
+        for w in ready:
+            for msg in self.workers.read(w):
+                self._on_message(w, msg)
         self.reap_workers()
         now = time.monotonic()
         if now >= self._next_tick:
@@ -177,7 +181,7 @@ class Arbiter:
         if self._stop_deadline is not None:
             self._check_stop(now)
         self._healthy = self._stop_deadline is None and any(
-            w.state is WorkerState.READY for w in self.workers.values()
+            w.state is WorkerState.READY for w in self.workers
         )
 
     def _timeout(self, now: float) -> float:
@@ -197,7 +201,7 @@ class Arbiter:
         limit = self.cfg.max_worker_memory * 1024 * 1024
         if not limit or self._stats is None:
             return
-        for w in self.workers.values():
+        for w in self.workers:
             rss = self._stats.rss(w.pid)
             if w.state is WorkerState.READY and not w.retire_reason and rss and rss > limit:
                 w.retire_reason = "max_worker_memory"
@@ -214,7 +218,7 @@ class Arbiter:
 
     def _view(self, now: float) -> policy.Cluster:
         assert self._listeners is not None
-        workers = tuple(w.view() for w in self.workers.values())
+        workers = tuple(w.view() for w in self.workers)
         draining = {
             slot: policy.Drain(since, self._listeners.queue_length(slot))
             for slot, since in self._draining.items()
@@ -266,7 +270,7 @@ class Arbiter:
             return None
         target = self._target or _default_target()
         try:
-            w = WorkerProcess.spawn(
+            w = self.workers.spawn(
                 target,
                 self.cfg,
                 sockets,
@@ -281,8 +285,6 @@ class Arbiter:
                 prev, lived=0, now=time.monotonic(), expected=False
             )
             return None
-        self.workers[w.pid] = w
-        self._selector.register(w.reader, selectors.EVENT_READ, w)
         if self._stats is not None:
             self._stats.worker_started(slot, w.pid, w.generation, time.monotonic())
         log.info(
@@ -291,10 +293,7 @@ class Arbiter:
         return w
 
     def _close_in_child(self) -> list[int]:
-        """Runs in a freshly forked worker: drop what belongs to the supervisor and other slots."""
-        self._selector.close()
-        for w in self.workers.values():
-            w.close_pipe()  # the admin and other slots' sockets go in process.close_fds's sweep
+        """Runs in a freshly forked worker: the signal pipe (sockets go in close_fds's sweep)."""
         return list(self._signals.fds())
 
     def stop_worker(self, w: WorkerProcess, reason: str, now: float) -> None:
@@ -317,15 +316,6 @@ class Arbiter:
 
     # -- messages and exits ---------------------------------------------------------------------------
 
-    def _read_messages(self, w: WorkerProcess) -> None:
-        """Handle every message waiting on ``w``'s pipe; at EOF (the worker is gone) close the pipe."""
-        messages, eof = w.read_messages()
-        for msg in messages:
-            self._on_message(w, msg)
-        if eof and w.reader is not None:
-            self._selector.unregister(w.reader)
-            w.close_pipe()
-
     def _on_message(self, w: WorkerProcess, msg: dict) -> None:
         w.last_heartbeat = time.monotonic()
         kind = msg.get("type")
@@ -341,24 +331,13 @@ class Arbiter:
             self._stats.on_message(w.slot, w.pid, msg, w.last_heartbeat)
 
     def reap_workers(self) -> None:
-        """waitpid(-1, WNOHANG) until no exited child is left."""
-        while True:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            w = self.workers.pop(pid, None)
-            if w is not None:
-                self._on_exit(w, status)
+        """waitpid(-1, WNOHANG) until no exited child is left; handle each exit."""
+        for w, status, messages in self.workers.reap():
+            for msg in messages:
+                self._on_message(w, msg)
+            self._on_exit(w, status)
 
     def _on_exit(self, w: WorkerProcess, status: int) -> None:
-        if w.reader is not None:
-            self._read_messages(w)  # a boot_error sent just before exiting
-        if w.reader is not None:  # a child of the worker may still hold the pipe open
-            self._selector.unregister(w.reader)
-            w.close_pipe()
         now = time.monotonic()
         code, _, text = describe_status(status)
         expected = w.expected_exit and not w.kill_reason
@@ -421,7 +400,7 @@ class Arbiter:
         log.info("reloading: generation %d, %d workers", self.generation, self.desired)
 
     def _live_generations(self) -> set[int]:
-        return {w.generation for w in self.workers.values()}
+        return {w.generation for w in self.workers}
 
     def handle_ttin(self) -> None:
         self.desired += 1
@@ -435,7 +414,7 @@ class Arbiter:
     def handle_usr1(self) -> None:
         """Reopen log files (logrotate) here and in every worker."""
         setup_logging(self.cfg)
-        for w in self.workers.values():
+        for w in self.workers:
             w.signal(signal.SIGUSR1)
 
     def handle_term(self) -> None:
@@ -456,7 +435,7 @@ class Arbiter:
         sig = signal.SIGTERM if graceful else signal.SIGQUIT
         self._stop_deadline = now + (self.cfg.graceful_timeout if graceful else FAST_STOP_S)
         log.info("%s stop: %d workers", "graceful" if graceful else "fast", len(self.workers))
-        for w in self.workers.values():
+        for w in self.workers:
             w.expected_exit = True
             w.state = WorkerState.DRAINING if graceful else WorkerState.STOPPING
             w.signal(sig)
@@ -470,12 +449,12 @@ class Arbiter:
         if not self.workers:
             self._exit_code = self._halt_code
         elif self._kill_deadline is None and now >= self._stop_deadline:
-            for w in self.workers.values():
+            for w in self.workers:
                 log.warning("worker %d did not stop in time: SIGKILL", w.pid)
                 w.signal(signal.SIGKILL)
             self._kill_deadline = now + REAP_AFTER_KILL_S
         elif self._kill_deadline is not None and now >= self._kill_deadline:
-            log.error("workers %s survived SIGKILL; exiting anyway", sorted(self.workers))
+            log.error("workers %s survived SIGKILL; exiting anyway", self.workers.pids())
             self._exit_code = self._halt_code
 
 

@@ -14,6 +14,7 @@ import logging
 import multiprocessing.connection
 import os
 import pwd
+import selectors
 import signal
 import socket
 import stat
@@ -21,7 +22,7 @@ import sys
 import time
 import tomllib
 import traceback
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +146,88 @@ class WorkerProcess:
         if self.reader is not None:
             self.reader.close()
             self.reader = None
+
+
+class WorkerTable:
+    """The live workers by pid, their message pipes in one selector, and reaping (main thread)."""
+
+    def __init__(self) -> None:
+        self.selector = selectors.DefaultSelector()
+        self._workers: dict[int, WorkerProcess] = {}
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def __iter__(self) -> Iterator[WorkerProcess]:
+        return iter(list(self._workers.values()))
+
+    def __getitem__(self, pid: int) -> WorkerProcess:
+        return self._workers[pid]
+
+    def pids(self) -> list[int]:
+        return sorted(self._workers)
+
+    def watch(self, fd: int) -> None:
+        """Also wake :meth:`wait` when ``fd`` is readable (the signal queue)."""
+        self.selector.register(fd, selectors.EVENT_READ, None)
+
+    def spawn(self, target: WorkerTarget, cfg: Any, sockets: Sequence[socket.socket], *,
+              slot: int, generation: int, close_in_child: Callable[[], Iterable[int]]) -> WorkerProcess:  # fmt: skip
+        """Fork a worker; in the child, the selector and the other workers' pipes are closed too."""
+
+        def child_cleanup() -> Iterable[int]:
+            self.selector.close()
+            for other in self._workers.values():
+                other.close_pipe()
+            return close_in_child()
+
+        w = WorkerProcess.spawn(target, cfg, sockets, slot=slot, generation=generation,
+                                close_in_child=child_cleanup)  # fmt: skip
+        self._workers[w.pid] = w
+        self.selector.register(w.reader, selectors.EVENT_READ, w)
+        return w
+
+    def wait(self, timeout: float) -> tuple[bool, list[WorkerProcess]]:
+        """Block until a watched fd or a worker pipe is readable, or ``timeout``:
+        (a watched fd woke us, workers with messages)."""
+        woken, ready = False, []
+        for key, _ in self.selector.select(timeout):
+            if key.data is None:
+                woken = True
+            else:
+                ready.append(key.data)
+        return woken, ready
+
+    def read(self, w: WorkerProcess) -> list[dict[str, Any]]:
+        """Messages waiting on ``w``'s pipe; at EOF the pipe is closed."""
+        messages, eof = w.read_messages()
+        if eof:
+            self._close_pipe(w)
+        return messages
+
+    def reap(self) -> list[tuple[WorkerProcess, int, list[dict[str, Any]]]]:
+        """waitpid(-1, WNOHANG) until none is left: (worker, status, its last messages) per exit."""
+        out = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return out
+            if pid == 0:
+                return out
+            w = self._workers.pop(pid, None)
+            if w is not None:  # a boot_error sent just before exiting is still in the pipe
+                messages = self.read(w) if w.reader is not None else []
+                self._close_pipe(w)  # even if a child of the worker keeps it open
+                out.append((w, status, messages))
+
+    def _close_pipe(self, w: WorkerProcess) -> None:
+        if w.reader is not None:
+            self.selector.unregister(w.reader)
+            w.close_pipe()
+
+    def close(self) -> None:
+        self.selector.close()
 
 
 def _child(

@@ -117,6 +117,8 @@ def test_sigterm_lets_in_flight_request_finish(run_supervisor, tmp_path):
     poll("the request to reach the app", mark.exists)
     sent = time.monotonic()
     sup.signal(signal.SIGTERM)
+    # a load balancer sees the drain first: /healthz turns 503 while the request finishes
+    poll("/healthz 503", lambda: sup.get_admin("/healthz")[0] == 503, timeout=5)
     assert sup.wait(15) == 0, sup.output()
     client.join(10)
     assert box.get("status") == 200 and box.get("body") == b"slept", box
