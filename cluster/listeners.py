@@ -96,6 +96,18 @@ def systemd_fds(environ: Mapping[str, str], pid: int) -> list[int]:
     return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + max(count, 0)))
 
 
+def _socket_owned_by(uid: int | None, family: int) -> socket.socket:
+    """A TCP socket whose owner (sk_uid, the SO_REUSEPORT group key) is ``uid``: created under that
+    effective uid when we are root, the rest (bind, listen) done as root again."""
+    if uid is None or uid == 0 or os.geteuid() != 0:
+        return socket.socket(family, socket.SOCK_STREAM)
+    os.seteuid(uid)
+    try:
+        return socket.socket(family, socket.SOCK_STREAM)
+    finally:
+        os.seteuid(0)
+
+
 def raise_nofile_limit() -> int:
     """Raise RLIMIT_NOFILE's soft limit to the hard limit (every connection is a descriptor)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -179,15 +191,22 @@ class _Group:
     def url(self) -> str:
         if self.address.kind == "tcp":
             return f"http://{self.address.display(self.port)}"
+        if self.address.kind == "fd" and self.shared is not None:  # show what systemd passed us
+            name = self.shared.getsockname()
+            if isinstance(name, tuple):
+                host = f"[{name[0]}]" if ":" in name[0] else name[0]
+                return f"http://{host}:{name[1]} ({self.address.display()})"
+            return f"unix:{name} ({self.address.display()})"
         return self.address.display()
 
 
 class Listeners:
     """Every listening socket of the supervisor; see the module docstring for the model."""
 
-    def __init__(self, groups: list[_Group], backlog: int) -> None:
+    def __init__(self, groups: list[_Group], backlog: int, owner_uid: int | None = None) -> None:
         self._groups = groups
         self._backlog = backlog
+        self._owner_uid = owner_uid
         self._draining: frozenset[int] = frozenset()
 
     # -- construction -------------------------------------------------------------------------------
@@ -201,8 +220,13 @@ class Listeners:
         backlog: int,
         reuse_port: bool = True,
         environ: Mapping[str, str] | None = None,
+        owner_uid: int | None = None,
     ) -> Listeners:
         """Bind every address (slots 0..slots-1); raise :class:`BindError` with a one-line message.
+
+        ``owner_uid``: the user the supervisor will switch to (``--user``). TCP sockets are created as
+        that user (and still bound as root), so that after the switch a new slot's socket may join
+        the SO_REUSEPORT group: the kernel only groups sockets created by the same user.
 
         With systemd socket activation (LISTEN_PID = our pid) the passed descriptors replace ``binds``;
         the variables are then removed from ``os.environ`` so workers do not see them (sd_listen_fds).
@@ -217,7 +241,7 @@ class Listeners:
             addresses = [parse_bind(b) for b in binds]
         reuse = reuse_port and hasattr(socket, "SO_REUSEPORT")
         wildcard4 = {a.port for a in addresses if a.kind == "tcp" and a.host == "0.0.0.0"}
-        self = cls([], backlog)
+        self = cls([], backlog, owner_uid)
         try:
             for address in addresses:
                 # "[::]" is dual-stack (serves IPv4 too) unless 0.0.0.0 on the same port is bound too.
@@ -263,7 +287,7 @@ class Listeners:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, int(group.v6only))
 
     def _bind_tcp(self, group: _Group, *, reuse: bool) -> socket.socket:
-        sock = socket.socket(group.family, socket.SOCK_STREAM)
+        sock = _socket_owned_by(self._owner_uid, group.family)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             if reuse:

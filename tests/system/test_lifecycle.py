@@ -188,3 +188,11 @@ def test_workers_exit_when_the_supervisor_dies(run_supervisor):
             return True
 
     poll("orphaned workers to exit", lambda: all(gone(p) for p in workers), timeout=10)
+
+
+def test_systemd_socket_activation(run_supervisor):
+    """LISTEN_FDS: the passed socket replaces --bind and is shared by every worker."""
+    sup = run_supervisor("--procs", "2", *APP, command=("tests/apps/systemd_launcher.py",))
+    assert re.search(r"listening on http://127\.0\.0\.1:\d+ \(fd://3\)", sup.stdout())
+    pids = {int(get(sup.port).body) for _ in range(20)}
+    assert pids <= set(sup.worker_pids()) and pids
