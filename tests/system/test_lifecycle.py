@@ -196,3 +196,20 @@ def test_systemd_socket_activation(run_supervisor):
     assert re.search(r"listening on http://127\.0\.0\.1:\d+ \(fd://3\)", sup.stdout())
     pids = {int(get(sup.port).body) for _ in range(20)}
     assert pids <= set(sup.worker_pids()) and pids
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="dropping privileges needs root")
+def test_user_drops_privileges_after_bind(run_supervisor):
+    import pwd
+
+    import psutil
+
+    try:
+        nobody = pwd.getpwnam("nobody")
+    except KeyError:
+        pytest.skip("no user 'nobody'")
+    sup = run_supervisor("--procs", "2", "--user", "nobody", *APP)
+    procs = [psutil.Process(sup.pid)] + [psutil.Process(p) for p in sup.wait_workers(2)]
+    assert {p.uids().real for p in procs} == {nobody.pw_uid}
+    assert {p.gids().real for p in procs} == {nobody.pw_gid}
+    assert get(sup.port).status == 200
