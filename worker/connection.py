@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import select
 import socket
+from collections import deque
 from typing import TYPE_CHECKING
 
 from worker.exchange import sendfile_all, wait_fd
 from worker.handlers.base import ClientDisconnected
 from worker.http.errors import RemoteProtocolError
+from worker.http.events import NEED_DATA, PAUSED, Data, EndOfMessage
 from worker.http.protocol import H1Connection
 from worker.tls import WantWrite
 
@@ -34,6 +36,10 @@ FLUSHING = 3  # the loop writes leftover output, then reads / lingers / closes
 LINGERING = 4  # output done, write side shut down, discarding input until EOF (RFC 9112 §9.6)
 CLOSED = 5
 HANDSHAKING = 6  # TLS: the loop drives the handshake; then READING (worker.tls)
+BODY = 7  # head parsed; the loop reads a small body before a thread gets it (preread_body)
+
+# --body-min-rate is enforced only after this grace: a body's first second may arrive in one burst or not.
+BODY_RATE_GRACE = 1.0
 
 
 class Conn:
@@ -57,6 +63,10 @@ class Conn:
         "bytes_in",
         "body_error",
         "broken",
+        "early",
+        "early_bytes",
+        "body_start",
+        "body_base",
     )
 
     def __init__(
@@ -79,8 +89,58 @@ class Conn:
         self.bytes_in = 0
         self.body_error: RemoteProtocolError | None = None
         self.broken = False  # the peer went away mid-response
+        # Body events the loop parsed before dispatch (preread_body); the thread takes them first.
+        self.early: deque[Data | EndOfMessage] = deque()
+        self.early_bytes = 0
+        self.body_start: float | None = None  # when the current body started to count (rate check)
+        self.body_base = 0  # bytes_in at body_start, minus body bytes already buffered then
+
+    # ---- ASYNCHRONOUS: loop thread, before the request goes to a pool thread -------------
+    def new_request(self) -> None:
+        """A request head was parsed (by the loop or, for a pipelined one, by the pool thread)."""
+        self.early.clear()
+        self.early_bytes = 0
+        self.body_start = None
+
+    def begin_body(self, now: float) -> None:
+        """Start the body clock for --body-min-rate; bytes that came with the head count as body."""
+        self.body_start = now
+        self.body_base = self.bytes_in - len(self.h1.trailing_data[0])
+
+    def body_too_slow(self, now: float) -> bool:
+        """True when, after the grace second, the body arrives slower than --body-min-rate on average."""
+        rate = self.loop.settings.body_min_rate
+        if not rate or self.body_start is None:
+            return False
+        elapsed = now - self.body_start - BODY_RATE_GRACE
+        return elapsed > 0 and self.bytes_in - self.body_base < rate * elapsed
+
+    def preread_body(self, budget: int) -> bool:
+        """Parse the body bytes already received into ``early``; True once the whole body or ``budget``
+        bytes of it are held (a pool thread reads the rest). Raises RemoteProtocolError (bad framing).
+
+        This is what keeps a slow-body client (R-U-Dead-Yet) from holding a thread: a body up to
+        ``budget`` is read here, by the loop, bounded by --body-timeout and --body-min-rate.
+        """
+        h1, early = self.h1, self.early
+        while True:
+            event = h1.next_event()
+            if event is NEED_DATA or event is PAUSED:
+                return False
+            early.append(event)
+            if type(event) is EndOfMessage:
+                return True
+            self.early_bytes += len(event.data)
+            if self.early_bytes >= budget:
+                return True
 
     # ---- SYNCHRONOUS: called by the pool thread that owns the connection ----------------
+    def next_body_event(self):
+        """The next request-body event: those the loop already parsed first, then the parser's."""
+        if self.early:
+            return self.early.popleft()
+        return self.h1.next_event()
+
     def closing(self) -> bool:
         """True when the worker is draining: responses must carry ``Connection: close``."""
         return self.loop.stopping
@@ -154,3 +214,9 @@ class Conn:
                 raise ClientDisconnected(str(exc)) from exc
         self.bytes_in += len(data)
         self.h1.receive_data(data)
+        now = self.loop.clock()
+        if self.body_start is None:  # the thread reads this body from the start (Expect, pipelined)
+            self.body_start, self.body_base = now, self.bytes_in - len(data)
+        elif data and self.body_too_slow(now):
+            self.body_error = RemoteProtocolError("request body too slow (--body-min-rate)", 408)
+            raise self.body_error

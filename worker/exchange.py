@@ -57,7 +57,7 @@ class BodyStream:
                 conn.send(interim)
         while True:
             try:
-                event = h1.next_event()
+                event = conn.next_body_event()  # the loop may have parsed the first part
             except RemoteProtocolError as exc:
                 conn.body_error = exc
                 raise

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from worker.connection import (
+    BODY,
     BUSY,
     CLOSED,
     FLUSHING,
@@ -52,8 +53,13 @@ class LoopSettings:
     keepalive_requests: int = 1000
     header_timeout: float = 10.0
     body_timeout: float = 30.0
+    body_min_rate: int = 0  # bytes/s a request body must average after its first second (0 = off)
     send_timeout: float = 30.0
     max_connections: int = 10000
+    # A request body up to this size is read by the loop before the request goes to a pool thread, so a
+    # client trickling a small body holds a socket, not a thread; like the 64 KiB head limit, it bounds
+    # what one connection makes us hold (nginx's client_body_buffer_size plays the same role).
+    body_preread: int = 65536
     graceful_timeout: float = 30.0
     # After a response that ends the connection we half-close and read until the client's FIN, at most
     # this long, so unread input does not turn our close into an RST that eats the response (RFC 9112 §9.6).
@@ -110,8 +116,10 @@ class Loop:
         self._send_q = DeadlineQueue(settings.send_timeout)
         self._linger_q = DeadlineQueue(settings.linger_timeout)
         self._drain_q = DeadlineQueue(settings.drain_idle_grace)
+        self._body_q = DeadlineQueue(settings.body_timeout)
         self._queues = (
             (self._header_q, self._on_header_timeout),
+            (self._body_q, self._on_body_timeout),
             (self._idle_q, self._on_idle_timeout),
             (self._send_q, self._on_send_timeout),
             (self._linger_q, self._on_linger_timeout),
@@ -231,6 +239,8 @@ class Loop:
             self._on_linger_readable(conn)
         elif state == HANDSHAKING:
             self._on_handshake(conn)
+        elif state == BODY:
+            self._on_body_readable(conn)
 
     def _on_handshake(self, conn: Conn) -> None:
         """TLS: one non-blocking handshake step per readiness event; a stalled client holds no thread."""
@@ -272,7 +282,8 @@ class Loop:
             self._fail(conn, exc)
             return
         if type(event) is Request:
-            self._dispatch(conn)
+            self.count_request(conn)
+            self._start_body(conn)
         elif event is NEED_DATA:
             self.poller.modify(conn.fd, READ | ONESHOT)
         elif type(event) is ConnectionClosed:
@@ -281,14 +292,61 @@ class Loop:
             log.error("unexpected event %r while reading a request head", event)
             self._close(conn)
 
+    def _start_body(self, conn: Conn) -> None:
+        """A head is complete: read a body of up to ``body_preread`` bytes here before a thread is given
+        to the request (slow-body attacks then hold a socket, not a thread). The pre-read must finish
+        within --body-timeout in total and keep --body-min-rate. With ``Expect: 100-continue`` the
+        application decides (RFC 9110 §10.1.1), so such a request goes to a thread at once."""
+        if not self.reads_body_first(conn.h1.request):
+            self._dispatch(conn)
+            return
+        now = self.clock()
+        conn.begin_body(now)
+        conn.state = BODY
+        conn.token += 1
+        self._body_q.add(conn, conn.token, now)
+        self._read_body(conn)
+
+    @staticmethod
+    def reads_body_first(request: Request) -> bool:
+        """True when the loop pre-reads this request's body (a pool thread parsing a pipelined head
+        hands such a request back rather than reading the body itself)."""
+        return not request.expect_continue and bool(request.chunked or request.content_length)
+
+    def _read_body(self, conn: Conn) -> None:
+        try:
+            complete = conn.preread_body(self.settings.body_preread)
+        except RemoteProtocolError as exc:
+            self._fail(conn, exc)
+            return
+        if complete:
+            self._dispatch(conn)
+        elif conn.body_too_slow(self.clock()):
+            self._fail(conn, RemoteProtocolError("request body too slow (--body-min-rate)", 408))
+        else:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+
+    def _on_body_readable(self, conn: Conn) -> None:
+        try:
+            data = conn.sock.recv(RECV_SIZE)
+        except BlockingIOError as exc:  # WantWrite: TLS must send before it reads on
+            self.poller.modify(conn.fd, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
+            return
+        except OSError:
+            self._close(conn)
+            return
+        conn.bytes_in += len(data)
+        conn.h1.receive_data(data)  # b"" (EOF mid-body): the parser raises, a 400 as from a thread
+        self._read_body(conn)
+
     def _dispatch(self, conn: Conn) -> None:
         conn.state = BUSY
         conn.token += 1
-        self.count_request(conn)
         self.pool.submit(self.runner.run, conn)
 
     def count_request(self, conn: Conn) -> None:
         """A new request starts on ``conn`` (owner thread): decide now whether it is the last one."""
+        conn.new_request()
         conn.requests += 1
         s = self.settings
         if self.stopping or s.keepalive <= 0 or conn.requests >= s.keepalive_requests:
@@ -343,6 +401,10 @@ class Loop:
         conn.token += 1
         if conn.after_flush == LINGERING:
             self._linger(conn)
+            return
+        if conn.h1.their_state == "SEND_BODY":  # a pipelined head a thread parsed: body read here
+            conn.idle = False
+            self._start_body(conn)
             return
         conn.state = READING
         pending, _ = conn.h1.trailing_data
@@ -423,6 +485,10 @@ class Loop:
             self._close(conn)
         else:
             self._fail(conn, RemoteProtocolError("request head timeout", 408))
+
+    def _on_body_timeout(self, conn: Conn) -> None:
+        if conn.state == BODY:
+            self._fail(conn, RemoteProtocolError("request body timeout", 408))
 
     def _on_idle_timeout(self, conn: Conn) -> None:
         if conn.state == READING and conn.idle:

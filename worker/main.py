@@ -48,6 +48,7 @@ def loop_settings_from(cfg: Config) -> LoopSettings:
         keepalive_requests=cfg.keepalive_requests,
         header_timeout=cfg.header_timeout,
         body_timeout=cfg.body_timeout,
+        body_min_rate=cfg.body_min_rate,
         send_timeout=cfg.send_timeout,
         max_connections=cfg.max_connections,
         graceful_timeout=cfg.graceful_timeout,

@@ -72,6 +72,8 @@ class Runner:
             if type(event) is not Request:  # ConnectionClosed
                 return True
             conn.loop.count_request(conn)
+            if conn.loop.reads_body_first(event):
+                return False  # the loop reads its body, so a slow body holds no thread
 
     def _serve_one(self, conn: Conn, request: Request) -> bool:
         """Run the handler for one request; False when the connection cannot be reused."""
