@@ -171,8 +171,16 @@ class WorkerTable:
         """Also wake :meth:`wait` when ``fd`` is readable (the signal queue)."""
         self.selector.register(fd, selectors.EVENT_READ, None)
 
-    def spawn(self, target: WorkerTarget, cfg: Any, sockets: Sequence[socket.socket], *,
-              slot: int, generation: int, close_in_child: Callable[[], Iterable[int]]) -> WorkerProcess:  # fmt: skip
+    def spawn(
+        self,
+        target: WorkerTarget,
+        cfg: Any,
+        sockets: Sequence[socket.socket],
+        *,
+        slot: int,
+        generation: int,
+        close_in_child: Callable[[], Iterable[int]],
+    ) -> WorkerProcess:
         """Fork a worker; in the child, the selector and the other workers' pipes are closed too."""
 
         def child_cleanup() -> Iterable[int]:
@@ -181,8 +189,9 @@ class WorkerTable:
                 other.close_pipe()
             return close_in_child()
 
-        w = WorkerProcess.spawn(target, cfg, sockets, slot=slot, generation=generation,
-                                close_in_child=child_cleanup)  # fmt: skip
+        w = WorkerProcess.spawn(
+            target, cfg, sockets, slot=slot, generation=generation, close_in_child=child_cleanup
+        )
         self._workers[w.pid] = w
         self.selector.register(w.reader, selectors.EVENT_READ, w)
         return w
