@@ -602,3 +602,8 @@ def test_supervisor_bad_value_subprocess() -> None:
     assert result.returncode == 2
     assert result.stderr.startswith("webcluster: error: setting threads: ")
     assert result.stdout == ""
+
+
+def test_admin_and_bind_may_both_ask_for_an_ephemeral_port():
+    cfg = load_config(["--bind", "127.0.0.1:0", "--admin", "127.0.0.1:0"], {})
+    assert cfg.admin == "127.0.0.1:0" and cfg.bind == ("127.0.0.1:0",)
