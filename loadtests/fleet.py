@@ -73,7 +73,8 @@ class LocustFleet:
             # --run-time is only the backstop for a user that never finishes (it cuts requests off)
             "--drain-after", f"{s.duration:g}", "-t", f"{s.duration + s.drain_timeout:g}s",
             "--started-file", str(self.started_file),
-            "--csv", str(self.prefix), "--html", str(self.html),
+            # full history: per-second rows whose percentiles cover the last 10 s, not the whole run
+            "--csv", str(self.prefix), "--csv-full-history", "--html", str(self.html),
             "--only-summary", "--exit-code-on-error", "0",
             *s.user_classes,
         ]  # fmt: skip
@@ -124,7 +125,11 @@ class LocustFleet:
             return None
 
     def stop(self, grace: float = 10.0) -> None:
-        """Let workers exit on their own (they do when the master quits), then kill any left."""
+        """End every Locust process by its pid. After a normal run they are exiting already (workers
+        quit with the master); otherwise the master gets SIGTERM (Locust then writes its reports and
+        tells the workers to quit), and whatever is left after ``grace`` seconds gets SIGKILL."""
+        if self.master is not None and self.master.poll() is None:
+            self.master.terminate()
         deadline = time.monotonic() + grace
         for proc in [p for p in (self.master, *self.workers) if p is not None]:
             try:

@@ -117,50 +117,80 @@ def per_request_rows(stats_rows: list[dict[str, str]]) -> list[dict[str, Any]]:
     ]
 
 
-def rss_table(start: dict[str, Any] | None, end: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """RSS of the running worker of every slot at start and end; growth only when the pid is the same
-    (a killed or reloaded slot runs a fresh process at the end)."""
+def rss_table(
+    start: dict[str, Any] | None,
+    end: dict[str, Any] | None,
+    samples: list[dict[str, str]] = (),  # type: ignore[assignment]
+    warm_at: float = 0.0,
+) -> list[dict[str, Any]]:
+    """RSS of the running worker of every slot at start (before the load), once warm (the first
+    sample at or after ``warm_at`` seconds of load, from ``rss.csv``) and at the end. Growth is
+    given only for the same process (a killed or reloaded slot runs a fresh one at the end): from
+    start, which includes warming up (thread stacks, buffers, allocator arenas), and from warm, which
+    is what a leak would show."""
 
-    def by_slot(stats: dict[str, Any] | None) -> dict[int, dict[str, Any]]:
+    def by_slot(stats: dict[str, Any] | None) -> dict[int, tuple[int, int]]:
         workers = (stats or {}).get("workers", [])
-        return {w["slot"]: w for w in workers if w.get("state") == "running"}
+        return {
+            w["slot"]: (w["pid"], w["rss_bytes"]) for w in workers if w.get("state") == "running"
+        }
 
+    warm: dict[int, tuple[int, int]] = {}
+    for row in samples:
+        if float(row["t"]) >= warm_at and int(row["slot"]) not in warm:
+            warm[int(row["slot"])] = (int(row["pid"]), int(row["rss_bytes"]))
     before, after = by_slot(start), by_slot(end)
-    rows = []
-    for slot in sorted(set(before) | set(after)):
-        a, b = before.get(slot), after.get(slot)
-        same = a is not None and b is not None and a["pid"] == b["pid"]
-        rows.append(
-            {
-                "slot": slot,
-                "pid_start": a["pid"] if a else None,
-                "rss_start_mib": round(a["rss_bytes"] / MIB, 1) if a else None,
-                "pid_end": b["pid"] if b else None,
-                "rss_end_mib": round(b["rss_bytes"] / MIB, 1) if b else None,
-                "growth_mib": round((b["rss_bytes"] - a["rss_bytes"]) / MIB, 1) if same else None,
-            }
-        )
-    return rows
+    return [
+        _rss_row(slot, before.get(slot), warm.get(slot), after.get(slot))
+        for slot in sorted(set(before) | set(after))
+    ]
+
+
+def _rss_row(slot: int, a: tuple | None, w: tuple | None, b: tuple | None) -> dict[str, Any]:
+    def mib(x: tuple | None) -> float | None:
+        return round(x[1] / MIB, 1) if x else None
+
+    def growth(x: tuple | None) -> float | None:
+        return round((b[1] - x[1]) / MIB, 1) if x and b and x[0] == b[0] else None
+
+    return {
+        "slot": slot,
+        "pid_start": a[0] if a else None,
+        "rss_start_mib": mib(a),
+        "rss_warm_mib": mib(w) if w and b and w[0] == b[0] else None,
+        "pid_end": b[0] if b else None,
+        "rss_end_mib": mib(b),
+        "growth_mib": growth(a),
+        "growth_since_warm_mib": growth(w),
+    }
 
 
 def agreement(
     locust_requests: int,
-    refused: int,
+    by_kind: dict[str, int],
     cluster_requests: int | None,
     kills: int,
     owned: bool,
 ) -> tuple[str, bool | None]:
-    """Compare what Locust sent with what the cluster counted. A refused connection never reached the
-    server; everything else did. ``kill -9`` loses the killed worker's counts since its last report
-    (one interval, 1 s), so with kills the cluster may count fewer, never more."""
+    """Compare what Locust sent with what the cluster counted.
+
+    A refused connection never reached the server. A request whose connection broke (reset, timeout)
+    may or may not have been answered and counted. Everything else was answered, so counted. Hence
+    ``sent - refused - broken <= counted <= sent - refused``, exact when nothing broke. ``kill -9``
+    also loses the killed worker's counts since its last report (at most 1 s), so with kills the
+    cluster may count fewer - never more."""
     if cluster_requests is None:
         return "cluster stats unavailable", None
-    expected = locust_requests - refused
-    diff = cluster_requests - expected
-    text = f"Locust sent {expected} (that reached the server), cluster counted {cluster_requests}"
-    if diff == 0:
+    high = locust_requests - by_kind.get("refused", 0)
+    broken = by_kind.get("reset", 0) + by_kind.get("timeout", 0)
+    low = high - broken
+    diff = cluster_requests - high
+    text = f"Locust sent {high} (that reached the server), cluster counted {cluster_requests}"
+    if diff == 0 and broken == 0:
         return text + ": exact", True
-    if kills and diff < 0:
+    if low <= cluster_requests <= high:
+        return text + f": consistent ({-diff} of the {broken} broken requests never counted)", True
+    if kills and cluster_requests < low:
         return (
             text + f": cluster {-diff} short, expected with {kills} kill -9 "
             "(a killed worker's counts since its last 1 s report die with it)",
@@ -176,6 +206,7 @@ class RunData:
     """The raw material of a summary."""
 
     stats_rows: list[dict[str, str]]
+    rss_samples: list[dict[str, str]]
     failure_rows: list[dict[str, str]]
     stats_start: dict[str, Any] | None
     stats_end: dict[str, Any] | None
@@ -201,7 +232,7 @@ def summarize(data: RunData, max_failures: int | None, max_p95_ms: float | None)
         by_kind[row["kind"]] = by_kind.get(row["kind"], 0) + int(row["Occurrences"])
     cluster_requests = _delta(data.stats_start, data.stats_end, "requests")
     text, agree = agreement(
-        total["requests"], by_kind.get("refused", 0), cluster_requests,
+        total["requests"], by_kind, cluster_requests,
         data.faults.get("kill", 0), data.owned_cluster,
     )  # fmt: skip
     summary = Summary(
@@ -215,7 +246,9 @@ def summarize(data: RunData, max_failures: int | None, max_p95_ms: float | None)
         cluster_requests=cluster_requests, agreement=text, counts_agree=agree,
         restarts=_restarts(data.stats_start, data.stats_end),
         exits=dict((data.stats_end or {}).get("exits", {})),
-        rss=rss_table(data.stats_start, data.stats_end),
+        rss=rss_table(
+            data.stats_start, data.stats_end, data.rss_samples, min(60.0, data.duration_s / 4)
+        ),
         locust_exit_code=data.locust_exit_code,
     )  # fmt: skip
     if max_failures is not None:
@@ -243,6 +276,26 @@ def _ms(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.0f} ms"
 
 
+def _mib(value: float | None, sign: bool = False) -> str:
+    return "n/a" if value is None else f"{value:+.1f} MiB" if sign else f"{value:.1f} MiB"
+
+
+def _rss_text(row: dict[str, Any]) -> str:
+    text = f"{_mib(row['rss_start_mib'])} (pid {row['pid_start']})"
+    if row["rss_warm_mib"] is not None:
+        text += f" -> warm {_mib(row['rss_warm_mib'])}"
+    text += f" -> end {_mib(row['rss_end_mib'])} (pid {row['pid_end']})"
+    if row["pid_start"] is None:
+        return text + ": slot added during the run"
+    if row["growth_mib"] is None:
+        return text + ": replaced during the run"
+    return (
+        text
+        + f": {_mib(row['growth_mib'], True)} from start, "
+        + (f"{_mib(row['growth_since_warm_mib'], True)} since warm")
+    )
+
+
 def render_text(s: Summary) -> str:
     """The summary printed at the end of a run."""
     kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.failures_by_kind.items())) or "none"
@@ -262,11 +315,7 @@ def render_text(s: Summary) -> str:
     lines.append(f"restarts   {s.restarts} (exits: {s.exits or 'none'})")
     lines.append(f"counts     {s.agreement}")
     for row in s.rss:
-        growth = "replaced" if row["growth_mib"] is None else f"{row['growth_mib']:+.1f} MiB"
-        lines.append(
-            f"rss slot {row['slot']}: {row['rss_start_mib']} MiB (pid {row['pid_start']}) -> "
-            f"{row['rss_end_mib']} MiB (pid {row['pid_end']}): {growth}"
-        )
+        lines.append(f"rss        slot {row['slot']}: {_rss_text(row)}")
     for row in s.failure_rows[:10]:
         lines.append(f"failure    {row['Occurrences']:>5} x {row['Method']} {row['Name']}: "
                      f"{row['Error'][:100]} [{row['kind']}]")  # fmt: skip
@@ -292,10 +341,16 @@ def render_markdown(s: Summary) -> str:
             f"| {name} | {r['requests']} | {r['failures']} | {r['rps']:.1f} | "
             f"{_ms(r['p50_ms'])} | {_ms(r['p95_ms'])} | {_ms(r['p99_ms'])} |"
         )
-    out += ["", "| Worker slot | RSS at start | RSS at end | Growth |", "|---|---:|---:|---:|"]
+    out += [
+        "",
+        "| Worker slot | RSS at start (idle) | RSS warm | RSS at end | Growth since warm |",
+        "|---|---:|---:|---:|---:|",
+    ]
     for row in s.rss:
-        growth = "replaced" if row["growth_mib"] is None else f"{row['growth_mib']:+.1f} MiB"
-        out.append(
-            f"| {row['slot']} | {row['rss_start_mib']} MiB | {row['rss_end_mib']} MiB | {growth} |"
-        )
+        cells = [_mib(row[k]) for k in ("rss_start_mib", "rss_warm_mib", "rss_end_mib")]
+        since = row["growth_since_warm_mib"]
+        growth = _mib(since, sign=True)
+        if row["growth_mib"] is None:
+            growth = "added" if row["pid_start"] is None else "replaced"
+        out.append(f"| {row['slot']} | {' | '.join(cells)} | {growth} |")
     return "\n".join(out) + "\n"

@@ -18,8 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +29,15 @@ from loadtests.cluster import Cluster, ClusterError
 from loadtests.faults import Fault, FaultLog, schedule
 from loadtests.fleet import LoadShape, LocustFleet
 from loadtests.plot import plot_run
-from loadtests.report import RunData, Summary, read_csv, render_markdown, render_text, summarize
+from loadtests.report import (
+    MIB,
+    RunData,
+    Summary,
+    read_csv,
+    render_markdown,
+    render_text,
+    summarize,
+)
 
 
 class RunError(RuntimeError):
@@ -104,7 +114,9 @@ def open_cluster(opts: argparse.Namespace) -> Cluster:
     )
 
 
-def progress_line(elapsed: float, fleet: LocustFleet, cluster: Cluster, log: FaultLog) -> str:
+def progress_line(
+    elapsed: float, fleet: LocustFleet, stats: dict[str, Any] | None, log: FaultLog
+) -> str:
     """One line of live figures: Locust's current window and the cluster's own view."""
     row = fleet.latest() or {}
     p95 = row.get("95%", "N/A")
@@ -114,18 +126,30 @@ def progress_line(elapsed: float, fleet: LocustFleet, cluster: Cluster, log: Fau
         f"p95 {p95:>5} ms  total {row.get('Total Request Count', '0')} "
         f"({row.get('Total Failure Count', '0')} failed)"
     )
-    stats = cluster.stats(quiet=True) if cluster.admin else None
     if stats:
         totals = stats["totals"]
         restarts = sum(stats.get("restarts", {}).values())
         line += (
             f" | cluster {totals['workers']} workers {totals['requests_per_s']:.0f} req/s "
-            f"restarts {restarts}"
+            f"rss {totals['rss_bytes'] / MIB:.0f} MiB restarts {restarts}"
         )
     counts = log.counts()
     if counts:
         line += " | faults " + " ".join(f"{k} {n}" for k, n in sorted(counts.items()))
     return line
+
+
+def record_rss(path: Path, elapsed: float, stats: dict[str, Any] | None) -> None:
+    """Append each running worker's RSS to ``rss.csv`` (t, slot, pid, rss_bytes)."""
+    if not stats:
+        return
+    new = not path.exists()
+    with path.open("a") as f:
+        if new:
+            f.write("t,slot,pid,rss_bytes\n")
+        for w in stats.get("workers", []):
+            if w.get("state") == "running":
+                f.write(f"{elapsed:.1f},{w['slot']},{w['pid']},{w['rss_bytes']}\n")
 
 
 def drive(fleet: LocustFleet, cluster: Cluster, plan: list[Fault], log: FaultLog, opts) -> None:
@@ -143,10 +167,22 @@ def drive(fleet: LocustFleet, cluster: Cluster, plan: list[Fault], log: FaultLog
             detail = {k: v for k, v in record.items() if k not in ("time", "kind", "t")}
             print(f"[{record['t']:5.0f}s] fault {record['kind']}: {detail}", flush=True)
         if now >= next_progress:
-            print(progress_line(now - start, fleet, cluster, log), flush=True)
+            stats = cluster.stats(quiet=True) if cluster.admin else None
+            record_rss(opts.results / "rss.csv", now - start, stats)
+            print(progress_line(now - start, fleet, stats, log), flush=True)
             next_progress += opts.progress_every
         due = [next_progress] + ([start + pending[0].at] if pending else [])
         fleet.wait(max(0.05, min(due) - time.time()))
+
+
+@dataclass
+class Outcome:
+    """What a run leaves behind besides Locust's files."""
+
+    stats_start: dict[str, Any] | None = None
+    stats_end: dict[str, Any] | None = None
+    exit_code: int | None = None
+    ran_s: float = 0.0  # seconds of load actually run (less than --duration if cut short)
 
 
 def run(opts: argparse.Namespace) -> Summary:
@@ -158,13 +194,12 @@ def run(opts: argparse.Namespace) -> Summary:
         cluster = open_cluster(opts)
     except ClusterError as exc:
         raise RunError(str(exc)) from exc
-    stats_start = stats_end = None
     log = FaultLog(cluster, opts.results / "faults.jsonl", time.time())
-    exit_code = None
+    out = Outcome()
     fleet: LocustFleet | None = None
     try:
         fleet = LocustFleet(_shape(opts, cluster), opts.results)
-        stats_start = cluster.settled_stats() if cluster.admin else None
+        out.stats_start = cluster.settled_stats() if cluster.admin else None
         fleet.start()
         print(f"Locust: 1 master + {opts.locust_workers} workers -> {cluster.url}", flush=True)
         load_start = fleet.wait_started(timeout=90)
@@ -173,14 +208,15 @@ def run(opts: argparse.Namespace) -> Summary:
         log.load_start = load_start
         plan = schedule(opts.duration, opts.reload_every, opts.kill_worker_every, opts.ttin_ttou)
         drive(fleet, cluster, plan, log, opts)
-        exit_code = fleet.wait(timeout=5)
+        out.ran_s = min(opts.duration, time.time() - load_start)
+        out.exit_code = fleet.wait(timeout=5)
     finally:
         if fleet is not None:
             fleet.stop()
         if cluster.admin:
-            stats_end = cluster.settled_stats()
+            out.stats_end = cluster.settled_stats()
         cluster.stop()
-    return _finish(opts, cluster, fleet, stats_start, stats_end, log, exit_code)
+    return _finish(opts, cluster, fleet, log, out)
 
 
 def _shape(opts: argparse.Namespace, cluster: Cluster) -> LoadShape:
@@ -195,23 +231,26 @@ def _shape(opts: argparse.Namespace, cluster: Cluster) -> LoadShape:
     )
 
 
-def _finish(opts, cluster, fleet, stats_start, stats_end, log, exit_code) -> Summary:
+def _finish(
+    opts: argparse.Namespace, cluster: Cluster, fleet: LocustFleet, log: FaultLog, out: Outcome
+) -> Summary:
     """Write the snapshots, summary files and chart; return the summary."""
-    for name, stats in (("stats-start.json", stats_start), ("stats-end.json", stats_end)):
+    for name, stats in (("stats-start.json", out.stats_start), ("stats-end.json", out.stats_end)):
         if stats is not None:
             (opts.results / name).write_text(json.dumps(stats, indent=1))
     data = RunData(
         stats_rows=read_csv(fleet.stats_csv),
+        rss_samples=read_csv(opts.results / "rss.csv"),
         failure_rows=read_csv(fleet.failures_csv),
-        stats_start=stats_start,
-        stats_end=stats_end,
+        stats_start=out.stats_start,
+        stats_end=out.stats_end,
         faults=log.counts(),
         kill_connection_bound=log.kill_connection_bound(),
-        duration_s=opts.duration,
+        duration_s=round(out.ran_s, 1),
         users=opts.users,
         locust_workers=opts.locust_workers,
         owned_cluster=cluster.owned,
-        locust_exit_code=exit_code,
+        locust_exit_code=out.exit_code,
     )
     summary = summarize(data, opts.max_failures, opts.max_p95_ms)
     doc: dict[str, Any] = summary.to_dict()
@@ -224,14 +263,24 @@ def _finish(opts, cluster, fleet, stats_start, stats_end, log, exit_code) -> Sum
     return summary
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # unwinds run(): every process is stopped by pid
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     opts = parse_args(argv)
+    # TERM (a CI timeout) and INT, even where a background job inherits INT ignored, clean up too
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _terminate)
     try:
         summary = run(opts)
     except RunError as exc:
         print(f"loadtests.run: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("loadtests.run: interrupted; processes stopped, no summary", file=sys.stderr)
+        return 130
     print(render_text(summary))
     print(f"results: {opts.results}")
     return 0 if summary.ok else 1

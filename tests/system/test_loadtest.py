@@ -61,13 +61,20 @@ def test_failure_classes(error: str, kind: str) -> None:
 
 
 def test_count_agreement() -> None:
-    assert agreement(100, 0, 100, kills=0, owned=True)[1] is True
-    assert agreement(100, 3, 97, kills=0, owned=True)[1] is True  # refused never reached it
-    assert agreement(100, 0, 99, kills=0, owned=True)[1] is False  # a request got lost
-    assert agreement(100, 0, 101, kills=0, owned=True)[1] is False  # counted one Locust never sent
-    assert agreement(100, 0, 90, kills=1, owned=True)[1] is True  # kill -9 loses unreported counts
-    assert agreement(100, 0, 101, kills=1, owned=True)[1] is False  # but never adds any
-    assert agreement(100, 0, None, kills=0, owned=True)[1] is None
+    def agree(sent: int, counted: int | None, kills: int = 0, **kinds: int) -> bool | None:
+        return agreement(sent, kinds, counted, kills=kills, owned=True)[1]
+
+    assert agree(100, 100) is True
+    assert agree(100, 97, refused=3) is True  # a refused connection never reached the server
+    assert agree(100, 99) is False  # a request got lost
+    assert agree(100, 101) is False  # counted one Locust never sent
+    assert (
+        agree(100, 99, reset=2) is True
+    )  # one of two broken requests was answered before the break
+    assert agree(100, 97, reset=2) is False  # but no more than the broken ones are missing
+    assert agree(100, 90, kills=1) is True  # kill -9 loses the killed worker's unreported counts
+    assert agree(100, 101, kills=1) is False  # but never adds any
+    assert agree(100, None) is None
 
 
 def test_rss_growth_only_for_the_same_process() -> None:
@@ -79,10 +86,18 @@ def test_rss_growth_only_for_the_same_process() -> None:
         }
 
     mib = 1024 * 1024
-    rows = rss_table(
-        stats((0, 10, 20 * mib), (1, 11, 20 * mib)), stats((0, 10, 23 * mib), (1, 12, 21 * mib))
-    )
-    assert [(r["slot"], r["growth_mib"]) for r in rows] == [(0, 3.0), (1, None)]
+    samples = [
+        {"t": "1", "slot": "0", "pid": "10", "rss_bytes": str(21 * mib)},  # before warm_at: skipped
+        {"t": "5", "slot": "0", "pid": "10", "rss_bytes": str(22 * mib)},
+        {"t": "5", "slot": "1", "pid": "11", "rss_bytes": str(22 * mib)},
+    ]
+    start = stats((0, 10, 20 * mib), (1, 11, 20 * mib))
+    end = stats((0, 10, 23 * mib), (1, 12, 21 * mib))
+    rows = rss_table(start, end, samples, warm_at=4)
+    assert [(r["slot"], r["growth_mib"], r["growth_since_warm_mib"]) for r in rows] == [
+        (0, 3.0, 1.0),
+        (1, None, None),  # slot 1 runs another process at the end
+    ]
 
 
 def _start_cluster(run_supervisor):
@@ -99,12 +114,22 @@ def _run(sup, tmp_path, duration: str, *faults: str):
     return run(parse_args(argv))
 
 
+# Seen under heavy CPU contention (load average ~10 on 2 cores), unrelated to the faults: the worker starts
+# a connection's keep-alive idle timer (--keepalive, 5 s) once the response is handed to the kernel, not
+# once the client has it, so a slow reader's reading time counts as idle time and its next request on the
+# same connection can cross the server's close ("RemoteDisconnected" before any response byte).
+KEEPALIVE_RACE = "RemoteDisconnected"
+
+
 def _explain(summary) -> str:
     rows = "\n".join(
         f"  {r['Occurrences']} x {r['Method']} {r['Name']}: {r['Error']}"
         for r in summary.failure_rows
     )
-    return f"{summary.failures} failures ({summary.failures_by_kind}); {summary.agreement}\n{rows}"
+    text = f"{summary.failures} failures ({summary.failures_by_kind}); {summary.agreement}\n{rows}"
+    if any(KEEPALIVE_RACE in r["Error"] for r in summary.failure_rows):
+        text += "\n(RemoteDisconnected on a reused connection: see KEEPALIVE_RACE in this file)"
+    return text
 
 
 @pytest.mark.timeout(180)
