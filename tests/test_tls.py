@@ -58,7 +58,8 @@ def _openssl(cwd: Path, *args: str) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
 
 
-def _leaf(cwd: Path, name: str, cn: str, ext: str) -> None:
+def make_leaf(cwd: Path, name: str, cn: str, ext: str) -> None:
+    """``name``.pem / ``name``.key in ``cwd``, signed by the CA there, with extensions ``ext``."""
     (cwd / f"{name}.ext").write_text(
         ext + "\nbasicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n"
         "subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n"
@@ -80,9 +81,9 @@ def make_pki(directory: Path) -> PKI:
         "-subj", "/CN=webcluster test CA", "-addext", "basicConstraints=critical,CA:TRUE",
         "-addext", "keyUsage=critical,keyCertSign,cRLSign",
     )  # fmt: skip
-    _leaf(d, "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
+    make_leaf(d, "server", "/CN=localhost", "subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n"
           "extendedKeyUsage=serverAuth")  # fmt: skip
-    _leaf(d, "client", "/CN=client", "extendedKeyUsage=clientAuth")
+    make_leaf(d, "client", "/CN=client", "extendedKeyUsage=clientAuth")
     _openssl(
         d, "req", "-x509", *_EC, "-keyout", "rogue.key", "-out", "rogue.pem", "-days", "2",
         "-subj", "/CN=rogue", "-addext", "extendedKeyUsage=clientAuth",
