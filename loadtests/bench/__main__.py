@@ -171,11 +171,14 @@ def _render(args: argparse.Namespace, runs: list, meta: dict[str, Any], idle: li
     parts = []
     if summaries:
         title = f"procs {meta['procs']}, threads {meta['threads']}"
-        plot(
-            summaries,
-            args.plot,
-            f"webcluster vs peers, {title} (medians of {meta['rounds']} rounds)",
-        )
+        try:
+            plot(
+                summaries,
+                args.plot,
+                f"webcluster vs peers, {title} (medians of {meta['rounds']} rounds)",
+            )
+        except ImportError:
+            say("matplotlib is not installed (pip install matplotlib, or the bench extra): no plot")
         parts.append(_wrk_markdown(args, summaries, meta))
     if idle:
         parts.append(_idle_markdown(idle, meta, with_header=not summaries))
