@@ -352,12 +352,16 @@ def test_many_small_writes_with_ssl_write_retries(pki, monkeypatch):
         for _ in range(count):
             ex.write(piece)
 
-    with serve_tls(stream, pki, keepalive=30) as srv, srv.connect() as c:
-        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, body = read_response(c)
-        assert status == 200 and body == piece * count
-        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection is still in step
-        assert read_response(c)[2] == piece * count
+    with serve_tls(stream, pki, keepalive=30) as srv:
+        raw = srv.raw()
+        raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning: buffers fill
+        with client_context(pki).wrap_socket(raw, server_hostname="localhost") as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert wait_for(lambda: len(blocked) > 0, timeout=10)  # full before we read a byte
+            status, headers, body = read_response(c)
+            assert status == 200 and body == piece * count
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection is in step
+            assert read_response(c)[2] == piece * count
     assert len(blocked) > 10  # the retry path really ran
 
 
@@ -382,6 +386,24 @@ def test_closes_send_close_notify(pki):
             c.settimeout(5)
             while c.recv(65536):
                 pass
+
+
+def test_protocol_errors_and_head_timeout_over_tls(pki):
+    """The loop's error path (400, 408, then linger) works on the TLS stream and ends with close_notify."""
+    with serve_tls(hello, pki, header_timeout=0.5) as srv:
+        with srv.connect(suppress_ragged_eofs=False) as c:
+            c.sendall(
+                b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"
+            )
+            status, headers, _ = read_response(c)
+            assert status == 400 and headers["connection"] == "close"
+        with srv.connect(suppress_ragged_eofs=False) as c:
+            c.sendall(b"GET / HTTP/1.1\r\nHost:")
+            status, headers, _ = read_response(c)
+            assert status == 408 and headers["connection"] == "close"
+            c.settimeout(5)
+            assert c.recv(100) == b""  # close_notify, not a bare FIN (that would raise SSLEOFError)
+        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0, timeout=10)
 
 
 # ---- client certificates ---------------------------------------------------------------------------
