@@ -119,7 +119,7 @@ class Arbiter:
         admin_url = self._start_admin()
         threads = f"{self.desired} workers x {cfg.threads} threads"
         print(
-            f"webcluster {version()} listening on {', '.join(self._listeners.urls())}"
+            f"webcluster {version()} listening on {', '.join(self._banner_urls())}"
             f" ({threads}, admin {admin_url})",
             flush=True,
         )
@@ -127,6 +127,12 @@ class Arbiter:
             log.debug(
                 "net.ipv4.tcp_migrate_req=0: a removed slot is drained before its socket closes"
             )
+
+    def _banner_urls(self) -> list[str]:
+        urls = self._listeners.urls()
+        if self.cfg.certfile:  # TLS is on every bind: say so where users copy the address from
+            urls = [u.replace("http://", "https://", 1) for u in urls]
+        return urls
 
     def _start_admin(self) -> str:
         if self.cfg.admin == "off" or StatsAggregator is None:

@@ -175,7 +175,7 @@ class SupervisorProc:
 
         match = poll("the start banner", banner, timeout)
         url = match.group(1)
-        if url.startswith("http://"):
+        if url.startswith(("http://", "https://")):
             self.url = url
             self.port = int(url.rsplit(":", 1)[1])
             poll(
