@@ -8,14 +8,16 @@ never sees events for a connection a thread is using.
 
 from __future__ import annotations
 
+import os
 import select
 import socket
+import struct
 from collections import deque
 from typing import TYPE_CHECKING
 
 from worker.exchange import sendfile_all, wait_fd
 from worker.handlers.base import ClientDisconnected
-from worker.http.errors import RemoteProtocolError
+from worker.http.errors import LocalProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, PAUSED, Data, EndOfMessage
 from worker.http.protocol import H1Connection
 from worker.tls import WantWrite
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 # high watermark idea): small responses never hold a thread, large ones are paced by the client.
 OUT_HIGH_WATER = 256 * 1024
 RECV_SIZE = 65536
+SENDFILE_CHUNK = 1 << 20  # per os.sendfile call from the loop, so one fast download cannot hog it
 
 # Loop-side states.
 READING = 1  # waiting for (the rest of) a request head, or idle keep-alive
@@ -67,6 +70,11 @@ class Conn:
         "early_bytes",
         "body_start",
         "body_base",
+        "file_fd",
+        "file_off",
+        "file_left",
+        "tail",
+        "sent_at",
     )
 
     def __init__(
@@ -94,6 +102,12 @@ class Conn:
         self.early_bytes = 0
         self.body_start: float | None = None  # when the current body started to count (rate check)
         self.body_base = 0  # bytes_in at body_start, minus body bytes already buffered then
+        # A file the loop sends after ``out`` (see sendfile), then ``tail``: what was queued behind it.
+        self.file_fd = -1
+        self.file_off = 0
+        self.file_left = 0
+        self.tail = bytearray()
+        self.sent_at = 0.0  # loop: when the client last took bytes of that file
 
     # ---- ASYNCHRONOUS: loop thread, before the request goes to a pool thread -------------
     def new_request(self) -> None:
@@ -147,6 +161,11 @@ class Conn:
 
     def send(self, data: bytes) -> None:
         """Queue ``data`` and write what the socket takes now; wait only above the high watermark."""
+        if self.file_left:  # behind a file the loop will send: keep the order
+            self.tail += data
+            if len(self.tail) > OUT_HIGH_WATER:
+                self.drain_blocking()
+            return
         out = self.out
         if out:
             out += data
@@ -186,15 +205,95 @@ class Conn:
                 raise ClientDisconnected("send timeout: the client stopped reading")
 
     def sendfile(self, file_fd: int, offset: int, count: int) -> None:
+        """Send ``count`` bytes of the file at ``offset``: what the socket takes now, and the rest by the
+        loop once this thread hands the connection back (a dup of the fd is kept), so a client that
+        reads a large file slowly holds a socket and a file descriptor, never a pool thread."""
+        if self.file_left:  # a second file before the first went out: finish the first here
+            self.drain_blocking()
+        if self.out:
+            self._send_some()
+        if not self.out:
+            try:
+                sent = _sendfile_now(self.fd, file_fd, offset, count)
+            except OSError as exc:
+                self.broken = True
+                raise ClientDisconnected(str(exc)) from exc
+            offset, count = offset + sent, count - sent
+        if count:
+            self.file_fd, self.file_off, self.file_left = os.dup(file_fd), offset, count
+
+    def drain_blocking(self) -> None:
+        """Write everything queued (output, file, what followed it) in this thread, as before the loop
+        took over large files: used only when a response queues too much behind a file."""
         self.flush_blocking()
+        if self.file_left:
+            try:
+                sendfile_all(
+                    self.fd,
+                    self.file_fd,
+                    self.file_off,
+                    self.file_left,
+                    self.loop.settings.send_timeout,
+                )
+            except TimeoutError as exc:
+                self.broken = True
+                raise ClientDisconnected("send timeout: the client stopped reading") from exc
+            except (BrokenPipeError, ConnectionResetError) as exc:
+                self.broken = True
+                raise ClientDisconnected(str(exc)) from exc
+            finally:
+                self.drop_file()
+        self.out, self.tail = self.tail, self.out
+        self.flush_blocking()
+
+    # ---- ASYNCHRONOUS: loop thread, once a pool thread handed the connection back ---------
+    def has_output(self) -> bool:
+        return bool(self.out or self.file_left or self.tail)
+
+    def write_some(self) -> bool:
+        """Write, in order, output, file and what followed it, as far as the socket takes them now;
+        True once all is written. Raises OSError when the client is gone."""
+        while True:
+            out = self.out
+            if out:
+                try:
+                    del out[: self.sock.send(out)]
+                except BlockingIOError:
+                    return False
+                if out:
+                    return False
+            if not self.file_left:
+                if not self.tail:
+                    return True
+                self.out, self.tail = self.tail, out
+                continue
+            count = min(self.file_left, SENDFILE_CHUNK)
+            sent = _sendfile_now(self.fd, self.file_fd, self.file_off, count)
+            if not sent:
+                return False
+            self.file_off += sent
+            self.file_left -= sent
+            self.sent_at = self.loop.clock()
+            if self.file_left:
+                return False  # back to the poller between chunks: other connections get their turn
+            self.drop_file()
+
+    def drop_file(self) -> None:
+        """Forget the pending file (sent, or the connection is closing)."""
+        if self.file_fd >= 0:
+            os.close(self.file_fd)
+        self.file_fd, self.file_left = -1, 0
+
+    def abort_on_close(self) -> None:
+        """SO_LINGER 0: close() then resets and drops unsent data (nginx reset_timedout_connection), so
+        a reader that timed out does not keep MiBs queued in the kernel's send buffer."""
+        sock = socket.socket(fileno=self.fd)
         try:
-            sendfile_all(self.fd, file_fd, offset, count, self.loop.settings.send_timeout)
-        except TimeoutError as exc:
-            self.broken = True
-            raise ClientDisconnected("send timeout: the client stopped reading") from exc
-        except (BrokenPipeError, ConnectionResetError) as exc:
-            self.broken = True
-            raise ClientDisconnected(str(exc)) from exc
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        except OSError:
+            pass
+        finally:
+            sock.detach()
 
     def recv_body_bytes(self) -> None:
         """Feed the next piece of the request body to the parser, waiting at most ``--body-timeout``."""
@@ -220,3 +319,17 @@ class Conn:
         elif data and self.body_too_slow(now):
             self.body_error = RemoteProtocolError("request body too slow (--body-min-rate)", 408)
             raise self.body_error
+
+
+def _sendfile_now(sock_fd: int, file_fd: int, offset: int, count: int) -> int:
+    """os.sendfile on a non-blocking socket until it would block or ``count`` bytes went out."""
+    sent = 0
+    while sent < count:
+        try:
+            n = os.sendfile(sock_fd, file_fd, offset + sent, min(count - sent, SENDFILE_CHUNK))
+        except BlockingIOError:
+            break
+        if n == 0:
+            raise LocalProtocolError("file shorter than announced")
+        sent += n
+    return sent

@@ -28,7 +28,7 @@ from worker.connection import (
     RECV_SIZE,
     Conn,
 )
-from worker.http.errors import RemoteProtocolError
+from worker.http.errors import LocalProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, ConnectionClosed, Request
 from worker.http.protocol import H1Connection, Limits
 from worker.httpdate import http_date
@@ -373,27 +373,27 @@ class Loop:
     def _start_flush(self, conn: Conn, after: int) -> None:
         conn.token += 1
         conn.after_flush = after
-        if conn.out:
+        if conn.has_output():
             conn.state = FLUSHING
-            self._send_q.add(conn, conn.token, self.clock())
+            conn.sent_at = now = self.clock()
+            self._send_q.add(conn, conn.token, now)
             self._flush(conn)
         else:
             self._after_flush(conn)
 
     def _flush(self, conn: Conn) -> None:
-        out = conn.out
+        """Write what a thread left: its output, then a file it handed over (Conn.sendfile), then the
+        rest; a slow reader of a large file costs a socket and an fd here, not a thread."""
         try:
-            n = conn.sock.send(out)
-            del out[:n]
-        except BlockingIOError:
-            pass
-        except OSError:
+            done = conn.write_some()
+        except (OSError, LocalProtocolError):  # gone, or the file shrank under us
             self._close(conn)
             return
-        if out:
+        if not done:
             self.poller.modify(conn.fd, WRITE | ONESHOT)
             return
-        if len(out) == 0 and out.__sizeof__() > 4096:
+        out = conn.out
+        if out.__sizeof__() > 4096:
             conn.out = bytearray()  # release a large buffer between requests
         self._after_flush(conn)
 
@@ -454,6 +454,7 @@ class Loop:
         conn.state = CLOSED
         conn.token += 1
         self.poller.unregister(conn.fd)
+        conn.drop_file()
         try:
             conn.sock.close()
         except OSError:
@@ -496,6 +497,14 @@ class Loop:
 
     def _on_send_timeout(self, conn: Conn) -> None:
         if conn.state == FLUSHING:
+            now = self.clock()
+            if conn.file_left and now - conn.sent_at < self.settings.send_timeout:
+                # A file goes out as long as the client takes some of it every --send-timeout
+                # (checked once per period, so it is dropped 1-2 periods after it stops).
+                conn.token += 1
+                self._send_q.add(conn, conn.token, now)
+                return
+            conn.abort_on_close()  # drop what the kernel still holds for it
             log.info(
                 "closing %s: client did not read its response within --send-timeout", conn.remote
             )

@@ -59,6 +59,8 @@ class Runner:
             if conn.broken or not h1.keep_alive:
                 return True
             h1.start_next_cycle()
+            if conn.file_left:  # the loop sends that file, then reads on (pipelined bytes are kept)
+                return False
             try:
                 event = h1.next_event()
             except (

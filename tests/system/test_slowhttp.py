@@ -12,12 +12,20 @@ normal requests (every one answered, p99 < 1 s) and /stats shows the attack conn
 
 from __future__ import annotations
 
+import http.client
+import os
+import resource
+import shutil
 import socket
+import subprocess
 import threading
 import time
+from dataclasses import dataclass
 
+import psutil
 import pytest
 
+from tests.conftest import poll
 from tests.support import is_closed, read_response, serve, wait_for
 from worker.handlers.base import Exchange
 
@@ -53,16 +61,18 @@ def trickle_until_answer(c: socket.socket, piece: bytes, every: float, limit: fl
 
 @pytest.mark.timeout(30)
 def test_slow_bodies_wait_in_the_loop_not_in_threads_and_get_408():
-    with serve(echo_length, threads=2, body_timeout=1.0) as srv:
+    with serve(echo_length, threads=2, body_timeout=3.0) as srv:
         slow = []
         for _ in range(10):  # five times more slow bodies than threads
             c = srv.connect()
             c.sendall(post(1000) + b"x" * 10)
             slow.append(c)
+        start = time.monotonic()
         fresh = srv.connect()
         fresh.sendall(post(5) + b"hello")
         assert read_response(fresh)[2] == b"5"  # answered at once: no thread is waiting on a body
-        assert srv.pool.busy == 0
+        assert time.monotonic() - start < 1.5
+        assert wait_for(lambda: srv.pool.busy == 0, 1.0)
         for c in slow:
             status, headers, _ = read_response(c)
             assert status == 408 and headers["connection"] == "close"
@@ -155,3 +165,287 @@ def test_a_slow_reader_holds_a_thread_for_at_most_the_send_timeout():
         finally:
             stop.set()
             reader.join(5)
+
+
+def file_sender(path: str, trailer: bytes = b""):
+    """A handler that sends the file at ``path`` with ``Exchange.sendfile`` (chunked: no length)."""
+
+    def handler(ex: Exchange) -> None:
+        ex.start_response(200, "OK", [("Content-Type", "application/octet-stream")])
+        with open(path, "rb") as f:
+            ex.sendfile(f, 0, os.fstat(f.fileno()).st_size)
+        ex.write(trailer)
+
+    return handler
+
+
+@pytest.mark.timeout(30)
+def test_a_large_file_is_sent_by_the_loop_in_order(tmp_path):
+    data = os.urandom(1 << 20) * 12  # more than the kernel buffers while nobody reads
+    (tmp_path / "f").write_bytes(data)
+    with serve(file_sender(str(tmp_path / "f"), b"END"), threads=1) as srv:
+        c = srv.connect()
+        c.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
+        # Both responses are queued (the second behind the first file) and the only thread is
+        # free before the client has read a byte: the loop does the sending.
+        assert wait_for(lambda: srv.pool.busy == 0 and srv.loop.gauges()["active_connections"] == 1)
+        for _ in range(2):
+            status, headers, body = read_response(c)
+            assert status == 200 and headers["transfer-encoding"] == "chunked"
+            assert body == data + b"END"
+
+
+@pytest.mark.timeout(30)
+def test_a_reader_that_stalls_on_a_large_file_is_reset_after_the_send_timeout(tmp_path):
+    (tmp_path / "f").write_bytes(os.urandom(1 << 20) * 8)
+    with serve(file_sender(str(tmp_path / "f")), threads=1, send_timeout=1.0) as srv:
+        c = srv.connect()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 1)
+        assert wait_for(lambda: srv.pool.busy == 0, 1.0)  # no thread waits for this reader
+        other = srv.connect()
+        other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert read_response(other)[0] == 200
+        other.close()
+        start = time.monotonic()
+        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0, 5)
+        assert 0.5 <= time.monotonic() - start < 4
+        # Reset, not closed: what the kernel still held for this client was dropped.
+        c.settimeout(5)
+        with pytest.raises(ConnectionResetError):
+            while c.recv(65536):
+                pass
+
+
+# ---- slowhttptest against a real server ------------------------------------------------------------
+
+SLOWHTTPTEST = shutil.which("slowhttptest")
+needs_slowhttptest = pytest.mark.skipif(
+    SLOWHTTPTEST is None,
+    reason="slowhttptest is not installed (Debian package; .ci/run installs it)",
+)
+ATTACKERS = 1000
+TIMEOUT = 5  # the server's header, body, send and keep-alive timeouts in these tests
+LENGTH = 20  # slowhttptest's test length (-l): the attack must be over well before it
+
+
+def raise_nofile() -> None:
+    """1,000 attack sockets plus the probe's: lift the soft fd limit (slowhttptest inherits it)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Every(threading.Thread):
+    """Calls ``self.step()`` every ``interval`` seconds until ``stop()``."""
+
+    interval = 0.25
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.start_time = time.monotonic()
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.is_set():
+            self.step()
+            self._done.wait(self.interval)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(15)
+
+
+class Probe(Every):
+    """A well-behaved client: one GET on a fresh connection every 20 ms; latency of each answer."""
+
+    interval = 0.02
+
+    def __init__(self, port: int) -> None:
+        super().__init__()
+        self.port = port
+        self.latencies: list[float] = []
+        self.failures: list[str] = []
+
+    def step(self) -> None:
+        start = time.perf_counter()
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            conn.request("GET", "/")
+            resp = conn.getresponse()
+            answer = resp.status, resp.read()
+            conn.close()
+        except OSError as exc:
+            self.failures.append(repr(exc))
+            return
+        self.latencies.append(time.perf_counter() - start)
+        if answer != (200, b"hello"):
+            self.failures.append(f"bad answer {answer!r}")
+
+    def p99(self) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+class ServerSide(Every):
+    """The server's view from /stats: (t, open connections, busy threads)."""
+
+    def __init__(self, sup) -> None:
+        super().__init__()
+        self.sup = sup
+        self.samples: list[tuple[float, int, int]] = []
+
+    def step(self) -> None:
+        try:
+            totals = self.sup.stats()["totals"]
+        except (OSError, AssertionError, ValueError):
+            return
+        conns = totals["active_connections"] + totals["idle_connections"]
+        self.samples.append((time.monotonic() - self.start_time, conns, totals["busy_threads"]))
+
+
+class ClientSide(Every):
+    """The attacker's view: (t, ESTABLISHED sockets slowhttptest holds to the server port). Its own
+    counters are not enough: in slow-read mode it does not notice a reset connection."""
+
+    interval = 0.5
+
+    def __init__(self, pid: int, port: int) -> None:
+        super().__init__()
+        self.proc = psutil.Process(pid)
+        self.port = port
+        self.samples: list[tuple[float, int]] = []
+
+    def step(self) -> None:
+        try:
+            conns = self.proc.net_connections(kind="tcp")
+        except psutil.Error:  # it has exited: it holds nothing any more
+            self.samples.append((time.monotonic() - self.start_time, 0))
+            return
+        held = sum(
+            1
+            for c in conns
+            if c.status == psutil.CONN_ESTABLISHED and c.raddr and c.raddr.port == self.port
+        )
+        self.samples.append((time.monotonic() - self.start_time, held))
+
+
+@dataclass
+class Attack:
+    probe: Probe
+    server: ServerSide
+    client: ClientSide
+    output: str
+
+    def report(self, mode: str) -> str:
+        peak_t, peak = max(self.client.samples, key=lambda s: s[1])
+        gone = next((t for t, n in self.client.samples if t > peak_t and n <= 10), None)
+        return (
+            f"slowhttptest {mode}: peak {peak} attack connections at {peak_t:.1f}s, all closed by "
+            f"{gone}s; server peak {max(c for _, c, _ in self.server.samples)} connections, "
+            f"max busy threads {max(b for _, _, b in self.server.samples)}; normal clients: "
+            f"{len(self.probe.latencies)} answered, {len(self.probe.failures)} failed, "
+            f"p99 {self.probe.p99() * 1000:.1f} ms"
+        )
+
+
+def run_attack(sup, mode: str, path: str, *extra: str) -> Attack:
+    """slowhttptest ``mode`` (-H/-B/-X) against ``path`` with 1,000 connections opened at 400/s, while
+    a probe measures normal requests and both sides' connection counts are sampled."""
+    raise_nofile()
+    cmd = [SLOWHTTPTEST, mode, "-c", str(ATTACKERS), "-r", "400", "-l", str(LENGTH), "-p", "3"]
+    cmd += ["-u", f"{sup.url}{path}", *extra]
+    probe, server = Probe(sup.port), ServerSide(sup)
+    probe.start()
+    server.start()
+    attacker = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    client = ClientSide(attacker.pid, sup.port)
+    client.start()
+    try:
+        output, _ = attacker.communicate(timeout=LENGTH + 15)
+    finally:
+        if attacker.poll() is None:
+            attacker.kill()
+            attacker.wait(5)
+        client.stop()
+        # the server's figures lag by up to a report interval: let them settle, then stop
+        poll(
+            "the server to drop the attack",
+            lambda: server.samples and server.samples[-1][1] <= 10,
+            6,
+        )
+        probe.stop()
+        server.stop()
+    attack = Attack(probe, server, client, output)
+    print(attack.report(mode))
+    return attack
+
+
+def check(attack: Attack, max_busy: int | None = None) -> None:
+    """Normal clients unharmed; ~1,000 attack connections really held, then closed by the server's
+    timeouts (within 2 x TIMEOUT of the last one opening, long before slowhttptest's own end)."""
+    probe = attack.probe
+    assert not probe.failures, probe.failures[:5]
+    assert len(probe.latencies) >= 100, len(probe.latencies)
+    assert probe.p99() < 1.0, f"p99 {probe.p99():.3f}s over {len(probe.latencies)} requests"
+    samples = attack.client.samples
+    peak_t, peak = max(samples, key=lambda s: s[1])
+    assert peak >= ATTACKERS * 0.95, samples
+    gone = [t for t, n in samples if t > peak_t and n <= 10]
+    assert gone and gone[0] - peak_t <= 2 * TIMEOUT + 3, samples
+    assert max(c for _, c, _ in attack.server.samples) >= ATTACKERS * 0.5, attack.server.samples
+    if max_busy is not None:  # while the server holds the whole attack, its pool threads are free
+        held = [s for s in attack.server.samples if s[1] >= ATTACKERS * 0.9]
+        assert held and max(busy for _, _, busy in held) <= max_busy, held
+
+
+@pytest.fixture
+def attacked(run_supervisor, tmp_path):
+    """Two workers x 16 threads, 5 s timeouts, the hostile app and an 8 MiB static file."""
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "big.bin").write_bytes(os.urandom(1 << 16) * 128)
+    timeouts = [
+        f"--{name}" for name in ("header-timeout", "body-timeout", "send-timeout", "keepalive")
+    ]
+    args = [arg for name in timeouts for arg in (name, str(TIMEOUT))]
+    raise_nofile()
+    return run_supervisor(
+        "--app",
+        "tests.apps.hostile:app",
+        "--static",
+        f"/files={files}",
+        "-w",
+        "2",
+        "-t",
+        "16",
+        *args,
+    )
+
+
+@needs_slowhttptest
+@pytest.mark.timeout(60)
+def test_slow_headers_slowloris(attacked):
+    # A new header line every 3 s (< the timeout): only the whole-head deadline (408) can end it.
+    check(run_attack(attacked, "-H", "/", "-i", "3"))
+
+
+@needs_slowhttptest
+@pytest.mark.timeout(60)
+def test_slow_body_rudy(attacked):
+    # 8 KiB announced, body bytes every 2 s: the loop's pre-read deadline (408) ends it, and no pool
+    # thread ever waits for one of these bodies.
+    check(run_attack(attacked, "-B", "/echo", "-i", "2", "-s", "8192"), max_busy=4)
+
+
+@needs_slowhttptest
+@pytest.mark.timeout(60)
+def test_slow_read(attacked):
+    # An 8 MiB file read 32 bytes a second through a 512-1024 byte window: the loop sends the file
+    # (no thread waits) and resets each connection once it takes nothing for --send-timeout.
+    extra = ("-k", "1", "-w", "512", "-y", "1024", "-n", "1", "-z", "32")
+    check(run_attack(attacked, "-X", "/files/big.bin", *extra), max_busy=4)
