@@ -49,6 +49,7 @@ class Conn:
     """State of one accepted socket. See the module docstring for which thread may touch what."""
 
     __slots__ = (
+        "serial",
         "sock",
         "fd",
         "h1",
@@ -89,6 +90,7 @@ class Conn:
         self.url_scheme = loop.url_scheme
         self.can_sendfile = loop.can_sendfile
         self.state = READING
+        self.serial = 0  # set by the loop; timer entries refer to a connection by it
         self.token = 0  # bumped on every state change; stale timer entries are ignored
         self.out = bytearray()
         self.after_flush = READING

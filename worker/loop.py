@@ -11,6 +11,7 @@ the connection starts READING (``worker.tls``); the header timeout bounds it.
 from __future__ import annotations
 
 import errno
+import itertools
 import logging
 import socket
 import time
@@ -42,6 +43,8 @@ log = logging.getLogger("webcluster.error")
 
 # Accepts per readiness event, so one busy listener cannot starve the rest of the loop.
 ACCEPT_BATCH = 64
+# The client's request was read to its end (MUST_CLOSE: it ended and asked to close, or was HTTP/1.0).
+_REQUEST_COMPLETE = frozenset(("DONE", "MUST_CLOSE"))
 ACCEPT_RETRY = 0.1  # seconds to pause accepting after EMFILE/ENFILE
 
 
@@ -110,7 +113,10 @@ class Loop:
         self._listeners = [_Listener(s) for s in listeners]
         self._accepting = False
         self._accept_resume_at: float | None = None
-        self._conns: set[Conn] = set()
+        # Live connections by serial. Timer entries name a serial, never a Conn, so a closed connection
+        # is freed at once instead of living (parser, buffers, socket) until its deadline passes.
+        self._conns: dict[int, Conn] = {}
+        self._serials = itertools.count(1)
         self._header_q = DeadlineQueue(settings.header_timeout)
         self._idle_q = DeadlineQueue(settings.keepalive)
         self._send_q = DeadlineQueue(settings.send_timeout)
@@ -135,7 +141,7 @@ class Loop:
 
     def gauges(self) -> dict[str, int]:
         """Connection and thread gauges for the stats report (loop thread)."""
-        idle = sum(1 for c in self._conns if c.state == READING and c.idle)
+        idle = sum(1 for c in self._conns.values() if c.state == READING and c.idle)
         return {
             "active_connections": len(self._conns) - idle,  # idle ones are counted separately
             "idle_connections": idle,
@@ -224,9 +230,10 @@ class Loop:
         conn = Conn(sock, H1Connection(s.limits, s.server_header), self, remote, local)
         if self.tls is not None:
             conn.state = HANDSHAKING  # the header timeout below bounds the handshake too
-        self._conns.add(conn)
+        conn.serial = next(self._serials)
+        self._conns[conn.serial] = conn
         self.poller.register(conn.fd, READ | ONESHOT, conn)
-        self._header_q.add(conn, conn.token, self.clock())
+        self._header_q.add(conn.serial, conn.token, self.clock())
 
     # ---- connection events ----------------------------------------------------------------
     def _on_event(self, conn: Conn, events: int) -> None:
@@ -272,7 +279,7 @@ class Loop:
             # First byte of a request: the head must now arrive within --header-timeout.
             conn.idle = False
             conn.token += 1
-            self._header_q.add(conn, conn.token, self.clock())
+            self._header_q.add(conn.serial, conn.token, self.clock())
         self._advance(conn)
 
     def _advance(self, conn: Conn) -> None:
@@ -304,7 +311,7 @@ class Loop:
         conn.begin_body(now)
         conn.state = BODY
         conn.token += 1
-        self._body_q.add(conn, conn.token, now)
+        self._body_q.add(conn.serial, conn.token, now)
         self._read_body(conn)
 
     @staticmethod
@@ -376,7 +383,7 @@ class Loop:
         if conn.has_output():
             conn.state = FLUSHING
             conn.sent_at = now = self.clock()
-            self._send_q.add(conn, conn.token, now)
+            self._send_q.add(conn.serial, conn.token, now)
             self._flush(conn)
         else:
             self._after_flush(conn)
@@ -412,19 +419,19 @@ class Loop:
         if pending:
             # Part of the next request is already here: it has --header-timeout to complete.
             conn.idle = False
-            self._header_q.add(conn, conn.token, now)
+            self._header_q.add(conn.serial, conn.token, now)
             self._advance(conn)
             return
         conn.idle = True
         if self.stopping:
-            self._drain_q.add(conn, conn.token, now)
+            self._drain_q.add(conn.serial, conn.token, now)
         else:
-            self._idle_q.add(conn, conn.token, now)
+            self._idle_q.add(conn.serial, conn.token, now)
         self.poller.modify(conn.fd, READ | ONESHOT)
 
     def _linger(self, conn: Conn) -> None:
         h1 = conn.h1
-        if h1.their_state == "DONE" and not h1.trailing_data[0]:
+        if h1.their_state in _REQUEST_COMPLETE and not h1.trailing_data[0]:
             self._close(conn)  # nothing unread: a plain close cannot turn into an RST
             return
         try:
@@ -433,7 +440,7 @@ class Loop:
             self._close(conn)
             return
         conn.state = LINGERING
-        self._linger_q.add(conn, conn.token, self.clock())
+        self._linger_q.add(conn.serial, conn.token, self.clock())
         self.poller.modify(conn.fd, READ | ONESHOT)
 
     def _on_linger_readable(self, conn: Conn) -> None:
@@ -459,17 +466,20 @@ class Loop:
             conn.sock.close()
         except OSError:
             pass
-        self._conns.discard(conn)
+        self._conns.pop(conn.serial, None)
         if not self._accepting and not self.stopping and self._accept_resume_at is None:
             if len(self._conns) < self.settings.max_connections:
                 self._start_accepting()
 
     # ---- timers ---------------------------------------------------------------------------
     def _run_timers(self, now: float) -> None:
+        conns = self._conns
         for queue, action in self._queues:
-            if queue.next_deadline() is not None and queue.next_deadline() <= now:
-                for conn, token in queue.expired(now):
-                    if conn.token == token and conn.state != CLOSED:
+            deadline = queue.next_deadline()
+            if deadline is not None and deadline <= now:
+                for serial, token in queue.expired(now):
+                    conn = conns.get(serial)
+                    if conn is not None and conn.token == token:
                         action(conn)
         if self._accept_resume_at is not None and now >= self._accept_resume_at:
             self._accept_resume_at = None
@@ -502,7 +512,7 @@ class Loop:
                 # A file goes out as long as the client takes some of it every --send-timeout
                 # (checked once per period, so it is dropped 1-2 periods after it stops).
                 conn.token += 1
-                self._send_q.add(conn, conn.token, now)
+                self._send_q.add(conn.serial, conn.token, now)
                 return
             conn.abort_on_close()  # drop what the kernel still holds for it
             log.info(
@@ -526,13 +536,13 @@ class Loop:
         self._stop_deadline = now + self.settings.graceful_timeout
         self._pause_accepting()
         self._accept_resume_at = None
-        for conn in list(self._conns):
+        for conn in list(self._conns.values()):
             if conn.state == READING and conn.idle:
                 conn.token += 1
-                self._drain_q.add(conn, conn.token, now)
+                self._drain_q.add(conn.serial, conn.token, now)
 
     def _close_all(self) -> None:
         self._pause_accepting()
-        for conn in list(self._conns):
+        for conn in list(self._conns.values()):
             if conn.state != BUSY:
                 self._close(conn)

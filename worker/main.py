@@ -6,6 +6,7 @@ The supervisor forks and calls ``run()`` in the child. This is the only module o
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 import random
@@ -115,6 +116,9 @@ def run(
         if reporter is not None:
             reporter.send_boot_error(str(exc))
         return EXIT_BOOT_ERROR
+    # The app and everything imported so far live as long as the worker: move them out of the
+    # collector's sight so full GC passes only walk objects created while serving (shorter pauses).
+    gc.freeze()
 
     access_log = AccessLog(cfg.access_log) if cfg.access_log else None
     pool = ThreadPool(cfg.threads)
