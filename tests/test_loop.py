@@ -242,3 +242,14 @@ def test_client_that_stops_reading_is_dropped_after_send_timeout():
         assert wait_for(lambda: srv.pool.busy == 0, 10)
         assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0, 5)
         assert srv.loop.gauges()["idle_connections"] == 0
+
+
+def test_accepted_sockets_inherit_tcp_nodelay_from_the_listener():
+    # Without TCP_NODELAY a response split in two writes waits for the client's delayed ACK (~40 ms).
+    with serve(hello) as srv:
+        c = srv.connect()
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        read_response(c)
+        (conn,) = list(srv.loop._conns.values())
+        assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        assert conn.local == ("127.0.0.1", srv.port)

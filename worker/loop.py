@@ -75,10 +75,20 @@ class LoopSettings:
 
 
 class _Listener:
-    __slots__ = ("sock",)
+    """A listening socket plus what every connection accepted on it shares."""
+
+    __slots__ = ("sock", "tcp", "local")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
+        local = sock.getsockname()[:2] if self.tcp else ("", 0)
+        # A specific bind address is every connection's local address: no getsockname per accept.
+        self.local = None if self.tcp and local[0] in ("0.0.0.0", "::") else local
+        if self.tcp:
+            # Linux copies TCP_NODELAY to accepted sockets: one setsockopt here, none per connection.
+            # Nagle would hold a response's last segment until the client's delayed ACK (~40 ms).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Loop:
@@ -216,14 +226,13 @@ class Loop:
                     self._accept_resume_at = self.clock() + ACCEPT_RETRY
                     return
                 continue  # ECONNABORTED and friends: that one client is gone
-            self._add_conn(sock, addr)
+            self._add_conn(sock, addr, lst)
 
-    def _add_conn(self, sock: socket.socket, addr) -> None:
+    def _add_conn(self, sock: socket.socket, addr, lst: _Listener) -> None:
         sock.setblocking(False)
-        if sock.family != socket.AF_UNIX:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if lst.tcp:
             remote = addr[:2]
-            local = sock.getsockname()[:2]
+            local = lst.local or sock.getsockname()[:2]
         else:
             remote, local = ("", 0), ("", 0)
         s = self.settings
