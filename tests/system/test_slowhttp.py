@@ -405,6 +405,7 @@ def check(attack: Attack, max_busy: int | None = None) -> None:
     assert peak >= ATTACKERS * 0.95, samples
     gone = [t for t, n in samples if t > peak_t and n <= 10]
     assert gone and gone[0] - peak_t <= 2 * TIMEOUT + 3, samples
+    assert gone[0] < LENGTH - 2, samples  # closed by the server, not by slowhttptest's own exit
     assert max(c for _, c, _ in attack.server.samples) >= ATTACKERS * 0.5, attack.server.samples
     if max_busy is not None:  # while the server holds the whole attack, its pool threads are free
         # (from 1.5 s after the plateau is reached: opening 1,000 connections is real work)
