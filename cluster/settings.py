@@ -107,7 +107,8 @@ SETTINGS: tuple[Setting, ...] = (
        help="The whole request head must arrive within this time, or 408."),
     _s("body_timeout", "float", 30.0, p.parse_duration, "timeouts", "--body-timeout",
        metavar=_SECONDS, validate=p.above_zero,
-       help="Longest wait for the next bytes of a request body, or 408."),
+       help="Bodies up to 64 KiB (read by the poller) must arrive within this time in total; "
+            "larger ones may wait this long for each next piece. Otherwise 408."),
     _s("body_min_rate", "int", 0, p.parse_size, "timeouts", "--body-min-rate",
        metavar="BYTES_PER_S", validate=p.at_least(0),
        help="Minimum average upload rate of a request body, or 408; 0 = off."),

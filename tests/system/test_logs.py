@@ -46,7 +46,14 @@ def test_access_log_is_apache_combined(run_supervisor, tmp_path):
     with socket.create_connection(("127.0.0.1", sup.port), timeout=5) as c:
         c.sendall(b"GET / HTTP/1.1\r\nHost: t\r\nBad Header: x\r\n\r\n")  # refused head: 400
         assert c.recv(4096).startswith(b"HTTP/1.1 400")
-    first, second, third = _lines(log, 3)[:3]
+    # The 400 is logged by the loop thread, the others by pool threads after they answered: the
+    # order of lines from different threads is not the order of requests, so find each by status.
+    by_status = {}
+    for line in _lines(log, 3)[:3]:
+        parsed = COMBINED.match(line)
+        assert parsed, line
+        by_status[parsed["status"]] = line
+    first, second, third = by_status["200"], by_status["404"], by_status["400"]
     m = COMBINED.match(first)
     assert m, first
     assert m["host"] == "127.0.0.1" and m["request"] == "GET / HTTP/1.1"
