@@ -273,17 +273,25 @@ class Loop:
         else:
             self._close(conn)
 
-    def _on_readable(self, conn: Conn) -> None:
+    def _receive(self, conn: Conn) -> bytes | None:
+        """One recv into the parser; None when there was nothing (re-armed) or the socket failed
+        (closed). b"" is EOF, which the parser turns into ConnectionClosed or a 400."""
         try:
             data = conn.sock.recv(RECV_SIZE)
         except BlockingIOError as exc:  # WantWrite: TLS must send before it reads on
             self.poller.modify(conn.fd, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
-            return
+            return None
         except OSError:
             self._close(conn)
-            return
+            return None
         conn.bytes_in += len(data)
         conn.h1.receive_data(data)
+        return data
+
+    def _on_readable(self, conn: Conn) -> None:
+        data = self._receive(conn)
+        if data is None:
+            return
         if data and conn.idle:
             # First byte of a request: the head must now arrive within --header-timeout.
             conn.idle = False
@@ -343,17 +351,9 @@ class Loop:
             self.poller.modify(conn.fd, READ | ONESHOT)
 
     def _on_body_readable(self, conn: Conn) -> None:
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except BlockingIOError as exc:  # WantWrite: TLS must send before it reads on
-            self.poller.modify(conn.fd, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
-            return
-        except OSError:
-            self._close(conn)
-            return
-        conn.bytes_in += len(data)
-        conn.h1.receive_data(data)  # b"" (EOF mid-body): the parser raises, a 400 as from a thread
-        self._read_body(conn)
+        # b"" (EOF mid-body): the parser raises, a 400 as from a thread
+        if self._receive(conn) is not None:
+            self._read_body(conn)
 
     def _dispatch(self, conn: Conn) -> None:
         conn.state = BUSY
