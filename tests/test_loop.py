@@ -253,3 +253,33 @@ def test_accepted_sockets_inherit_tcp_nodelay_from_the_listener():
         (conn,) = list(srv.loop._conns.values())
         assert conn.sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         assert conn.local == ("127.0.0.1", srv.port)
+
+
+def test_keep_alive_timer_waits_for_a_slow_reader_still_reading_its_response():
+    # The idle timer starts once the response is in the kernel; a client still reading it must not
+    # find its connection closed when it sends the next request.
+    big = b"y" * (4 * 1024 * 1024)
+
+    def huge(ex: Exchange) -> None:
+        ex.start_response(200, "OK", [("Content-Length", str(len(big)))])
+        ex.write(big)
+
+    with serve(huge, keepalive=0.3) as srv:
+        c = socket.socket()
+        c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+        c.connect(("127.0.0.1", srv.port))
+        c.settimeout(10)
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += c.recv(1024)
+        received = len(head) - head.index(b"\r\n\r\n") - 4
+        t0 = time.monotonic()
+        while received < len(big):  # pace the reader so reading takes several idle periods
+            data = c.recv(32 * 1024)
+            assert data, "closed while the client was still reading"
+            received += len(data)
+            time.sleep(0.005)
+        assert time.monotonic() - t0 > 0.6  # longer than two keep-alive periods
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert c.recv(12) == b"HTTP/1.1 200"

@@ -67,6 +67,7 @@ class Conn:
         "bytes_in",
         "body_error",
         "broken",
+        "last_unsent",
         "early",
         "early_bytes",
         "body_start",
@@ -99,6 +100,7 @@ class Conn:
         self.bytes_in = 0
         self.body_error: RemoteProtocolError | None = None
         self.broken = False  # the peer went away mid-response
+        self.last_unsent = 0  # send-queue bytes seen at the last idle timeout (slow readers)
         # Body events the loop parsed before dispatch (preread_body); the thread takes them first.
         self.early: deque[Data | EndOfMessage] = deque()
         self.early_bytes = 0

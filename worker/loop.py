@@ -11,9 +11,12 @@ the connection starts READING (``worker.tls``); the header timeout bounds it.
 from __future__ import annotations
 
 import errno
+import fcntl
 import itertools
 import logging
 import socket
+import struct
+import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -72,6 +75,14 @@ class LoopSettings:
     drain_idle_grace: float = 1.0
     limits: Limits = field(default_factory=Limits)
     server_header: bytes = b"webcluster"
+
+
+def unsent_bytes(sock: socket.socket) -> int:
+    """Bytes in the socket's send queue the peer has not acknowledged yet (Linux SIOCOUTQ)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
 
 
 class _Listener:
@@ -511,8 +522,18 @@ class Loop:
             self._fail(conn, RemoteProtocolError("request body timeout", 408))
 
     def _on_idle_timeout(self, conn: Conn) -> None:
-        if conn.state == READING and conn.idle:
-            self._close(conn)
+        if conn.state != READING or not conn.idle:
+            return
+        # The idle timer starts when the response is in the kernel, not when the client has it. A slow
+        # reader may still be reading megabytes; closing now would race its next request (it would see
+        # a reset). While the send queue still holds bytes and shrinks, give it another period.
+        unacked = unsent_bytes(conn.sock)
+        if unacked and unacked != conn.last_unsent:
+            conn.last_unsent = unacked
+            conn.token += 1
+            self._idle_q.add(conn.serial, conn.token, self.clock())
+            return
+        self._close(conn)
 
     def _on_send_timeout(self, conn: Conn) -> None:
         if conn.state == FLUSHING:
