@@ -14,11 +14,8 @@ Locust groups them into a handful of rows and ``loadtests.run`` can classify the
 One Locust user runs one greenlet and so has at most one request in flight at any moment; the kill test
 relies on that to bound the failures a ``kill -9`` may cause.
 
-``--drain-after SECONDS`` (given to the master and every worker) ends a run without cutting requests
-off: after that many seconds users start no new task; once every user of a worker is idle the worker
-tells the master (``drained``), and when all have, the master quits, which flushes every worker's final
-stats. Locust's own ``--run-time`` instead stops users mid-request, and stats a worker sends after the
-master's 0.5 s quit grace are lost; either would make "requests sent" disagree with the server's count.
+Every ``wait_time`` is wrapped in ``drain.draining`` so ``--drain-after`` can end a run without cutting
+a request off (see ``loadtests/drain.py``, which also adds ``--started-file``).
 """
 
 from __future__ import annotations
@@ -32,28 +29,16 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import gevent
-import locust.runners
-import locust.stats
 import requests
-from locust import HttpUser, between, events, task
-from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
+from locust import HttpUser, between, task
 from urllib3.exceptions import HTTPError as Urllib3Error
 
 try:
     from loadtests import demoapp
+    from loadtests.drain import draining
 except ImportError:  # `locust -f loadtests/locustfile.py` puts only loadtests/ on sys.path
     import demoapp  # type: ignore[no-redef]
-
-# Finer reporting than Locust's defaults (workers report every 3 s, the master flushes its CSVs every
-# 5 s), so loadtests.run's progress lines and chart follow the load second by second (Locust documents
-# these module settings as tunable from a locustfile).
-locust.stats.CSV_STATS_FLUSH_INTERVAL_SEC = 1
-locust.runners.WORKER_REPORT_INTERVAL = 1.0
-# Locust and the server under test often share a small machine: a worker starved of CPU for 3 s
-# (Locust's default) would be declared missing and its users handed to the others, over-counting users.
-locust.runners.HEARTBEAT_LIVENESS = 15
+    from drain import draining  # type: ignore[no-redef]
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 ASSETS = {name: (STATIC_DIR / name).read_bytes() for name in demoapp.ASSETS}
@@ -65,7 +50,6 @@ SLOW_READ_CHUNK = 4096  # bytes per iter_content() step of the slow reader
 SLOW_READ_PAUSE = 0.002  # seconds between steps: a 4 MiB download takes ~2 s
 
 TIMEOUT = 60.0  # seconds per request: a hung connection fails instead of stalling its user forever
-PARKED_WAIT = 3600.0  # what a drained user "waits": it is killed by the quit long before
 
 Check = Callable[[Any], "str | None"]  # response -> problem description, or None when it is right
 TRANSPORT_ERRORS = (requests.RequestException, OSError, Urllib3Error)
@@ -153,87 +137,6 @@ def json_document(rng: random.Random) -> dict[str, Any]:
         for _ in range(rng.randint(8, 60))
     ]
     return {"customer": rng.randint(1, 10**6), "lines": lines, "ts": time.time()}
-
-
-class Drain:
-    """One per Locust process (kept on the Environment): parks users after ``--drain-after`` seconds
-    and ends the run once every user is parked (see the module docstring)."""
-
-    def __init__(self, environment: Environment, after: float) -> None:
-        self.environment = environment
-        self.after = after  # 0: off
-        self.started: float | None = None
-        self.parked = 0
-        self.announced = False
-        self.drained_workers: set[str] = set()
-
-    def wait(self, user: HttpUser, inner: Callable[[Any], float]) -> float:
-        """The wait before the user's next task; after the deadline, a wait that never ends."""
-        if not self.after or self.started is None or time.monotonic() - self.started < self.after:
-            return inner(user)
-        if not getattr(user, "_drain_parked", False):
-            user._drain_parked = True  # type: ignore[attr-defined]
-            self.parked += 1
-            self._maybe_announce()
-        return PARKED_WAIT
-
-    def _maybe_announce(self) -> None:
-        runner = self.environment.runner
-        if self.announced or runner is None or self.parked < runner.user_count:
-            return
-        self.announced = True
-        if isinstance(runner, WorkerRunner):
-            runner.send_message("drained", {"parked": self.parked})
-        else:  # a local (non-distributed) run: quit right away
-            gevent.spawn(runner.quit)
-
-    def on_worker_drained(self, environment: Environment, msg: Any, **_kw: Any) -> None:
-        """Master: a worker has no request in flight any more; quit when all have said so."""
-        runner = environment.runner
-        self.drained_workers.add(msg.node_id)
-        if isinstance(runner, MasterRunner) and len(self.drained_workers) >= runner.worker_count:
-            gevent.spawn(runner.quit)  # outside the message greenlet, which quit() kills
-
-
-@events.init_command_line_parser.add_listener
-def _add_arguments(parser: Any) -> None:
-    parser.add_argument(
-        "--drain-after", type=float, default=0.0, include_in_web_ui=False,
-        help="seconds after the start users stop starting tasks; the run ends once all are idle",
-    )  # fmt: skip
-    parser.add_argument(
-        "--started-file", default="", include_in_web_ui=False,
-        help="the master writes the unix time the load started to this file",
-    )  # fmt: skip
-
-
-@events.init.add_listener
-def _on_init(environment: Environment, **_kw: Any) -> None:
-    after = getattr(environment.parsed_options, "drain_after", 0.0) or 0.0
-    drain = Drain(environment, after)
-    environment.drain = drain  # type: ignore[attr-defined]
-    if isinstance(environment.runner, MasterRunner):
-        environment.runner.register_message("drained", drain.on_worker_drained)
-
-
-@events.test_start.add_listener
-def _on_test_start(environment: Environment, **_kw: Any) -> None:
-    drain: Drain | None = getattr(environment, "drain", None)
-    if drain is not None and drain.started is None:
-        drain.started = time.monotonic()
-    marker = getattr(environment.parsed_options, "started_file", None)
-    if marker and not isinstance(environment.runner, WorkerRunner):
-        Path(marker).write_text(f"{time.time()}\n")  # tells loadtests.run when the load began
-
-
-def draining(inner: Callable[[Any], float]) -> Callable[[Any], float]:
-    """Wrap a ``wait_time`` so the user parks once the drain deadline has passed."""
-
-    def wait_time(user: Any) -> float:
-        drain: Drain | None = getattr(user.environment, "drain", None)
-        return drain.wait(user, inner) if drain is not None else inner(user)
-
-    return wait_time
 
 
 class BrowsingUser(HttpUser):

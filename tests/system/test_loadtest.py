@@ -101,8 +101,8 @@ def test_rss_growth_only_for_the_same_process() -> None:
 
 
 def _start_cluster(run_supervisor):
-    sup = run_supervisor(*demo_server_args(procs=2, threads=16), "--graceful-timeout", "20")
-    return sup
+    """The supervisor with the demo app, default settings otherwise (the fixture kills it by pid)."""
+    return run_supervisor(*demo_server_args(procs=2, threads=16))
 
 
 def _run(sup, tmp_path, duration: str, *faults: str):
