@@ -110,6 +110,7 @@ class Arbiter:
             # Import the worker code while still privileged: after the drop, an interpreter or
             # checkout readable only by root (say under /root) would fail at the first fork instead.
             self._target = self._target or _default_target()
+            version()  # reads package metadata (lazy stdlib imports) while files are still readable
             self._listeners.chown_unix(
                 uid if uid is not None else -1, gid if gid is not None else -1
             )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 import grp
 import importlib.metadata
 import logging
@@ -333,8 +334,9 @@ def setup_logging(cfg: Any) -> None:
     root.propagate = False
 
 
+@functools.cache
 def version() -> str:
-    """The installed package version, else pyproject.toml's (running from a checkout)."""
+    """The installed package version, else pyproject.toml's (running from a checkout); cached."""
     try:
         return importlib.metadata.version("webcluster")
     except importlib.metadata.PackageNotFoundError:
