@@ -114,10 +114,10 @@ def _run(sup, tmp_path, duration: str, *faults: str):
     return run(parse_args(argv))
 
 
-# Seen under heavy CPU contention (load average ~10 on 2 cores), unrelated to the faults: the worker starts
-# a connection's keep-alive idle timer (--keepalive, 5 s) once the response is handed to the kernel, not
-# once the client has it, so a slow reader's reading time counts as idle time and its next request on the
-# same connection can cross the server's close ("RemoteDisconnected" before any response byte).
+# A failure these runs found (fixed in 8b65238): the worker started a connection's keep-alive idle timer
+# once the response was handed to the kernel, not once the client had it, so a slow reader's reading
+# time counted as idle time and its next request on that connection could meet the server's close
+# ("RemoteDisconnected" before any response byte, on /download [slow], away from any fault).
 KEEPALIVE_RACE = "RemoteDisconnected"
 
 
