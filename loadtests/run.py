@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from loadtests.cluster import Cluster, ClusterError
+from loadtests.cluster import REPO, Cluster, ClusterError
 from loadtests.faults import Fault, FaultLog, schedule
 from loadtests.fleet import LoadShape, LocustFleet
 from loadtests.plot import plot_run
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="alternate TTIN and TTOU every S seconds (default 10)")  # fmt: skip
     out = p.add_argument_group("output and verdict")
     out.add_argument(
-        "--results", type=Path, help="results folder (default loadtest-results/<time>)"
+        "--results", type=Path, help="results folder (default loadtests/results/<time>)"
     )
     out.add_argument("--progress-every", type=duration, default=5.0, help="seconds between lines")
     out.add_argument("--max-failures", type=int, help="fail the run above this many failures")
@@ -101,7 +101,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if opts.host and wants_faults and not opts.supervisor_pid:
         parser.error("faults against --host need --supervisor-pid (and --admin for /stats)")
     if opts.results is None:
-        opts.results = Path("loadtest-results") / time.strftime("%Y%m%d-%H%M%S")
+        opts.results = (
+            REPO / "loadtests" / "results" / time.strftime("%Y%m%d-%H%M%S")
+        )  # git-ignored
     return opts
 
 
