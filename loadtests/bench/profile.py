@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -70,7 +71,7 @@ def profile_load(server: Server, close: bool, seconds: float, rate: int, top: in
         [
             f"#### {kind}, 64 connections ({res.rps:,.0f} req/s while sampled; {total} samples)",
             "",
-            f"`{' '.join(cmd)}`, `py-spy record --gil -r {rate} -d {seconds:g}` on the worker",
+            f"`{shlex.join(cmd)}`, `py-spy record --gil -r {rate} -d {seconds:g}` on the worker",
             "",
             _table("self time (incl. C calls it made)", own, total, top),
             "",
