@@ -163,8 +163,11 @@ class Conn:
         """True when the worker is draining: responses must carry ``Connection: close``."""
         return self.loop.stopping
 
-    def send(self, data: bytes) -> None:
-        """Queue ``data`` and write what the socket takes now; wait only above the high watermark."""
+    def send(self, data: bytes, more: bool = False) -> None:
+        """Queue ``data`` and write what the socket takes now; wait only above the high watermark.
+
+        ``more``: more data follows at once (a sendfile), so the kernel may hold a partial segment
+        (MSG_MORE, plain TCP only)."""
         if self.file_left:  # behind a file the loop will send: keep the order
             self.tail += data
             if len(self.tail) > OUT_HIGH_WATER:
@@ -176,7 +179,7 @@ class Conn:
             self._send_some()
         else:
             try:
-                n = self.sock.send(data)
+                n = self.sock.send(data, socket.MSG_MORE) if more else self.sock.send(data)
             except BlockingIOError:
                 n = 0
             except OSError as exc:
