@@ -22,21 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
-    from tests.fuzz.harness import run, split
+    from tests.fuzz.harness import SMALL_LIMITS, run, split
     from worker.http.protocol import Limits
 
-LIMITS = (
-    Limits(),
-    Limits(
-        max_request_line=64,
-        max_header_count=6,
-        max_header_field=64,
-        max_head=256,
-        max_body=200,
-        max_chunk_line=24,
-        max_trailer=96,
-    ),
-)
+LIMITS = (Limits(), SMALL_LIMITS)
 
 
 def test_one_input(data: bytes) -> None:

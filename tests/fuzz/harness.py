@@ -34,6 +34,17 @@ from worker.http.protocol import H1Connection, Limits
 
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 DEFAULT_LIMITS = Limits()
+# Small limits so that random input reaches every limit check (414, 431, 413, chunk line, trailers);
+# shared by the hypothesis tests and the atheris target.
+SMALL_LIMITS = Limits(
+    max_request_line=64,
+    max_header_count=6,
+    max_header_field=64,
+    max_head=256,
+    max_body=200,
+    max_chunk_line=24,
+    max_trailer=96,
+)
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _LOWER_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9a-z]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")

@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz import strategies as gen
-from tests.fuzz.harness import DATE, run, split
+from tests.fuzz.harness import DATE, SMALL_LIMITS, run, split
 from worker.http.errors import LocalProtocolError
 from worker.http.events import Request
 from worker.http.protocol import H1Connection, Limits
@@ -42,17 +42,7 @@ settings.load_profile(PROFILE)
 
 pytestmark = pytest.mark.timeout(120 if PROFILE == "ci" else 0)
 
-# Small limits so that random input reaches every limit check (414, 431, 413, chunk line, trailers).
-SMALL = Limits(
-    max_request_line=64,
-    max_header_count=6,
-    max_header_field=64,
-    max_head=256,
-    max_body=200,
-    max_chunk_line=24,
-    max_trailer=96,
-)
-LIMITS = st.sampled_from([SMALL, Limits()])
+LIMITS = st.sampled_from([SMALL_LIMITS, Limits()])
 STREAMS = st.one_of(st.binary(max_size=600), gen.soup, gen.mutated())
 
 
