@@ -1,7 +1,7 @@
 """Pure decisions of the supervisor: what to spawn, stop and kill, given the worker table and ``now``.
 
 Nothing here forks, signals, reads a clock or logs: the arbiter builds a :class:`Cluster` view, calls
-:func:`decide` and applies the returned actions, so every rule is tested with tables (tests/test_policy.py).
+:func:`decide` and applies the returned actions, so every rule is tested with tables (tests/cluster/test_policy.py).
 
 Rules (DESIGN §5):
 - every slot below ``desired`` has one worker of the current generation; a slot left empty by a death is

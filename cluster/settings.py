@@ -2,7 +2,7 @@
 
 This table is the single source for the command line, the environment (``WEBCLUSTER_<NAME>``), the TOML
 file (keys = setting names), the ``Config`` defaults and the README settings table. To add a setting,
-add a row here and a field with the same name to ``cluster.config.Config``; ``tests/test_config.py``
+add a row here and a field with the same name to ``cluster.config.Config``; ``tests/cluster/test_config.py``
 checks that the two agree and that the README table is regenerated.
 """
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.test_admin import parse_prometheus
+from tests.cluster.test_admin import parse_prometheus
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -26,7 +26,7 @@ import pytest
 
 from tests.conftest import poll
 from tests.support import read_response
-from tests.test_tls import client_context, make_pki
+from tests.worker.test_tls import client_context, make_pki
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -1,6 +1,6 @@
 """TLS through the real supervisor and forked workers (``--certfile/--keyfile``, client certificates).
 
-What the in-process tests (tests/test_tls.py) cannot show: the context is built in each worker from the
+What the in-process tests (tests/worker/test_tls.py) cannot show: the context is built in each worker from the
 settings, a bad key stops the server at boot with a one-line reason, a HUP reload serves a renewed
 certificate, and a crowd of stalled handshakes does not slow real clients of a real worker.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import is_closed, read_response
-from tests.test_tls import PKI, client_context, client_hello, make_leaf, make_pki
+from tests.worker.test_tls import PKI, client_context, client_hello, make_leaf, make_pki
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http.cases import INVALID, VALID, Invalid, Valid
-from tests.http.driver import DATE, MODES, Driver, same_request, splits
+from tests.worker.http.cases import INVALID, VALID, Invalid, Valid
+from tests.worker.http.driver import DATE, MODES, Driver, same_request, splits
 from worker.http.errors import RemoteProtocolError
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,4 +1,4 @@
-"""Micro benchmark of the sans-IO core (not a test): ``python -m tests.http.bench_parse``.
+"""Micro benchmark of the sans-IO core (not a test): ``python -m tests.worker.http.bench_parse``.
 
 Prints microseconds per operation for a typical keep-alive GET (3 header fields): parse only, a full
 cycle (parse + serialize a small response + start_next_cycle), a pipelined burst, and a chunked POST.

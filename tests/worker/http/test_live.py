@@ -10,8 +10,8 @@ import socket
 
 import pytest
 
-from tests.http.cases import INVALID, Invalid
 from tests.support import is_closed, read_response, serve
+from tests.worker.http.cases import INVALID, Invalid
 from worker.handlers.base import Exchange
 from worker.http.protocol import Limits
 

@@ -32,7 +32,7 @@ from cluster.config import (
 from cluster.parsers import InvalidValue
 from cluster.settings import BY_NAME, SECTIONS, SETTINGS
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # The contract in the project notes (settings.md): other modules code against these names.
 CONTRACT_NAMES = (

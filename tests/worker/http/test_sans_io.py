@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-HTTP_DIR = Path(__file__).resolve().parents[2] / "worker" / "http"
+HTTP_DIR = Path(__file__).resolve().parents[3] / "worker" / "http"
 FORBIDDEN = {
     "socket",
     "selectors",

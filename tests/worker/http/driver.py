@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections.abc import Iterator
 
-from tests.http.cases import Req
+from tests.worker.http.cases import Req
 from worker.http.errors import RemoteProtocolError
 from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage, Request
 from worker.http.protocol import H1Connection, Limits

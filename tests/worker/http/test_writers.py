@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.http.driver import DATE
+from tests.worker.http.driver import DATE
 from worker.http.errors import LocalProtocolError, RemoteProtocolError
 from worker.http.events import PAUSED, EndOfMessage, Request
 from worker.http.protocol import H1Connection

@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from tests.http.cases import VALID, Valid
-from tests.http.driver import Driver, splits
+from tests.worker.http.cases import VALID, Valid
+from tests.worker.http.driver import Driver, splits
 
 pytestmark = pytest.mark.timeout(60)
 
