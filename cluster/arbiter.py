@@ -1,45 +1,27 @@
-"""The supervisor's main loop (gunicorn's Arbiter discipline on nginx's socket model, DESIGN §1, §5).
+"""The supervisor's main loop (gunicorn's Arbiter discipline on nginx's socket model; docs/ARCHITECTURE.md).
 
 One thread does everything here: wait on (signal wake-up fd | worker pipes) with a timeout that is the
 next real deadline (policy deadlines, the 1 s stats/RSS tick, the stop deadline), then dispatch queued
-signals to ``handle_<name>``, read worker messages, reap with ``waitpid(-1, WNOHANG)``, and apply the
-actions of the pure :func:`cluster.policy.decide`. Sockets live in :mod:`cluster.listeners`, forking in
-:mod:`cluster.process`, stats and the admin endpoint in ``cluster.stats`` / ``cluster.admin`` (optional
-imports: the supervisor runs without them).
+signals to ``handle_<name>``, read worker messages, reap, and apply the actions of the pure
+:func:`cluster.policy.decide`. Start-up lives in :mod:`cluster.boot`, forking/signalling/reaping workers
+in :mod:`cluster.lifecycle`, sockets in :mod:`cluster.listeners`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import signal
 import time
 from typing import Any
 
-from cluster import policy
+from cluster import boot, policy
 from cluster.config import ConfigError, reload_config
-from cluster.listeners import BindError, Listeners, raise_nofile_limit, tcp_migrate_req_enabled
-from cluster.process import (
-    WorkerProcess,
-    WorkerState,
-    WorkerTable,
-    WorkerTarget,
-    describe_status,
-    drop_privileges,
-    remove_pid_file,
-    resolve_ids,
-    setup_logging,
-    version,
-    write_pid_file,
-)
+from cluster.lifecycle import Exit, Lifecycle
+from cluster.listeners import BindError, Listeners
+from cluster.policy import WorkerState
+from cluster.process import WorkerTarget
 from cluster.signals import SignalQueue, signal_name
-
-try:  # stats and admin are separate subsystems; the arbiter works without them
-    from cluster.admin import AdminServer
-    from cluster.stats import StatsAggregator
-except ImportError:  # pragma: no cover
-    AdminServer = StatsAggregator = None  # type: ignore[assignment,misc]
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -59,11 +41,10 @@ class Arbiter:
         self.generation = 1
         self._last_generation = 1  # never reused, even after a rollback
         self._configs: dict[int, Any] = {1: cfg}
-        self.workers = WorkerTable()
-        self._backoff: dict[int, policy.Backoff] = {}
-        self._draining: dict[int, float] = {}
-        self._listeners: Listeners | None = None
         self._signals = SignalQueue()
+        self.lifecycle = Lifecycle(self._worker_target, lambda: list(self._signals.fds()))
+        self.workers = self.lifecycle.workers
+        self._listeners: Listeners | None = None
         self._stats: Any = None
         self._admin: Any = None
         self._healthy = False
@@ -73,11 +54,15 @@ class Arbiter:
         self._halt_code = 0  # exit code once the workers are gone after a stop or a halt
         self._next_tick = 0.0
 
+    def _worker_target(self) -> WorkerTarget:
+        self._target = self._target or boot.default_target()
+        return self._target
+
     # -- lifecycle ------------------------------------------------------------------------------------
 
     def run(self) -> int:
         """Bind, fork the workers, serve signals until stopped; return the exit code."""
-        setup_logging(self.cfg)
+        boot.setup_logging(self.cfg)
         try:
             self._start()
             while self._exit_code is None:
@@ -92,72 +77,18 @@ class Arbiter:
         return self._exit_code
 
     def _start(self) -> None:
-        cfg = self.cfg
-        if cfg.umask is not None:
-            os.umask(cfg.umask)
-        raise_nofile_limit()
-        uid, gid = resolve_ids(cfg.user, cfg.group)
-        self._listeners = Listeners.open(
-            cfg.bind,
-            slots=cfg.procs,
-            backlog=cfg.backlog,
-            reuse_port=cfg.reuse_port,
-            owner_uid=uid,  # so that TTIN can still add a slot's socket after the switch
-        )
-        if cfg.pid:
-            write_pid_file(cfg.pid)
-        if uid is not None or gid is not None:
-            # Import the worker code while still privileged: after the drop, an interpreter or
-            # checkout readable only by root (say under /root) would fail at the first fork instead.
-            self._target = self._target or _default_target()
-            version()  # reads package metadata (lazy stdlib imports) while files are still readable
-            self._listeners.chown_unix(
-                uid if uid is not None else -1, gid if gid is not None else -1
-            )
-            drop_privileges(uid, gid)
+        self._listeners, self._target = boot.open_sockets(self.cfg, self._target)
+        self.lifecycle.listeners = self._listeners
         self._signals.install()
         self.workers.watch(self._signals.fileno())
-        admin_url = self._start_admin()
-        threads = f"{self.desired} workers x {cfg.threads} threads"
-        print(
-            f"webcluster {version()} listening on {', '.join(self._banner_urls())}"
-            f" ({threads}, admin {admin_url})",
-            flush=True,
+        self._stats, self._admin, admin_url = boot.start_admin(
+            self.cfg, self.generation, lambda: self._healthy
         )
-        if self._listeners.per_slot and not tcp_migrate_req_enabled():
-            log.debug(
-                "net.ipv4.tcp_migrate_req=0: a removed slot is drained before its socket closes"
-            )
-
-    def _banner_urls(self) -> list[str]:
-        urls = self._listeners.urls()
-        if self.cfg.certfile:  # TLS is on every bind: say so where users copy the address from
-            urls = [u.replace("http://", "https://", 1) for u in urls]
-        return urls
-
-    def _start_admin(self) -> str:
-        if self.cfg.admin == "off" or StatsAggregator is None:
-            return "off"
-        self._stats = StatsAggregator()
-        self._stats.set_generation(self.generation)
-        self._admin = AdminServer(self.cfg.admin, self._stats, lambda: self._healthy)
-        try:
-            self._admin.start()
-        except OSError as exc:
-            self._admin = None
-            raise BindError(
-                f"admin address {self.cfg.admin} is unavailable ({exc.strerror or exc}); "
-                "stop the other server or pass --admin ADDR (or --admin off)"
-            ) from None
-        address = self._admin.address
-        if isinstance(address, str):
-            return f"unix:{address}"
-        host = f"[{address[0]}]" if ":" in address[0] else address[0]
-        return f"http://{host}:{address[1]}"
+        self.lifecycle.stats = self._stats
+        print(boot.banner(self.cfg, self._listeners, self.desired, admin_url), flush=True)
 
     def _cleanup(self) -> None:
-        for w in self.workers:  # only on an unexpected error: never leave orphans
-            w.signal(signal.SIGKILL)
+        self.lifecycle.kill_all()  # only on an unexpected error: never leave orphans
         if self._admin is not None:
             self._admin.stop()
         if self._listeners is not None:
@@ -165,7 +96,7 @@ class Arbiter:
         self._signals.close()
         self.workers.close()
         if self.cfg.pid:
-            remove_pid_file(self.cfg.pid)
+            boot.remove_pid_file(self.cfg.pid)
         log.info("supervisor exiting with code %s", self._exit_code)
 
     # -- the loop -------------------------------------------------------------------------------------
@@ -173,14 +104,12 @@ class Arbiter:
     def _iterate(self) -> None:
         now = time.monotonic()
         if self._stop_deadline is None:
-            self._apply(policy.decide(self._view(now), now), now)
+            self._apply(policy.decide(self._view(), now), now)
         woken, ready = self.workers.wait(self._timeout(now))
         if woken:
             for signum in self._signals.drain():
                 self._dispatch(signum)
-        for w in ready:
-            for msg in self.workers.read(w):
-                self._on_message(w, msg)
+        self.lifecycle.read_messages(ready)
         self.reap_workers()
         now = time.monotonic()
         if now >= self._next_tick:
@@ -191,12 +120,20 @@ class Arbiter:
             w.state is WorkerState.READY for w in self.workers
         )
 
+    def _view(self) -> policy.Cluster:
+        return self.lifecycle.view(desired=self.desired, generation=self.generation, cfg=self.cfg)
+
+    def _apply(self, actions: list[policy.Action], now: float) -> None:
+        limit = self.lifecycle.apply(actions, self.cfg, self.generation, now)
+        if limit >= 0:
+            self.desired = min(self.desired, limit)
+
     def _timeout(self, now: float) -> float:
         deadlines = [self._next_tick]
         if self._stop_deadline is not None:
             deadlines.append(self._kill_deadline or self._stop_deadline)
         else:
-            deadline = policy.next_deadline(self._view(now), now)
+            deadline = policy.next_deadline(self._view(), now)
             if deadline is not None:
                 deadlines.append(deadline)
         return max(0.0, min(deadlines) - now)
@@ -210,9 +147,11 @@ class Arbiter:
             return
         for w in self.workers:
             rss = self._stats.rss(w.pid)
-            if w.state is WorkerState.READY and not w.retire_reason and rss and rss > limit:
-                w.retire_reason = "max_worker_memory"
-                log.info("worker %d RSS %d MiB > %d MiB: recycling", w.pid, rss >> 20, limit >> 20)
+            if w.state is WorkerState.READY and rss and rss > limit:
+                if self.lifecycle.retire(w, "max_worker_memory"):
+                    log.info(
+                        "worker %d RSS %d MiB > %d MiB: recycling", w.pid, rss >> 20, limit >> 20
+                    )
 
     def _dispatch(self, signum: int) -> None:
         name = signal_name(signum).lower()
@@ -223,143 +162,21 @@ class Arbiter:
             return
         getattr(self, f"handle_{name}")()
 
-    def _view(self, now: float) -> policy.Cluster:
-        assert self._listeners is not None
-        workers = tuple(w.view() for w in self.workers)
-        draining = {
-            slot: policy.Drain(since, self._listeners.queue_length(slot))
-            for slot, since in self._draining.items()
-        }
-        return policy.Cluster(
-            desired=self.desired,
-            generation=self.generation,
-            workers=workers,
-            backoff=dict(self._backoff),
-            draining=draining,
-            open_slots=self._listeners.open_slots(),
-            timeout=self.cfg.timeout,
-            graceful_timeout=self.cfg.graceful_timeout,
-        )
-
-    # -- applying decisions -------------------------------------------------------------------------
-
-    def _apply(self, actions: list[policy.Action], now: float) -> None:
-        for action in actions:
-            if isinstance(action, policy.Spawn):
-                self.spawn_worker(action.slot, action.reason)
-            elif isinstance(action, policy.Stop):
-                self.stop_worker(self.workers[action.pid], action.reason, now)
-            elif isinstance(action, policy.Kill):
-                self.kill_worker(self.workers[action.pid], action.reason)
-            elif isinstance(action, policy.StartDrain):
-                self._draining[action.slot] = now
-                self._steer()
-                log.info("slot %d removed: new connections go to the other slots", action.slot)
-            elif isinstance(action, policy.CancelDrain):
-                self._draining.pop(action.slot, None)
-                self._steer()
-            elif isinstance(action, policy.CloseSlot):
-                self._draining.pop(action.slot, None)
-                self._listeners.close_slot(action.slot)
-                self._steer()
-                log.info("slot %d closed", action.slot)
-
-    def _steer(self) -> None:
-        self._listeners.set_draining(self._draining)
-
-    def spawn_worker(self, slot: int, reason: str) -> WorkerProcess | None:
-        """Fork a worker for ``slot`` with the current config and generation."""
-        try:
-            sockets = self._listeners.sockets(slot)
-        except BindError as exc:
-            log.error("cannot add slot %d: %s", slot, exc)
-            self.desired = min(self.desired, slot)
-            return None
-        target = self._target or _default_target()
-        try:
-            w = self.workers.spawn(
-                target,
-                self.cfg,
-                sockets,
-                slot=slot,
-                generation=self.generation,
-                close_in_child=self._close_in_child,
-            )
-        except OSError as exc:  # EAGAIN/ENOMEM from fork: retry after a backoff
-            log.error("fork failed for slot %d: %s", slot, exc)
-            prev = self._backoff.get(slot, policy.Backoff())
-            self._backoff[slot] = policy.after_exit(
-                prev, lived=0, now=time.monotonic(), expected=False
-            )
-            return None
-        if self._stats is not None:
-            self._stats.worker_started(slot, w.pid, w.generation, time.monotonic())
-        log.info(
-            "spawned worker %d (slot %d, generation %d): %s", w.pid, slot, w.generation, reason
-        )
-        return w
-
-    def _close_in_child(self) -> list[int]:
-        """Runs in a freshly forked worker: the signal pipe (sockets go in close_fds's sweep)."""
-        return list(self._signals.fds())
-
-    def stop_worker(self, w: WorkerProcess, reason: str, now: float) -> None:
-        """Graceful stop: TERM; the worker finishes in-flight requests within graceful_timeout."""
-        log.info("stopping worker %d (slot %d): %s", w.pid, w.slot, reason)
-        w.stop_reason = reason
-        w.state = WorkerState.DRAINING
-        w.stop_requested_at = now
-        w.expected_exit = True
-        if self._stats is not None:
-            self._stats.set_state(w.pid, "draining")
-        w.signal(signal.SIGTERM)
-
-    def kill_worker(self, w: WorkerProcess, reason: str) -> None:
-        """SIGKILL now (a hung worker); its slot is refilled when it is reaped."""
-        log.warning("killing worker %d (slot %d): %s", w.pid, w.slot, reason)
-        w.state = WorkerState.STOPPING
-        w.kill_reason = reason
-        w.signal(signal.SIGKILL)
-
-    # -- messages and exits ---------------------------------------------------------------------------
-
-    def _on_message(self, w: WorkerProcess, msg: dict) -> None:
-        w.last_heartbeat = time.monotonic()
-        kind = msg.get("type")
-        if kind == "ready" and w.state is WorkerState.BOOTING:
-            w.state = WorkerState.READY
-            log.info("worker %d (slot %d, generation %d) ready", w.pid, w.slot, w.generation)
-        elif kind == "boot_error":
-            w.boot_error = str(msg.get("message", ""))
-        elif kind == "retire" and not w.retire_reason:
-            w.retire_reason = str(msg.get("reason") or "retire")
-            log.info("worker %d asks to be recycled (%s)", w.pid, w.retire_reason)
-        if self._stats is not None:
-            self._stats.on_message(w.slot, w.pid, msg, w.last_heartbeat)
+    # -- exits ----------------------------------------------------------------------------------------
 
     def reap_workers(self) -> None:
-        """waitpid(-1, WNOHANG) until no exited child is left; handle each exit."""
-        for w, status, messages in self.workers.reap():
-            for msg in messages:
-                self._on_message(w, msg)
-            self._on_exit(w, status)
+        """Reap every exited worker; halt, roll back a reload, or let the slot be refilled."""
+        for e in self.lifecycle.reap():
+            if self._stop_deadline is None:
+                self._on_exit(e)
 
-    def _on_exit(self, w: WorkerProcess, status: int) -> None:
+    def _on_exit(self, e: Exit) -> None:
         now = time.monotonic()
-        code, _, text = describe_status(status)
-        expected = w.expected_exit and not w.kill_reason
-        level = logging.INFO if expected else logging.WARNING
-        log.log(level, "worker %d (slot %d) exited: %s%s", w.pid, w.slot, text,
-                f" after {w.kill_reason}" if w.kill_reason else "")  # fmt: skip
-        if self._stats is not None:
-            self._stats.worker_exited(w.slot, w.pid, now, _exit_reason(w, expected))
-        if self._stop_deadline is not None:
-            return
         verdict = policy.classify_exit(
-            code=code,
-            boot_error=w.boot_error,
-            generation=w.generation,
-            workers=self._view(now).workers,
+            code=e.code,
+            boot_error=e.worker.boot_error,
+            generation=e.worker.generation,
+            workers=self._view().workers,
         )
         if isinstance(verdict, policy.Halt):
             log.error("worker failed to boot, shutting down: %s", verdict.message)
@@ -371,13 +188,7 @@ class Arbiter:
             self.generation = verdict.generation
             self.cfg = self._configs[verdict.generation]
         else:
-            prev = self._backoff.get(w.slot, policy.Backoff())
-            lived = now - w.started_at
-            self._backoff[w.slot] = policy.after_exit(prev, lived=lived, now=now, expected=expected)
-            delay = self._backoff[w.slot].delay
-            if not expected and delay:
-                log.warning("slot %d: worker died %.1fs after start; next start in %.1fs",
-                            w.slot, lived, delay)  # fmt: skip
+            self.lifecycle.note_exit(e, now)
 
     # -- signals --------------------------------------------------------------------------------------
 
@@ -399,15 +210,13 @@ class Arbiter:
         self.cfg = new
         self._last_generation += 1
         self.generation = self._last_generation
-        self._configs = {g: c for g, c in self._configs.items() if g in self._live_generations()}
+        live = {w.generation for w in self.workers}
+        self._configs = {g: c for g, c in self._configs.items() if g in live}
         self._configs[self.generation] = new
         if self._stats is not None:
             self._stats.set_generation(self.generation)
-        setup_logging(new)
+        boot.setup_logging(new)
         log.info("reloading: generation %d, %d workers", self.generation, self.desired)
-
-    def _live_generations(self) -> set[int]:
-        return {w.generation for w in self.workers}
 
     def handle_ttin(self) -> None:
         self.desired += 1
@@ -420,7 +229,7 @@ class Arbiter:
 
     def handle_usr1(self) -> None:
         """Reopen log files (logrotate) here and in every worker."""
-        setup_logging(self.cfg)
+        boot.setup_logging(self.cfg)
         for w in self.workers:
             w.signal(signal.SIGUSR1)
 
@@ -439,13 +248,9 @@ class Arbiter:
         if self._stop_deadline is not None and (graceful or self._kill_deadline is not None):
             return  # already stopping at least as fast
         self._healthy = False
-        sig = signal.SIGTERM if graceful else signal.SIGQUIT
         self._stop_deadline = now + (self.cfg.graceful_timeout if graceful else FAST_STOP_S)
         log.info("%s stop: %d workers", "graceful" if graceful else "fast", len(self.workers))
-        for w in self.workers:
-            w.expected_exit = True
-            w.state = WorkerState.DRAINING if graceful else WorkerState.STOPPING
-            w.signal(sig)
+        self.lifecycle.stop_all(graceful)
 
     def _halt(self, code: int) -> None:
         """Fast stop, then exit with ``code`` (a worker could not boot: no crash loop)."""
@@ -463,27 +268,3 @@ class Arbiter:
         elif self._kill_deadline is not None and now >= self._kill_deadline:
             log.error("workers %s survived SIGKILL; exiting anyway", self.workers.pids())
             self._exit_code = self._halt_code
-
-
-def _exit_reason(w: WorkerProcess, expected: bool) -> str:
-    """The stats' exits-by-reason key."""
-    if w.kill_reason:
-        return "timeout"
-    if w.boot_error:
-        return "boot_error"
-    if not expected:
-        return "crash"
-    for prefix, key in (
-        ("recycled", "recycle"),
-        ("reload", "reload"),
-        ("slot removed", "scale_down"),
-    ):
-        if (w.stop_reason or "").startswith(prefix):
-            return key
-    return "stop"
-
-
-def _default_target() -> WorkerTarget:
-    from worker.main import run
-
-    return run

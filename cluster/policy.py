@@ -3,7 +3,7 @@
 Nothing here forks, signals, reads a clock or logs: the arbiter builds a :class:`Cluster` view, calls
 :func:`decide` and applies the returned actions, so every rule is tested with tables (tests/cluster/test_policy.py).
 
-Rules (DESIGN §5):
+Rules:
 - every slot below ``desired`` has one worker of the current generation; a slot left empty by a death is
   refilled at once, unless the slot's quick deaths put it in exponential backoff (:func:`after_exit`);
 - reload and recycling replace workers *one at a time*: the replacement is spawned next to the old worker
@@ -17,17 +17,45 @@ Rules (DESIGN §5):
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-BOOTING, READY, DRAINING, STOPPING = "booting", "ready", "draining", "stopping"
+from worker.ipc import EXIT_BOOT_ERROR
+
+
+class WorkerState(enum.Enum):
+    """Lifecycle of a worker as the supervisor knows it."""
+
+    BOOTING = "booting"  # forked, no "ready" message yet
+    READY = "ready"  # accepting connections
+    DRAINING = "draining"  # sent TERM: finishing in-flight requests, exits by graceful_timeout
+    STOPPING = "stopping"  # sent QUIT or KILL: expected to vanish now
+
+
+BOOTING, READY, DRAINING, STOPPING = (
+    WorkerState.BOOTING, WorkerState.READY, WorkerState.DRAINING, WorkerState.STOPPING,
+)  # fmt: skip
+
+
+class ExitReason(enum.Enum):
+    """Why a worker ended; the value is the key of the exits-by-reason count in /stats."""
+
+    CRASH = "crash"  # died without being asked to
+    BOOT_ERROR = "boot_error"  # could not load the app
+    TIMEOUT = "timeout"  # killed: silent past --timeout, or still draining past --graceful-timeout
+    RECYCLE = "recycle"  # retired (max requests, memory, a worker's own request) and replaced
+    RELOAD = "reload"  # replaced by a newer generation
+    SCALE_DOWN = "scale_down"  # its slot was removed (TTOU)
+    STOP = "stop"  # the supervisor stops, or a duplicate in its slot
+
+
 QUICK_DEATH_S = 2.0  # a worker dying sooner after start is a "quick death"
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 30.0
 KILL_GRACE_S = 2.0  # after graceful_timeout the worker should have exited by itself
 DRAIN_SETTLE_S = 0.2  # handshakes still in flight when steering starts finish within this
 DRAIN_POLL_S = 0.05
-EXIT_BOOT_ERROR = 3
 
 
 @dataclass(frozen=True)
@@ -37,11 +65,13 @@ class WorkerView:
     pid: int
     slot: int
     generation: int
-    state: str = READY
+    state: WorkerState = READY
     started_at: float = 0.0
     last_heartbeat: float | None = None
     stop_requested_at: float | None = None
-    retire_reason: str | None = None  # "max_requests" / "max_worker_memory": wants a replacement
+    # Set when the worker should be replaced (replacement first, then drain): "max_requests",
+    # "max_worker_memory", or the reason a worker's own ``retire`` message gives.
+    retire_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -89,7 +119,8 @@ class Stop:
     """TERM: graceful stop (finish in-flight, Connection: close, exit by graceful_timeout)."""
 
     pid: int
-    reason: str
+    reason: ExitReason
+    detail: str  # for the log line
 
 
 @dataclass(frozen=True)
@@ -97,7 +128,8 @@ class Kill:
     """SIGKILL now."""
 
     pid: int
-    reason: str
+    reason: ExitReason
+    detail: str
 
 
 @dataclass(frozen=True)
@@ -145,10 +177,12 @@ def _liveness(c: Cluster, now: float) -> list[Action]:
             last = max(w.started_at, w.last_heartbeat or 0.0)
             if now - last > c.timeout:
                 silent = f"no heartbeat for {now - last:.1f}s (timeout {c.timeout:g}s)"
-                out.append(Kill(w.pid, silent if w.state == READY else f"booting, {silent}"))
-        elif w.state == DRAINING and w.stop_requested_at is not None:
+                detail = silent if w.state is READY else f"booting, {silent}"
+                out.append(Kill(w.pid, ExitReason.TIMEOUT, detail))
+        elif w.state is DRAINING and w.stop_requested_at is not None:
             if now - w.stop_requested_at > c.graceful_timeout + KILL_GRACE_S:
-                out.append(Kill(w.pid, f"still running {c.graceful_timeout:g}s after TERM"))
+                detail = f"still running {c.graceful_timeout:g}s after TERM"
+                out.append(Kill(w.pid, ExitReason.TIMEOUT, detail))
     return out
 
 
@@ -167,7 +201,7 @@ def _removal(c: Cluster, live: list[WorkerView], now: float) -> list[Action]:
         elif workers and drain is not None:
             settled = now - drain.since >= DRAIN_SETTLE_S and not drain.queue
             if settled or now - drain.since >= c.drain_timeout:
-                out += [Stop(w.pid, "slot removed") for w in workers]
+                out += [Stop(w.pid, ExitReason.SCALE_DOWN, "slot removed") for w in workers]
         elif slot not in occupied and (slot in c.open_slots or slot in c.draining):
             out.append(CloseSlot(slot))
     return out
@@ -189,14 +223,14 @@ def _fill_and_roll(c: Cluster, live: list[WorkerView], now: float) -> list[Actio
             else:
                 out.append(Spawn(slot, "slot empty"))
             continue
-        ready = sorted((w for w in current if w.state == READY), key=lambda w: w.started_at)
+        ready = sorted((w for w in current if w.state is READY), key=lambda w: w.started_at)
         if not ready:
             rolling_in_progress += bool(old)
             continue
         keep = ready[0]
         for w in workers:
             if w is not keep:
-                out.append(Stop(w.pid, _replace_reason(w, keep, c.generation)))
+                out.append(_replace(w, keep, c.generation))
     if rolling_candidates and not rolling_in_progress:
         slot = rolling_candidates[0]
         old = [w for w in live if w.slot == slot]
@@ -204,12 +238,14 @@ def _fill_and_roll(c: Cluster, live: list[WorkerView], now: float) -> list[Actio
     return out
 
 
-def _replace_reason(old: WorkerView, new: WorkerView, generation: int) -> str:
+def _replace(old: WorkerView, new: WorkerView, generation: int) -> Stop:
     if old.retire_reason:
-        return f"recycled ({old.retire_reason}), replaced by pid {new.pid}"
+        detail = f"recycled ({old.retire_reason}), replaced by pid {new.pid}"
+        return Stop(old.pid, ExitReason.RECYCLE, detail)
     if old.generation != generation:
-        return f"reload to generation {generation}, replaced by pid {new.pid}"
-    return f"duplicate in slot {old.slot}, pid {new.pid} kept"
+        detail = f"reload to generation {generation}, replaced by pid {new.pid}"
+        return Stop(old.pid, ExitReason.RELOAD, detail)
+    return Stop(old.pid, ExitReason.STOP, f"duplicate in slot {old.slot}, pid {new.pid} kept")
 
 
 def _spawn_reason(old: list[WorkerView], generation: int) -> str:
@@ -225,7 +261,7 @@ def next_deadline(c: Cluster, now: float) -> float | None:
     for w in c.workers:
         if w.state in (BOOTING, READY) and c.timeout > 0:
             times.append(max(w.started_at, w.last_heartbeat or 0.0) + c.timeout)
-        elif w.state == DRAINING and w.stop_requested_at is not None:
+        elif w.state is DRAINING and w.stop_requested_at is not None:
             times.append(w.stop_requested_at + c.graceful_timeout + KILL_GRACE_S)
     times += [b.not_before for b in c.backoff.values() if b.not_before > now]
     waiting = {w.slot for w in c.workers if w.state in (BOOTING, READY)}
@@ -286,7 +322,17 @@ def classify_exit(
     if boot_error is None and code != EXIT_BOOT_ERROR:
         return None
     message = boot_error or f"worker failed to boot (exit code {code})"
-    older = [w.generation for w in workers if w.state == READY and w.generation < generation]
+    older = [w.generation for w in workers if w.state is READY and w.generation < generation]
     if older:
         return Rollback(max(older), message)
     return Halt(message)
+
+
+def exit_reason(*, asked: ExitReason | None, killed: bool, boot_error: bool) -> ExitReason:
+    """Why a reaped worker ended: ``asked`` is the reason we stopped it for (None: we did not),
+    ``killed`` that we SIGKILLed it (hung), ``boot_error`` that it reported a failed app import."""
+    if killed:
+        return ExitReason.TIMEOUT
+    if boot_error:
+        return ExitReason.BOOT_ERROR
+    return asked if asked is not None else ExitReason.CRASH

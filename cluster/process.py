@@ -1,33 +1,25 @@
-"""One worker process as the supervisor sees it: fork, the child's side of the fork, exit-status decoding.
-
-Also the few process-wide OS chores of the supervisor (pid file, dropping privileges) that belong with
-"process" rather than with the loop. Called from the supervisor's main thread only.
+"""One worker process as the supervisor sees it: fork, the child's side of the fork, exit-status decoding,
+and the table of live workers with their message pipes. Called from the supervisor's main thread only.
 """
 
 from __future__ import annotations
 
 import ctypes
-import enum
-import functools
-import grp
-import importlib.metadata
 import logging
 import multiprocessing.connection
 import os
-import pwd
 import selectors
 import signal
 import socket
 import stat
 import sys
 import time
-import tomllib
 import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 from cluster import policy, signals
+from cluster.policy import ExitReason, WorkerState
 from worker import ipc
 
 log = logging.getLogger("webcluster.supervisor")
@@ -36,19 +28,7 @@ log = logging.getLogger("webcluster.supervisor")
 WorkerTarget = Callable[..., int]
 
 EXIT_OK = 0
-EXIT_BOOT_ERROR = 3  # worker/main.py's EXIT_BOOT_ERROR: the app could not be imported
 PR_SET_PDEATHSIG = 1  # <sys/prctl.h>
-LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"  # gunicorn's line format
-LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
-
-
-class WorkerState(enum.Enum):
-    """Lifecycle of a worker as the supervisor knows it."""
-
-    BOOTING = "booting"  # forked, no "ready" message yet
-    READY = "ready"  # accepting connections
-    DRAINING = "draining"  # sent TERM: finishing in-flight requests, exits by graceful_timeout
-    STOPPING = "stopping"  # sent QUIT or KILL: expected to vanish now
 
 
 def describe_status(status: int) -> tuple[int | None, int | None, str]:
@@ -76,9 +56,21 @@ class WorkerProcess:
         self.stop_requested_at: float | None = None
         self.retire_reason: str | None = None
         self.boot_error: str | None = None
-        self.expected_exit = False  # we asked it to stop (TERM/QUIT): not a failure
-        self.stop_reason: str | None = None
-        self.kill_reason: str | None = None  # we SIGKILLed it (hung): a failure
+        self.stop_reason: ExitReason | None = None  # we asked it to stop (TERM/QUIT): not a failure
+        self.kill_detail: str | None = None  # we SIGKILLed it (hung): a failure
+
+    @property
+    def expected_exit(self) -> bool:
+        """We asked it to stop and did not have to kill it."""
+        return self.stop_reason is not None and self.kill_detail is None
+
+    def exit_reason(self) -> ExitReason:
+        """The exits-by-reason key once it is reaped."""
+        return policy.exit_reason(
+            asked=self.stop_reason,
+            killed=self.kill_detail is not None,
+            boot_error=bool(self.boot_error),
+        )
 
     def view(self) -> policy.WorkerView:
         """The immutable view :func:`cluster.policy.decide` works on."""
@@ -86,7 +78,7 @@ class WorkerProcess:
             pid=self.pid,
             slot=self.slot,
             generation=self.generation,
-            state=self.state.value,
+            state=self.state,
             started_at=self.started_at,
             last_heartbeat=self.last_heartbeat,
             stop_requested_at=self.stop_requested_at,
@@ -311,86 +303,3 @@ def close_fds(fds: Iterable[int], keep: set[int]) -> None:
                 os.close(fd)
         except OSError:
             pass
-
-
-# -- process-wide chores of the supervisor --------------------------------------------------------------
-
-
-def setup_logging(cfg: Any) -> None:
-    """The "webcluster" logger (workers log under it too): gunicorn's line format, to cfg.error_log.
-
-    Called again on reload and on USR1, which reopens the file (logrotate)."""
-    root = logging.getLogger("webcluster")
-    for handler in list(root.handlers):
-        root.removeHandler(handler)
-        handler.close()
-    if cfg.error_log in (None, "", "-"):
-        handler = logging.StreamHandler(sys.stderr)
-    else:
-        handler = logging.FileHandler(cfg.error_log)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
-    root.addHandler(handler)
-    root.setLevel(cfg.log_level.upper())
-    root.propagate = False
-
-
-@functools.cache
-def version() -> str:
-    """The installed package version, else pyproject.toml's (running from a checkout); cached."""
-    try:
-        return importlib.metadata.version("webcluster")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:
-        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
-        return tomllib.loads(text)["project"]["version"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
-        return "dev"
-
-
-def write_pid_file(path: str) -> None:
-    """Write our pid to ``path`` atomically (a reader never sees a partial file)."""
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{os.getpid()}\n")
-    os.replace(tmp, path)
-
-
-def remove_pid_file(path: str) -> None:
-    """Remove ``path`` if it still names this process."""
-    try:
-        with open(path) as f:
-            if f.read().strip() == str(os.getpid()):
-                os.unlink(path)
-    except OSError:
-        pass
-
-
-def resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | None]:
-    """(uid, gid) for --user/--group given as names or numbers; a user implies its primary group."""
-    uid = gid = None
-    if user:
-        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
-        uid, gid = entry.pw_uid, entry.pw_gid
-    if group:
-        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
-    return uid, gid
-
-
-def drop_privileges(uid: int | None, gid: int | None) -> None:
-    """setgid/setuid after binding (ports below 1024 need root only to bind)."""
-    if gid is not None and gid != os.getgid():
-        os.setgroups([gid])
-        os.setgid(gid)
-    if uid is not None and uid != os.getuid():
-        if gid is None:
-            os.setgroups([])
-        os.setuid(uid)
-
-
-def kill_quietly(pid: int, sig: int = signal.SIGKILL) -> None:
-    """Send ``sig`` to ``pid`` ignoring a process that is already gone."""
-    try:
-        os.kill(pid, sig)
-    except ProcessLookupError:
-        pass

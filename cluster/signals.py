@@ -13,7 +13,7 @@ import os
 import signal
 from types import FrameType
 
-#: The signals the supervisor handles, in the order a human reads the table in DESIGN §5.
+#: The signals the supervisor handles, in the order of the README's signal table.
 HANDLED: tuple[signal.Signals, ...] = (
     signal.SIGHUP,
     signal.SIGTERM,
@@ -75,14 +75,6 @@ class SignalQueue:
         while self._queue:
             out.append(self._queue.popleft())
         return out
-
-    def push(self, signum: int) -> None:
-        """Queue ``signum`` as if it had been received (used to re-dispatch, and by tests)."""
-        self._queue.append(signum)
-        try:
-            os.write(self._write_fd, b"\0")
-        except BlockingIOError:
-            pass  # the pipe is full, so the loop will wake up anyway
 
     def restore(self) -> None:
         """Put back the previous handlers and wake-up fd (main thread)."""

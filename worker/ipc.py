@@ -12,7 +12,7 @@ with nbyte <= PIPE_BUF).
 Message types (all carry ``"type"`` and ``"pid"``):
 
 - ``ready``      {pid, slot, generation}: the app loaded and accept is live.
-- ``boot_error`` {pid, message}: the app could not be loaded; the worker then exits 3.
+- ``boot_error`` {pid, message}: the app could not be loaded; the worker then exits EXIT_BOOT_ERROR.
 - ``retire``     {pid, reason}: the worker reached its request budget (reason ``"max_requests"``).
 - ``stats``      {pid, slot, generation, time, <counters>, <gauges>}: every second; doubles as heartbeat.
   Counters are cumulative since the worker started: ``requests``, ``status`` ({"1xx".."5xx": n}),
@@ -33,6 +33,10 @@ from typing import Any
 LATENCY_BUCKETS_S: tuple[float, ...] = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, math.inf,
 )  # fmt: skip
+
+# Exit status of a worker that could not load the app (gunicorn's 3): at first boot the supervisor
+# halts with it instead of fork-looping; during a reload it rolls back to the serving generation.
+EXIT_BOOT_ERROR = 3
 
 STATUS_CLASSES: tuple[str, ...] = ("1xx", "2xx", "3xx", "4xx", "5xx")
 

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from worker.accesslog import AccessLog
 from worker.handlers.dispatch import AppImportError, build_handler, load_app
 from worker.http.protocol import Limits
+from worker.ipc import EXIT_BOOT_ERROR
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("webcluster.error")
 
 EXIT_OK = 0
-EXIT_BOOT_ERROR = 3  # the app could not be loaded: the supervisor must not fork-loop (gunicorn's 3)
 
 
 def limits_from(cfg: Config) -> Limits:

@@ -13,6 +13,7 @@ from cluster.policy import (
     CloseSlot,
     Cluster,
     Drain,
+    ExitReason,
     Halt,
     Kill,
     Rollback,
@@ -22,6 +23,7 @@ from cluster.policy import (
     after_exit,
     classify_exit,
     decide,
+    exit_reason,
     next_deadline,
 )
 
@@ -189,7 +191,8 @@ def test_liveness(workers, expected):
 
 def test_kill_reason_names_the_silence():
     (kill, _) = decide(Cluster(1, 1, (w(10, 0, hb=NOW - 42),), timeout=5), NOW)
-    assert isinstance(kill, Kill) and "42.0s" in kill.reason and "timeout 5s" in kill.reason
+    assert isinstance(kill, Kill) and kill.reason is ExitReason.TIMEOUT
+    assert "42.0s" in kill.detail and "timeout 5s" in kill.detail
 
 
 def test_timeout_zero_disables_heartbeat_kill():
@@ -212,7 +215,7 @@ def test_recycle_waits_while_replacement_boots():
 def test_recycle_stops_old_once_replacement_ready():
     c = Cluster(2, 1, (w(10, 0, retire_reason="max_requests"), w(12, 0, started=950.0), w(11, 1)))
     (stop,) = decide(c, NOW)
-    assert stop == Stop(10, "recycled (max_requests), replaced by pid 12")
+    assert stop == Stop(10, ExitReason.RECYCLE, "recycled (max_requests), replaced by pid 12")
 
 
 def test_recycle_one_at_a_time():
@@ -380,3 +383,49 @@ def test_next_deadline_polls_queue_only_while_worker_must_drain():
 
 def test_next_deadline_none_when_nothing_pending():
     assert next_deadline(Cluster(1, 1, (w(10, 0),), timeout=0), NOW) is None
+
+
+# -- exit reasons ---------------------------------------------------------------------------------------
+
+EXIT_REASONS = [
+    ("died unasked", dict(asked=None, killed=False, boot_error=False), ExitReason.CRASH),
+    ("killed while silent", dict(asked=None, killed=True, boot_error=False), ExitReason.TIMEOUT),
+    (
+        "killed after TERM counts as timeout",
+        dict(asked=ExitReason.RELOAD, killed=True, boot_error=False),
+        ExitReason.TIMEOUT,
+    ),
+    ("boot error", dict(asked=None, killed=False, boot_error=True), ExitReason.BOOT_ERROR),
+    (
+        "recycled",
+        dict(asked=ExitReason.RECYCLE, killed=False, boot_error=False),
+        ExitReason.RECYCLE,
+    ),
+    ("reloaded", dict(asked=ExitReason.RELOAD, killed=False, boot_error=False), ExitReason.RELOAD),
+    (
+        "slot removed",
+        dict(asked=ExitReason.SCALE_DOWN, killed=False, boot_error=False),
+        ExitReason.SCALE_DOWN,
+    ),
+    (
+        "supervisor stop",
+        dict(asked=ExitReason.STOP, killed=False, boot_error=False),
+        ExitReason.STOP,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "kw,expected", [e[1:] for e in EXIT_REASONS], ids=[e[0] for e in EXIT_REASONS]
+)
+def test_exit_reason(kw, expected):
+    assert exit_reason(**kw) is expected
+
+
+def test_stop_actions_carry_their_reason():
+    reload = decide(Cluster(1, 2, (w(10, 0), w(20, 0, 2))), NOW)
+    assert [(type(a), a.reason) for a in reload] == [(Stop, ExitReason.RELOAD)]
+    dup = decide(Cluster(1, 1, (w(10, 0, started=1.0), w(11, 0, started=2.0))), NOW)
+    assert [(a.pid, a.reason) for a in dup] == [(11, ExitReason.STOP)]
+    removed = decide(Cluster(1, 1, (w(10, 0), w(11, 1)), draining={1: Drain(NOW - 1, 0)}), NOW)
+    assert [(a.pid, a.reason) for a in removed] == [(11, ExitReason.SCALE_DOWN)]

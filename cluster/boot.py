@@ -1,0 +1,175 @@
+"""Start-up of the supervisor: logging, sockets, pid file, privileges, the admin endpoint, the banner.
+
+Everything here runs once in the supervisor's main thread before the first fork (logging also again on
+reload and USR1). :class:`cluster.arbiter.Arbiter` calls :func:`open_sockets`, :func:`start_admin` and
+:func:`banner` in that order, so a start-up error is reported before anything is printed as listening.
+"""
+
+from __future__ import annotations
+
+import functools
+import grp
+import importlib.metadata
+import logging
+import os
+import pwd
+import sys
+import tomllib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cluster.listeners import BindError, Listeners, raise_nofile_limit, tcp_migrate_req_enabled
+from cluster.process import WorkerTarget
+
+try:  # stats and admin are separate subsystems; the supervisor works without them
+    from cluster.admin import AdminServer
+    from cluster.stats import StatsAggregator
+except ImportError:  # pragma: no cover
+    AdminServer = StatsAggregator = None  # type: ignore[assignment,misc]
+
+log = logging.getLogger("webcluster.supervisor")
+
+LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"  # gunicorn's line format
+LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
+
+
+def open_sockets(cfg: Any, target: WorkerTarget | None) -> tuple[Listeners, WorkerTarget | None]:
+    """umask, descriptor limit, listening sockets, pid file, then the privilege drop.
+
+    Returns the listeners and the worker target (imported here when privileges are dropped).
+    Raises :class:`BindError` with a one-line message."""
+    if cfg.umask is not None:
+        os.umask(cfg.umask)
+    raise_nofile_limit()
+    uid, gid = resolve_ids(cfg.user, cfg.group)
+    listeners = Listeners.open(
+        cfg.bind,
+        slots=cfg.procs,
+        backlog=cfg.backlog,
+        reuse_port=cfg.reuse_port,
+        owner_uid=uid,  # so that TTIN can still add a slot's socket after the switch
+    )
+    if cfg.pid:
+        write_pid_file(cfg.pid)
+    if uid is not None or gid is not None:
+        # Import the worker code while still privileged: after the drop, an interpreter or
+        # checkout readable only by root (say under /root) would fail at the first fork instead.
+        target = target or default_target()
+        version()  # reads package metadata (lazy stdlib imports) while files are still readable
+        listeners.chown_unix(uid if uid is not None else -1, gid if gid is not None else -1)
+        drop_privileges(uid, gid)
+    return listeners, target
+
+
+def start_admin(cfg: Any, generation: int, healthy: Callable[[], bool]) -> tuple[Any, Any, str]:
+    """(stats aggregator, admin server, its URL for the banner); (None, None, "off") when disabled.
+
+    Raises :class:`BindError` when the admin address is taken."""
+    if cfg.admin == "off" or StatsAggregator is None:
+        return None, None, "off"
+    stats = StatsAggregator()
+    stats.set_generation(generation)
+    admin = AdminServer(cfg.admin, stats, healthy)
+    try:
+        admin.start()
+    except OSError as exc:
+        raise BindError(
+            f"admin address {cfg.admin} is unavailable ({exc.strerror or exc}); "
+            "stop the other server or pass --admin ADDR (or --admin off)"
+        ) from None
+    address = admin.address
+    if isinstance(address, str):
+        return stats, admin, f"unix:{address}"
+    host = f"[{address[0]}]" if ":" in address[0] else address[0]
+    return stats, admin, f"http://{host}:{address[1]}"
+
+
+def banner(cfg: Any, listeners: Listeners, workers: int, admin_url: str) -> str:
+    """The start line users copy the address from (tests read the port from it)."""
+    urls = listeners.urls()
+    if cfg.certfile:  # TLS is on every bind: say so where users copy the address from
+        urls = [u.replace("http://", "https://", 1) for u in urls]
+    if listeners.per_slot and not tcp_migrate_req_enabled():
+        log.debug("net.ipv4.tcp_migrate_req=0: a removed slot is drained before its socket closes")
+    threads = f"{workers} workers x {cfg.threads} threads"
+    return f"webcluster {version()} listening on {', '.join(urls)} ({threads}, admin {admin_url})"
+
+
+def default_target() -> WorkerTarget:
+    """``worker.main.run``, imported on first use (config errors need no server code)."""
+    from worker.main import run
+
+    return run
+
+
+def setup_logging(cfg: Any) -> None:
+    """The "webcluster" logger (workers log under it too): gunicorn's line format, to cfg.error_log.
+
+    Called again on reload and on USR1, which reopens the file (logrotate)."""
+    root = logging.getLogger("webcluster")
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    if cfg.error_log in (None, "", "-"):
+        handler = logging.StreamHandler(sys.stderr)
+    else:
+        handler = logging.FileHandler(cfg.error_log)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT, LOG_DATEFMT))
+    root.addHandler(handler)
+    root.setLevel(cfg.log_level.upper())
+    root.propagate = False
+
+
+@functools.cache
+def version() -> str:
+    """The installed package version, else pyproject.toml's (running from a checkout); cached."""
+    try:
+        return importlib.metadata.version("webcluster")
+    except importlib.metadata.PackageNotFoundError:
+        pass
+    try:
+        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
+        return tomllib.loads(text)["project"]["version"]
+    except (OSError, KeyError, tomllib.TOMLDecodeError):
+        return "dev"
+
+
+def write_pid_file(path: str) -> None:
+    """Write our pid to ``path`` atomically (a reader never sees a partial file)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    os.replace(tmp, path)
+
+
+def remove_pid_file(path: str) -> None:
+    """Remove ``path`` if it still names this process."""
+    try:
+        with open(path) as f:
+            if f.read().strip() == str(os.getpid()):
+                os.unlink(path)
+    except OSError:
+        pass
+
+
+def resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | None]:
+    """(uid, gid) for --user/--group given as names or numbers; a user implies its primary group."""
+    uid = gid = None
+    if user:
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        uid, gid = entry.pw_uid, entry.pw_gid
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    return uid, gid
+
+
+def drop_privileges(uid: int | None, gid: int | None) -> None:
+    """setgid/setuid after binding (ports below 1024 need root only to bind)."""
+    if gid is not None and gid != os.getgid():
+        os.setgroups([gid])
+        os.setgid(gid)
+    if uid is not None and uid != os.getuid():
+        if gid is None:
+            os.setgroups([])
+        os.setuid(uid)
