@@ -101,14 +101,27 @@ def load_config(
     """Build the ``Config`` from ``argv`` (default ``sys.argv[1:]``), ``environ`` (default
     ``os.environ``) and the TOML file they name. Raises ``ConfigError``; ``--help`` prints the help
     and raises ``SystemExit(0)`` (argparse's behaviour)."""
+    return explain_config(argv, environ)[0]
+
+
+def explain_config(
+    argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None
+) -> tuple[Config, dict[str, str]]:
+    """``load_config`` plus where each setting's value came from: ``"cli --threads"``,
+    ``"env WEBCLUSTER_THREADS"``, ``"file /etc/webcluster.toml"`` or ``"default"``."""
     args = tuple(sys.argv[1:] if argv is None else argv)
     cli = _cli_layer(args)
     env = _env_layer(os.environ if environ is None else environ)
     path = _resolve(BY_NAME["config"], cli.get("config") or env.get("config"))
-    raw = {**(_file_layer(path) if path else {}), **env, **cli}
+    file = _file_layer(path) if path else {}
+    raw = {**file, **env, **cli}
     values = {s.name: _resolve(s, raw.get(s.name)) for s in SETTINGS}
     _check_together(values)
-    return Config(**values, argv=args)
+    origins = {}
+    for name in values:
+        kind = "cli" if name in cli else "env" if name in env else "file" if name in file else ""
+        origins[name] = f"{kind} {raw[name].source}" if kind else "default"
+    return Config(**values, argv=args), origins
 
 
 def reload_config(cfg: Config, environ: Mapping[str, str] | None = None) -> Config:
@@ -132,8 +145,17 @@ def _resolve(setting: Setting, raw: _Raw | None) -> Any:
 
 
 def _cli_layer(args: Sequence[str]) -> dict[str, _Raw]:
-    namespace = build_parser().parse_args(list(args))
-    return {name: _Raw(value, BY_NAME[name].flags[-1]) for name, value in vars(namespace).items()}
+    given = vars(build_parser().parse_args(list(args)))
+    layer = {n: _Raw(v, BY_NAME[n].flags[-1]) for n, v in given.items() if n in BY_NAME}
+    positional = given.get(APP_ARGUMENT)
+    if positional is not None:
+        if "app" in layer and layer["app"].value != positional:
+            raise ConfigError(
+                f"setting app: given twice ({positional!r} and --app {layer['app'].value!r}); "
+                "pass the application once"
+            )
+        layer["app"] = _Raw(positional, "APP")
+    return layer
 
 
 def _env_layer(environ: Mapping[str, str]) -> dict[str, _Raw]:
@@ -203,7 +225,36 @@ def _check_together(v: dict[str, Any]) -> None:
 _EPILOG = """\
 Precedence: command line > WEBCLUSTER_<NAME> environment variables > --config TOML file > defaults.
 Durations are seconds (2.5) or take a unit: 500ms, 30s, 2m, 1h. Sizes are bytes or take a binary
-suffix: 64k, 1m, 1g. Lists are comma-separated in the environment and arrays in TOML."""
+suffix: 64k, 1m, 1g. Lists are comma-separated in the environment and arrays in TOML.
+
+Signals (kill -SIGNAL $(cat PIDFILE), to the supervisor):
+  HUP        graceful reload: re-read the config file and environment, replace the workers
+             slot by slot (each new worker is ready before the old one drains)
+  TERM       graceful stop: finish in-flight requests (at most --graceful-timeout), exit 0
+  INT, QUIT  fast stop
+  TTIN/TTOU  one worker slot more / less
+  USR1       reopen the log files (after logrotate); forwarded to the workers
+
+Exit status: 0 stopped, 1 cannot bind, 2 invalid configuration, 3 the app cannot be imported."""
+
+#: ``dest`` of the optional positional APP argument (the same as ``--app``).
+APP_ARGUMENT = "APP"
+#: ``dest`` of the commands that do something else than serving (see cluster/cli.py).
+COMMANDS = ("check_config", "print_config")
+
+
+class _Version(argparse.Action):
+    """``--version``: print the version and exit 0, before any setting is read (gunicorn's -v)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
+        from cluster.process import version  # lazily: --help needs none of the server code
+
+        python = f"{sys.implementation.name} {'.'.join(map(str, sys.version_info[:3]))}"
+        print(f"webcluster {version()} ({python}, {sys.executable})")
+        parser.exit()
 
 
 class _Parser(argparse.ArgumentParser):
@@ -238,7 +289,35 @@ def build_parser(prog: str = "webcluster") -> argparse.ArgumentParser:
                 kwargs.update(metavar=s.metavar, action="append" if s.repeatable else "store")
             info = f"[default: {_describe_default(s)}; env {s.env}]"
             group.add_argument(*s.flags, help=f"{s.help} {info}".replace("%", "%%"), **kwargs)
+    _add_commands(parser)
     return parser
+
+
+def _add_commands(parser: argparse.ArgumentParser) -> None:
+    """The positional APP and the flags that are commands rather than settings."""
+    parser.add_argument(
+        APP_ARGUMENT,
+        nargs="?",
+        default=argparse.SUPPRESS,
+        metavar="APP",
+        help="WSGI application, MODULE:CALLABLE: the same as --app (gunicorn's positional APP).",
+    )
+    group = parser.add_argument_group("commands (do not serve)")
+    group.add_argument("--version", action=_Version, help="Print the version and exit.")
+    group.add_argument(
+        "--check-config",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="Validate the settings, load TLS files and import the app, then exit: 0 when all "
+        "is well, else the exit status the server would have (2 settings, 3 app).",
+    )
+    group.add_argument(
+        "--print-config",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="Print the effective settings as TOML, each with where it came from "
+        "(default, file, env or cli), then exit.",
+    )
 
 
 # --- documentation ---------------------------------------------------------------------------

@@ -1,0 +1,90 @@
+"""The ``webcluster`` command: read the configuration, then serve or run one of the commands.
+
+``--version`` is answered while the command line is parsed (cluster/config.py). ``--check-config``
+validates the settings, loads the TLS files and imports the app exactly as a worker would, then exits
+with the status the server would have had (0 good, 2 settings, 3 app). ``--print-config`` prints the
+effective settings as a TOML file, each line commented with where its value came from.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from cluster.config import COMMANDS, Config, ConfigError, build_parser, explain_config
+from cluster.settings import SETTINGS, toml_literal
+
+EXIT_CONFIG = 2  # a bad setting (argparse's usage-error status)
+EXIT_APP = 3  # worker/main.py's EXIT_BOOT_ERROR: the app could not be imported
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve (the default) or run the command named on the command line; return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    try:
+        cfg, origins = explain_config(args)
+    except ConfigError as exc:
+        print(f"webcluster: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except SystemExit as exc:  # --help or --version printed its text
+        return exc.code if isinstance(exc.code, int) else 0
+    commands = {k for k in vars(build_parser().parse_args(args)) if k in COMMANDS}
+    if "print_config" in commands:
+        sys.stdout.write(render_config(cfg, origins))
+    if "check_config" in commands:
+        return check_config(cfg)
+    if commands:
+        return 0
+    from cluster.arbiter import Arbiter  # imported late: config errors need no server code
+
+    return Arbiter(cfg).run()
+
+
+def check_config(cfg: Config) -> int:
+    """Load what a worker loads at boot (TLS context, the app, static mounts) in this process."""
+    from worker.handlers.dispatch import AppImportError
+    from worker.main import load_handler, tls_from
+    from worker.tls import TLSConfigError
+
+    try:
+        tls_from(cfg)
+    except TLSConfigError as exc:
+        print(f"webcluster: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        load_handler(cfg, multiprocess=cfg.procs > 1)
+    except AppImportError as exc:
+        print(f"webcluster: error: {exc}", file=sys.stderr)
+        return EXIT_APP
+    serving = f"app {cfg.app}" if cfg.app else "static files"
+    print(
+        f"webcluster: configuration OK: {serving} imported, {cfg.procs} workers x {cfg.threads} "
+        f"threads on {', '.join(cfg.bind)}"
+    )
+    return 0
+
+
+def render_config(cfg: Config, origins: dict[str, str]) -> str:
+    """The effective settings as TOML that ``--config`` accepts back; unset ones commented out."""
+    lines = ["# webcluster: effective settings (value  # where it came from)"]
+    width = 0
+    rows: list[tuple[str, str]] = []
+    for s in SETTINGS:
+        value = getattr(cfg, s.name)
+        if value is None:  # TOML has no null
+            text = f"# {s.name} unset"
+        else:  # `config` is commented out: the file cannot name itself
+            text = ("" if s.in_file else "# ") + f"{s.name} = {_toml(s.name, value)}"
+        rows.append((text, origins[s.name]))
+        width = max(width, len(text))
+    lines += [f"{text.ljust(width)}  # {origin}" for text, origin in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _toml(name: str, value: Any) -> str:
+    if name == "static":  # the TOML table form parse_static accepts
+        return "{" + ", ".join(f"{toml_literal(p)} = {toml_literal(d)}" for p, d in value) + "}"
+    if name == "umask":
+        return f"0o{value:03o}"
+    return toml_literal(value)
