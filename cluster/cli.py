@@ -14,9 +14,9 @@ from typing import Any
 
 from cluster.config import COMMANDS, Config, ConfigError, build_parser, explain_config
 from cluster.settings import SETTINGS, toml_literal
+from worker.ipc import EXIT_BOOT_ERROR as EXIT_APP
 
 EXIT_CONFIG = 2  # a bad setting (argparse's usage-error status)
-EXIT_APP = 3  # worker/main.py's EXIT_BOOT_ERROR: the app could not be imported
 
 
 def main(argv: Sequence[str] | None = None) -> int:

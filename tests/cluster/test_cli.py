@@ -15,7 +15,7 @@ from cluster import cli
 from cluster.config import ConfigError, build_parser, explain_config, load_config
 from cluster.signals import HANDLED
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_positional_app_is_the_same_as_the_flag() -> None:
