@@ -3,8 +3,14 @@
 It loads nothing from anywhere else (the admin server also sends a Content-Security-Policy that forbids
 it) and polls ``stats`` (the /stats JSON of cluster.stats.StatsSnapshot.to_dict) once a second.
 Hooks for tests: worker rows are ``<tr data-pid=... data-slot=...>`` in ``#workers``; the charts are
-``svg#chart-rps`` and ``svg#chart-latency`` with ``data-points`` / ``data-last-t``; ``body[data-updates]``
-counts successful refreshes.
+``svg#chart-rps`` and ``svg#chart-latency`` with ``data-points`` / ``data-last-t`` / ``data-scale`` /
+``data-plot-top`` / ``data-plot-bottom``, one ``path[data-series]`` per series and a
+``circle[data-series]`` for each point without neighbours; ``body[data-updates]`` counts successful
+refreshes, and ``body[data-scroll-width]`` / ``body[data-client-width]`` tell whether the page scrolls
+sideways, ``body[data-table-overflow]`` by how many pixels the workers table is wider than its card.
+
+The latency chart is on a log scale (whole decades around the data): a p50 of 1 ms and a p99 of 2 s
+both stay readable, where a linear axis sized to the outlier flattens the median onto the floor.
 
 Kept as a Python string so it ships inside the package without package-data configuration.
 """
@@ -36,7 +42,7 @@ main { padding:20px 24px; max-width:1400px; margin:0 auto; }
 .tile .value { font-size:22px; font-weight:600; margin-top:2px; font-variant-numeric:tabular-nums;
                white-space:nowrap; }
 .tile .sub { font-size:13px; font-weight:400; color:var(--muted); margin-left:4px; }
-.charts { display:grid; grid-template-columns:repeat(auto-fit,minmax(420px,1fr)); gap:12px; margin:16px 0; }
+.charts { display:grid; grid-template-columns:repeat(auto-fit,minmax(min(520px,100%),1fr)); gap:12px; margin:16px 0; }
 .card { padding:12px 14px; }
 .card h2 { font-size:14px; margin:0 0 6px; font-weight:600; }
 .legend { font-size:12px; color:var(--muted); margin-left:8px; font-weight:400; }
@@ -44,11 +50,20 @@ main { padding:20px 24px; max-width:1400px; margin:0 auto; }
 svg.chart { width:100%; height:auto; display:block; }
 svg.chart text { font-size:11px; fill:var(--muted); }
 svg.chart .grid { stroke:var(--line); stroke-width:1; }
+svg.chart .grid.minor { stroke-dasharray:2 3; }
 svg.chart path { fill:none; stroke-width:2; stroke-linejoin:round; }
 svg.chart path.area { stroke:none; fill:var(--accent); fill-opacity:.12; }
 table { width:100%; border-collapse:collapse; font-variant-numeric:tabular-nums; }
-th, td { padding:7px 10px; text-align:right; border-bottom:1px solid var(--line); white-space:nowrap; }
-th { color:var(--muted); font-weight:500; font-size:12px; text-transform:uppercase; letter-spacing:.4px; }
+th, td { padding:6px 8px; text-align:right; border-bottom:1px solid var(--line); white-space:nowrap; }
+th { color:var(--muted); font-weight:500; font-size:11px; text-transform:uppercase; letter-spacing:.3px;
+     white-space:normal; vertical-align:bottom; }
+.table-wrap { overflow-x:auto; }  /* many workers or huge numbers scroll the table, never the page */
+@media (max-width: 1100px) {
+  main { padding:16px 12px; }
+  header { padding:10px 12px; }
+  table { font-size:13px; }
+  th, td { padding:5px 5px; }
+}
 th:nth-child(4), td:nth-child(4) { text-align:left; }
 tbody tr:hover { background:#f8fafc; }
 .state { padding:1px 8px; border-radius:10px; font-size:12px; background:#e8ecf3; }
@@ -76,18 +91,18 @@ tbody tr:hover { background:#f8fafc; }
 <section class="charts">
   <div class="card"><h2>Requests / s</h2>
     <svg class="chart" id="chart-rps" viewBox="0 0 640 220" role="img" aria-label="requests per second"></svg></div>
-  <div class="card"><h2>Latency<span class="legend"><i style="background:var(--p50)"></i>p50
+  <div class="card"><h2>Latency <small class="legend">(log scale)</small><span class="legend"><i style="background:var(--p50)"></i>p50
     <i style="background:var(--p95)"></i>p95<i style="background:var(--p99)"></i>p99</span></h2>
     <svg class="chart" id="chart-latency" viewBox="0 0 640 220" role="img" aria-label="latency"></svg></div>
 </section>
 <section class="card">
   <h2>Workers</h2>
-  <table id="workers">
+  <div class="table-wrap"><table id="workers">
     <thead><tr><th>Slot</th><th>PID</th><th>Gen</th><th>State</th><th>Requests</th><th>Req/s</th>
       <th>Busy threads</th><th>Connections</th><th>RSS</th><th>CPU</th><th>FDs</th><th>Restarts</th>
       <th>Heartbeat</th></tr></thead>
     <tbody><tr><td class="empty" colspan="13">waiting for data…</td></tr></tbody>
-  </table>
+  </table></div>
 </section>
 <noscript><p>This dashboard needs JavaScript; the data is at <a href="stats">/stats</a>.</p></noscript>
 </main>
@@ -111,6 +126,7 @@ function fmtDur(s) {
   if (s < 1) return (s * 1e3).toFixed(s < 0.01 ? 2 : 1) + " ms";
   return s.toFixed(2) + " s";
 }
+function fmtTick(s) { return fmtDur(s).replace(/\\.0+(?= )/, ""); }  // "1 ms", not "1.00 ms"
 function fmtBytes(b) {
   if (!b) return DASH;
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -187,8 +203,44 @@ function el(name, attrs, text) {
   return e;
 }
 
-// Draw series (each {key, color}) of history points into svg; y labels via fmt.
-function drawChart(svg, history, series, fmt, floor, area) {
+// Vertical scales: y(v) maps a value to a pixel row, ticks() gives [value, label, major] grid lines.
+function linearScale(vmax, floor, fmt, top, bottom) {
+  const ymax = niceMax(vmax, floor);
+  const y = (v) => top + (1 - v / ymax) * (bottom - top);
+  const ticks = [0, 1, 2, 3, 4].map((i) => [ymax * i / 4, i ? fmt(ymax * i / 4) : "0", true]);
+  return {y: y, ticks: ticks, min: 0, max: ymax};
+}
+// Whole decades around the data (at least one), so a 1 ms median and a 2 s outlier both show.
+function logScale(vmin, vmax, fmt, top, bottom) {
+  const lo = Math.floor(Math.log10(Math.max(vmin, 1e-6)));
+  const hi = Math.max(lo + 1, Math.ceil(Math.log10(Math.max(vmax, 1e-6))));
+  const y = (v) => top + (1 - (Math.log10(Math.max(v, Math.pow(10, lo))) - lo) / (hi - lo)) *
+                   (bottom - top);
+  const ticks = [];
+  for (let d = lo; d <= hi; d++) {
+    ticks.push([Math.pow(10, d), fmt(Math.pow(10, d)), true]);
+    if (d < hi && hi - lo <= 3) {  // few decades: 2x and 5x lines too
+      for (const m of [2, 5]) ticks.push([m * Math.pow(10, d), hi - lo <= 1 ? fmt(m * Math.pow(10, d)) : "", false]);
+    }
+  }
+  return {y: y, ticks: ticks, min: Math.pow(10, lo), max: Math.pow(10, hi)};
+}
+
+// The runs of consecutive non-null values of one series, as arrays of [x, y].
+function runs(history, key, x, y) {
+  const out = [];
+  let run = null;
+  for (const p of history) {
+    const v = p[key];
+    if (v == null) { run = null; continue; }
+    if (!run) out.push(run = []);
+    run.push([x(p.t), y(v)]);
+  }
+  return out;
+}
+
+// Draw series (each {key, color}) of history points into svg; opts: {fmt, floor, area, log}.
+function drawChart(svg, history, series, opts) {
   const W = 640, H = 220, L = 58, R = 10, T = 10, B = 24;
   svg.replaceChildren();
   if (!history.length) {
@@ -197,48 +249,66 @@ function drawChart(svg, history, series, fmt, floor, area) {
   }
   const tmax = history[history.length - 1].t;
   const span = Math.max(60, tmax - history[0].t);
-  let vmax = 0;
-  for (const p of history) for (const s of series) if (p[s.key] != null) vmax = Math.max(vmax, p[s.key]);
-  const ymax = niceMax(vmax, floor);
+  let vmin = Infinity, vmax = 0;
+  for (const p of history) for (const s of series) {
+    const v = p[s.key];
+    if (v != null) { vmax = Math.max(vmax, v); if (v > 0) vmin = Math.min(vmin, v); }
+  }
+  const scale = opts.log && vmax > 0 ? logScale(vmin, vmax, opts.fmt, T, H - B)
+                                     : linearScale(vmax, opts.floor, opts.fmt, T, H - B);
   const x = (t) => L + (t - (tmax - span)) / span * (W - L - R);
-  const y = (v) => T + (1 - v / ymax) * (H - T - B);
-  for (let i = 0; i <= 4; i++) {
-    const v = ymax * i / 4;
-    svg.appendChild(el("line", {class: "grid", x1: L, x2: W - R, y1: y(v), y2: y(v)}));
-    svg.appendChild(el("text", {x: L - 6, y: y(v) + 4, "text-anchor": "end"}, v ? fmt(v) : "0"));
+  for (const [v, label, major] of scale.ticks) {
+    const gy = scale.y(v).toFixed(1);
+    svg.appendChild(el("line", {class: major ? "grid" : "grid minor", x1: L, x2: W - R, y1: gy, y2: gy}));
+    if (label) svg.appendChild(el("text", {x: L - 6, y: +gy + 4, "text-anchor": "end"}, label));
   }
   for (let i = 0; i <= 4; i++) {
     const ago = span * (4 - i) / 4;
     const label = ago ? "-" + (ago >= 120 ? Math.round(ago / 60) + "m" : Math.round(ago) + "s") : "now";
     svg.appendChild(el("text", {x: x(tmax - ago), y: H - 6, "text-anchor": "middle"}, label));
   }
+  const floorY = scale.y(scale.min).toFixed(1);
   for (const s of series) {
-    let d = "", pen = "M";
-    for (const p of history) {
-      const v = p[s.key];
-      if (v == null) { pen = "M"; continue; }
-      d += pen + x(p.t).toFixed(1) + "," + y(v).toFixed(1);
-      pen = "L";
-    }
-    if (area && d) {
-      const first = x(history.find((p) => p[s.key] != null).t).toFixed(1);
-      svg.appendChild(el("path", {class: "area", d: d + "L" + x(tmax).toFixed(1) + "," + y(0) +
-                                  "L" + first + "," + y(0) + "Z"}));
+    const parts = runs(history, s.key, x, scale.y);
+    const d = parts.map((run) => run.map((pt, i) => (i ? "L" : "M") + pt[0].toFixed(1) + "," +
+                                             pt[1].toFixed(1)).join("")).join("");
+    if (opts.area) {
+      for (const run of parts) {
+        if (run.length < 2) continue;
+        const first = run[0][0].toFixed(1), last = run[run.length - 1][0].toFixed(1);
+        svg.appendChild(el("path", {class: "area", d: "M" + first + "," + floorY +
+          run.map((pt) => "L" + pt[0].toFixed(1) + "," + pt[1].toFixed(1)).join("") +
+          "L" + last + "," + floorY + "Z"}));
+      }
     }
     svg.appendChild(el("path", {d: d, stroke: s.color, "data-series": s.key}));
+    for (const run of parts) {
+      if (run.length !== 1) continue;  // a path of one move-to draws nothing: mark the point
+      svg.appendChild(el("circle", {cx: run[0][0].toFixed(1), cy: run[0][1].toFixed(1), r: 3,
+                                    fill: s.color, "data-series": s.key}));
+    }
   }
   svg.dataset.points = history.length;
   svg.dataset.lastT = tmax;
+  svg.dataset.scale = opts.log ? "log" : "linear";
+  svg.dataset.plotTop = T;
+  svg.dataset.plotBottom = H - B;
 }
 
 function render(st) {
   renderTiles(st);
   renderWorkers(st.workers);
   drawChart($("chart-rps"), st.history, [{key: "requests_per_s", color: "var(--accent)"}],
-            fmtRate, 1, true);
+            {fmt: fmtRate, floor: 1, area: true, log: false});
   drawChart($("chart-latency"), st.history, [
     {key: "p50_s", color: "var(--p50)"}, {key: "p95_s", color: "var(--p95)"},
-    {key: "p99_s", color: "var(--p99)"}], fmtDur, 0.001, false);
+    {key: "p99_s", color: "var(--p99)"}], {fmt: fmtTick, floor: 0.001, area: false, log: true});
+  // For the layout test: the page must not scroll sideways (at 900 px neither).
+  const root = document.documentElement;
+  document.body.dataset.scrollWidth = root.scrollWidth;
+  document.body.dataset.clientWidth = root.clientWidth;
+  const wrap = document.querySelector(".table-wrap");
+  document.body.dataset.tableOverflow = wrap.scrollWidth - wrap.clientWidth;
 }
 
 function setStatus(ok, text) {

@@ -4,11 +4,13 @@ the dashboard loaded in headless Chromium shows one row per worker and a chart t
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import re
 import shutil
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -16,6 +18,8 @@ from typing import Any
 
 import pytest
 
+from cluster.admin import AdminServer
+from cluster.stats import StatsAggregator
 from tests.cluster.test_admin import parse_prometheus
 
 pytestmark = pytest.mark.timeout(120)
@@ -103,11 +107,13 @@ def test_stats_totals_equal_requests_made_and_metrics_parse(run_supervisor) -> N
 # --- the dashboard in headless Chromium ---------------------------------------------------------
 
 
-def _dump_dom(url: str, profile: Path) -> str:
-    """Load ``url`` in headless Chromium and return the DOM after the page's scripts ran."""
+def _dump_dom(url: str, profile: Path, width: int = 1280) -> str:
+    """Load ``url`` in headless Chromium (a ``width`` px wide window) and return the DOM after the
+    page's scripts ran."""
     assert CHROMIUM is not None
+    size = f"--window-size={width},900"
     proc = subprocess.Popen(
-        [CHROMIUM, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "--dump-dom", url],
+        [CHROMIUM, *CHROMIUM_FLAGS, size, f"--user-data-dir={profile}", "--dump-dom", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group, so teardown reaches the renderer children
@@ -162,6 +168,125 @@ def test_dashboard_in_headless_chromium(run_supervisor, tmp_path: Path) -> None:
     assert chart2 != chart1, "the requests/s chart did not change"
     assert float(re.search(r'data-last-t="([\d.]+)"', chart2).group(1)) > last_t
     assert sorted(_row_pids(second)) == pids
+
+
+def _body_attr(dom: str, name: str) -> int:
+    match = re.search(rf'<body[^>]*\b{name}="(-?\d+)"', dom)
+    assert match, f"no body[{name}]"
+    return int(match.group(1))
+
+
+def _series_runs(chart: str, key: str) -> list[list[tuple[float, float]]]:
+    """The polylines of ``path[data-series=key]``: one list of (x, y) per move-to."""
+    match = re.search(rf'<path d="([^"]*)"[^>]*data-series="{key}"', chart)
+    assert match, f"no path for {key}"
+    runs = []
+    for cmd, x, y in re.findall(r"([ML])([\d.]+),([\d.]+)", match.group(1)):
+        if cmd == "M":
+            runs.append([])
+        runs[-1].append((float(x), float(y)))
+    return runs
+
+
+def _load_with_outliers(port: int, seconds: float) -> None:
+    """Fast requests on one keep-alive connection, with three threads of 0.2 s requests beside them
+    (about one request in ten): p50 stays near a millisecond while p95/p99 sit near 200 ms."""
+    stop = time.monotonic() + seconds
+
+    def fast() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < stop:
+            conn.request("GET", "/")
+            conn.getresponse().read()
+            time.sleep(0.01)
+        conn.close()
+
+    def slow() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        while time.monotonic() < stop:
+            conn.request("GET", "/sleep?seconds=0.2")
+            conn.getresponse().read()
+        conn.close()
+
+    threads = [threading.Thread(target=f) for f in (fast, slow, slow, slow)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt package 'chromium')")
+def test_latency_chart_draws_p50_and_p99_and_fits_900px(run_supervisor, tmp_path: Path) -> None:
+    sup = run_supervisor("--procs", "1", "--threads", "8", "--app", "tests.apps.basic:app")
+    _load_with_outliers(sup.port, 4.0)
+
+    def spread_points() -> int:
+        return sum(
+            1
+            for p in sup.stats()["history"]
+            if p["p50_s"] is not None and p["p99_s"] is not None and p["p99_s"] > 20 * p["p50_s"]
+        )
+
+    _wait_for("3 history points with p99 well above p50", lambda: spread_points() >= 3)
+    dom = _dump_dom(f"http://127.0.0.1:{sup.admin_port}/", tmp_path / "profile", width=900)
+    chart = _chart(dom, "chart-latency")
+    assert 'data-scale="log"' in chart
+    top = float(re.search(r'data-plot-top="([\d.]+)"', chart).group(1))
+    bottom = float(re.search(r'data-plot-bottom="([\d.]+)"', chart).group(1))
+    p50, p99 = _series_runs(chart, "p50_s"), _series_runs(chart, "p99_s")
+    for runs in (p50, p99):
+        segments = [(a, b) for run in runs for a, b in zip(run, run[1:], strict=False) if a != b]
+        assert segments, f"no visible line segment in {runs}"
+        assert all(top <= y <= bottom for run in runs for _, y in run)
+    # On a linear axis sized to the 200 ms outliers a 1 ms median lies within a pixel of the floor.
+    assert min(y for run in p50 for _, y in run) < bottom - 10, p50
+    p50_y = {x: y for run in p50 for x, y in run}
+    gaps = [p50_y[x] - y for run in p99 for x, y in run if x in p50_y]
+    assert gaps and max(gaps) > 40, f"p99 not drawn well above p50: {gaps}"
+
+    # 900 px wide: the page does not scroll sideways and the workers table fits its card.
+    assert _body_attr(dom, "data-client-width") >= 850
+    assert _body_attr(dom, "data-scroll-width") <= _body_attr(dom, "data-client-width")
+    assert _body_attr(dom, "data-table-overflow") == 0
+
+
+class _CannedStats:
+    """A /stats source for an in-process admin server: a real (empty) snapshot with a given history."""
+
+    def __init__(self, history: list[dict]) -> None:
+        self.doc = StatsAggregator().snapshot().to_dict()
+        self.doc["history"] = history
+
+    def snapshot(self) -> _CannedStats:
+        return self
+
+    def to_json(self) -> str:
+        return json.dumps(self.doc)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt package 'chromium')")
+def test_a_lone_latency_point_is_drawn(tmp_path: Path) -> None:
+    """A second with requests between idle seconds has no neighbour to draw a line to: it is a dot."""
+    quiet = {"requests_per_s": 0.0, "p50_s": None, "p95_s": None, "p99_s": None, "rss_bytes": 1}
+    busy = {"requests_per_s": 3.0, "p50_s": 0.002, "p95_s": 0.004, "p99_s": 0.9, "rss_bytes": 1}
+    history = [{**quiet, "t": 1.0}, {**busy, "t": 2.0}, {**quiet, "t": 3.0}]
+    server = AdminServer("127.0.0.1:0", _CannedStats(history), lambda: True)
+    server.start()
+    try:
+        dom = _dump_dom(f"http://127.0.0.1:{server.address[1]}/", tmp_path / "profile")
+    finally:
+        server.stop()
+    chart = _chart(dom, "chart-latency")
+    for key in ("p50_s", "p95_s", "p99_s"):
+        dot = re.search(
+            rf'<circle cx="([\d.]+)" cy="([\d.]+)" r="3"[^>]*data-series="{key}"', chart
+        )
+        assert dot, f"the lone {key} point is not drawn"
+    cy = {
+        key: float(re.search(rf'cy="([\d.]+)"[^>]*data-series="{key}"', chart).group(1))
+        for key in ("p50_s", "p99_s")
+    }
+    assert cy["p50_s"] - cy["p99_s"] > 40  # 2 ms and 0.9 s apart on the log axis
 
 
 def test_totals_survive_a_reload(run_supervisor) -> None:
