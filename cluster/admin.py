@@ -31,7 +31,7 @@ from cluster.stats import StatsSnapshot
 from worker.http.errors import RemoteProtocolError
 from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage, Request
 from worker.http.protocol import H1Connection, Limits
-from worker.ipc import STATUS_CLASSES
+from worker.ipc import EVENT_FIELDS, STATUS_CLASSES
 
 log = logging.getLogger(__name__)
 
@@ -65,10 +65,7 @@ def route(
         return AdminResponse(405, "text/plain", b"method not allowed\n", (("Allow", "GET, HEAD"),))
     path = target.split("?", 1)[0]
     if path == "/healthz":
-        # A load balancer takes the host out of rotation on 503 (DESIGN §8: drain on SIGTERM).
-        if health():
-            return AdminResponse(200, "text/plain; charset=utf-8", b"ok\n")
-        return AdminResponse(503, "text/plain; charset=utf-8", b"draining\n")
+        return healthz(source.snapshot(), health())
     if path == "/metrics":
         return AdminResponse(200, METRICS_TYPE, render_metrics(source.snapshot()).encode())
     if path == "/stats":
@@ -77,6 +74,51 @@ def route(
         csp = (("Content-Security-Policy", DASHBOARD_CSP),)
         return AdminResponse(200, "text/html; charset=utf-8", PAGE.encode(), csp)
     return AdminResponse(404, "text/plain; charset=utf-8", b"not found\n")
+
+
+def healthz(snap: StatsSnapshot, serving: bool) -> AdminResponse:
+    """200 while the cluster serves; 503 while it drains (a load balancer then stops sending first) or
+    when every serving worker's pool is saturated by requests stuck past --request-timeout. Saturated
+    workers are named in both cases, e.g. ``saturated: worker 4242 (slot 0)``."""
+    text = "text/plain; charset=utf-8"
+    if not serving:
+        return AdminResponse(503, text, b"draining\n")
+    live = [w for w in snap.workers if w.state in ("running", "retiring")]
+    stuck = [w for w in live if w.gauges.saturated]
+    if not stuck:
+        return AdminResponse(200, text, b"ok\n")
+    names = ", ".join(f"worker {w.pid} (slot {w.slot})" for w in stuck)
+    if len(stuck) == len(live):
+        return AdminResponse(503, text, f"saturated: {names}\n".encode())
+    return AdminResponse(200, text, f"ok; saturated: {names}\n".encode())
+
+
+# Worker events (ipc.EVENT_FIELDS) as Prometheus counters: (family, help, labels).
+_EVENT_METRICS: dict[str, tuple[str, str, dict[str, str]]] = {
+    "request_timeouts": (
+        "webcluster_request_timeouts_total", "Requests that ran longer than --request-timeout.", {}
+    ),
+    "shed_queue_timeout": (
+        "webcluster_shed_total", "Requests answered 503 or dropped without reaching the app.",
+        {"reason": "queue_timeout"},
+    ),
+    "shed_stuck_pool": ("webcluster_shed_total", "", {"reason": "stuck_pool"}),
+    "client_gone": ("webcluster_shed_total", "", {"reason": "client_gone"}),
+    "accept_errors": ("webcluster_accept_errors_total", "accept() failures (EMFILE...).", {}),
+    "access_log_errors": (
+        "webcluster_access_log_errors_total", "Access-log lines that could not be written.", {}
+    ),
+}  # fmt: skip
+
+
+def _event_families(family: Callable[..., None], snap: StatsSnapshot) -> None:
+    grouped: dict[str, tuple[str, list[Sample]]] = {}
+    for i, name in enumerate(EVENT_FIELDS):
+        metric, text, labels = _EVENT_METRICS[name]
+        entry = grouped.setdefault(metric, (text, []))
+        entry[1].append(("", labels, snap.totals.events[i]))
+    for metric, (text, samples) in grouped.items():
+        family(metric, "counter", text, samples)
 
 
 # --- Prometheus text format 0.0.4 -------------------------------------------------------------
@@ -116,6 +158,15 @@ def render_metrics(snap: StatsSnapshot) -> str:
         _histogram(snap),
     )  # fmt: skip
     _worker_gauges(family, snap)
+    _event_families(family, snap)
+    family("webcluster_stuck_threads", "gauge",
+           "Pool threads running a request for longer than --request-timeout.",
+           [("", {}, gauges.stuck_threads)])  # fmt: skip
+    family(
+        "webcluster_worker_saturated", "gauge",
+        "1 when every pool thread of the worker is stuck past --request-timeout.",
+        [("", _wl(w.slot, w.pid), int(w.gauges.saturated)) for w in snap.workers],
+    )  # fmt: skip
     family(
         "webcluster_worker_restarts_total", "counter", "Workers started in a slot after its first.",
         [("", {"slot": str(slot)}, n) for slot, n in sorted(snap.restarts.items())],

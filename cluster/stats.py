@@ -23,7 +23,7 @@ from typing import Any
 
 import psutil
 
-from worker.ipc import GAUGE_FIELDS, LATENCY_BUCKETS_S, STATUS_CLASSES
+from worker.ipc import EVENT_FIELDS, GAUGE_FIELDS, LATENCY_BUCKETS_S, STATUS_CLASSES
 
 _RECENT_EXITS = 64  # exited workers whose late stats messages are still accepted
 
@@ -79,6 +79,7 @@ class Counters:
     bytes_out: int = 0
     latency_buckets: tuple[int, ...] = (0,) * len(LATENCY_BUCKETS_S)  # per bucket, not cumulative
     latency_sum: float = 0.0
+    events: tuple[int, ...] = (0,) * len(EVENT_FIELDS)  # in EVENT_FIELDS order
 
     @classmethod
     def from_message(cls, msg: dict[str, Any]) -> Counters:
@@ -90,7 +91,12 @@ class Counters:
             bytes_out=msg["bytes_out"],
             latency_buckets=tuple(msg["latency_buckets"]),
             latency_sum=float(msg["latency_sum"]),
+            events=tuple(msg["events"][name] for name in EVENT_FIELDS),
         )
+
+    def event(self, name: str) -> int:
+        """One of ``ipc.EVENT_FIELDS`` by name."""
+        return self.events[EVENT_FIELDS.index(name)]
 
     def plus(self, other: Counters) -> Counters:
         return Counters(
@@ -100,6 +106,7 @@ class Counters:
             self.bytes_out + other.bytes_out,
             _add(self.latency_buckets, other.latency_buckets),
             self.latency_sum + other.latency_sum,
+            _add(self.events, other.events),
         )
 
     def minus(self, other: Counters) -> Counters:
@@ -111,6 +118,7 @@ class Counters:
             max(0, self.bytes_out - other.bytes_out),
             _sub(self.latency_buckets, other.latency_buckets),
             max(0.0, self.latency_sum - other.latency_sum),
+            _sub(self.events, other.events),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -121,6 +129,7 @@ class Counters:
             "bytes_out": self.bytes_out,
             "latency_buckets": list(self.latency_buckets),
             "latency_sum": self.latency_sum,
+            **dict(zip(EVENT_FIELDS, self.events, strict=True)),
         }
 
 
@@ -133,6 +142,12 @@ class Gauges:
     busy_threads: int = 0
     queue_depth: int = 0
     threads: int = 0
+    stuck_threads: int = 0  # running a request for longer than --request-timeout
+
+    @property
+    def saturated(self) -> bool:
+        """Every pool thread is stuck: the worker cannot start another request."""
+        return self.threads > 0 and self.stuck_threads >= self.threads
 
     @classmethod
     def from_message(cls, msg: dict[str, Any]) -> Gauges:
@@ -171,6 +186,7 @@ class WorkerSnapshot:
         }
         out.update(self.counters.to_dict())
         out.update(asdict(self.gauges))
+        out["saturated"] = self.gauges.saturated
         out.update(asdict(self.proc or ProcInfo(0, 0.0, 0, 0)))
         return out
 

@@ -13,13 +13,22 @@ Message types (all carry ``"type"`` and ``"pid"``):
 
 - ``ready``      {pid, slot, generation}: the app loaded and accept is live.
 - ``boot_error`` {pid, message}: the app could not be loaded; the worker then exits EXIT_BOOT_ERROR.
-- ``retire``     {pid, reason}: the worker reached its request budget (reason ``"max_requests"``).
+- ``retire``     {pid, reason}: the worker wants a replacement: it reached its request budget
+  (``"max_requests"``) or its pool is stuck (``"request_timeout"``, see worker.watchdog).
 - ``stats``      {pid, slot, generation, time, <counters>, <gauges>}: every second; doubles as heartbeat.
   Counters are cumulative since the worker started: ``requests``, ``status`` ({"1xx".."5xx": n}),
   ``bytes_in``, ``bytes_out``, ``latency_buckets`` (PER-BUCKET counts, not cumulative: entry i counts
   durations d with LATENCY_BUCKETS_S[i-1] < d <= LATENCY_BUCKETS_S[i], Prometheus ``le`` semantics; the
-  last bucket is +Inf), ``latency_sum`` (seconds). Gauges: ``active_connections``, ``idle_connections``,
-  ``busy_threads``, ``queue_depth``, ``threads``.
+  last bucket is +Inf), ``latency_sum`` (seconds), ``events`` ({name: n} for every EVENT_FIELDS name:
+  rare things an operator must see counted, see below). Gauges: ``active_connections``,
+  ``idle_connections``, ``busy_threads``, ``queue_depth``, ``threads``, ``stuck_threads`` (pool threads
+  running a request for longer than --request-timeout; equal to ``threads`` = the pool is saturated).
+
+Events: ``request_timeouts`` (requests that ran past --request-timeout, counted once each),
+``shed_queue_timeout`` (503: waited longer than --queue-timeout for a thread), ``shed_stuck_pool`` (503:
+queued behind a pool whose every thread is stuck), ``client_gone`` (queued requests dropped unrun because
+the client had disconnected), ``accept_errors`` (accept() failures such as EMFILE),
+``access_log_errors`` (access-log lines that could not be written).
 """
 
 from __future__ import annotations
@@ -47,6 +56,11 @@ MESSAGE_TYPES = frozenset({"ready", "boot_error", "retire", "stats"})
 COUNTER_FIELDS: tuple[str, ...] = ("requests", "bytes_in", "bytes_out")
 GAUGE_FIELDS: tuple[str, ...] = (
     "active_connections", "idle_connections", "busy_threads", "queue_depth", "threads",
+    "stuck_threads",
+)  # fmt: skip
+EVENT_FIELDS: tuple[str, ...] = (
+    "request_timeouts", "shed_queue_timeout", "shed_stuck_pool", "client_gone", "accept_errors",
+    "access_log_errors",
 )  # fmt: skip
 
 # Required fields per type, with the type each must have (bool is rejected where int is asked).
@@ -60,6 +74,7 @@ _REQUIRED: dict[str, dict[str, type | tuple[type, ...]]] = {
         "status": dict,
         "latency_buckets": list,
         "latency_sum": (int, float),
+        "events": dict,
         **dict.fromkeys(COUNTER_FIELDS + GAUGE_FIELDS, int),
     },
 }
@@ -164,6 +179,10 @@ def _validate_stats(msg: dict[str, Any]) -> None:
             f"stats message: latency_buckets must have {len(LATENCY_BUCKETS_S)} entries"
         )
     ints += buckets
+    events = msg["events"]
+    if set(events) != set(EVENT_FIELDS):
+        raise ValueError("stats message: events must have exactly the keys of EVENT_FIELDS")
+    ints += events.values()
     if not all(_is(n, int) and n >= 0 for n in ints):
         raise ValueError("stats message: counters and gauges must be non-negative integers")
     if not math.isfinite(msg["latency_sum"]) or msg["latency_sum"] < 0:

@@ -13,7 +13,9 @@ import threading
 from bisect import bisect_left
 from typing import Any
 
-from worker.ipc import LATENCY_BUCKETS_S, STATUS_CLASSES
+from worker.ipc import EVENT_FIELDS, LATENCY_BUCKETS_S, STATUS_CLASSES
+
+_EVENT_INDEX = {name: i for i, name in enumerate(EVENT_FIELDS)}
 
 
 class WorkerStats:
@@ -30,6 +32,7 @@ class WorkerStats:
         "_bytes_out",
         "_buckets",
         "_latency_sum",
+        "_events",
     )
 
     def __init__(self) -> None:
@@ -40,6 +43,7 @@ class WorkerStats:
         self._bytes_out = 0
         self._buckets = [0] * len(LATENCY_BUCKETS_S)  # per-bucket counts, see worker.ipc
         self._latency_sum = 0.0
+        self._events = [0] * len(EVENT_FIELDS)
 
     def record(self, status: int, duration_s: float, bytes_in: int, bytes_out: int) -> None:
         """Count one finished request. ``duration_s`` is from the complete head to the last byte queued.
@@ -64,6 +68,16 @@ class WorkerStats:
             self._buckets[bucket] += 1
             self._latency_sum += duration_s
 
+    def count(self, event: str, n: int = 1) -> None:
+        """Count ``n`` occurrences of one of ``ipc.EVENT_FIELDS`` (any thread; rare events, so a lock)."""
+        i = _EVENT_INDEX[event]
+        with self._lock:
+            self._events[i] += n
+
+    def event(self, event: str) -> int:
+        """The count of one event so far."""
+        return self._events[_EVENT_INDEX[event]]
+
     @property
     def requests(self) -> int:
         """Requests recorded so far (a single int read needs no lock under the GIL)."""
@@ -73,6 +87,7 @@ class WorkerStats:
         """A consistent copy of the counters, with the field names of an ipc ``stats`` message."""
         with self._lock:
             status = list(self._status)
+            events = list(self._events)
             snap: dict[str, Any] = {
                 "requests": self._requests,
                 "bytes_in": max(0, self._bytes_in),  # a negative count would fail ipc validation
@@ -81,4 +96,5 @@ class WorkerStats:
                 "latency_sum": self._latency_sum,
             }
         snap["status"] = dict(zip(STATUS_CLASSES, status, strict=True))
+        snap["events"] = dict(zip(EVENT_FIELDS, events, strict=True))
         return snap

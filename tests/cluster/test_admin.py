@@ -375,3 +375,64 @@ def test_server_ipv6_and_unix(spec: str, tmp_path) -> None:
         srv.stop()
     if isinstance(addr, str):
         assert not os.path.exists(addr)  # stop() removed the socket file
+
+
+# --- worker events and saturation ---------------------------------------------------------------
+
+
+def _event_snapshot(stuck: dict[int, int]) -> StatsSnapshot:
+    """Two workers of 4 threads; ``stuck`` maps pid -> threads stuck past --request-timeout."""
+    agg = StatsAggregator(proc_info=lambda pid: None, clock=lambda: 10.0)
+    for slot, pid in enumerate((11, 12)):
+        agg.worker_started(slot, pid, 1, 0.0)
+        ws = WorkerStats()
+        ws.record(200, 0.01, 10, 10)
+        ws.count("request_timeouts", 2)
+        ws.count("shed_queue_timeout", 5)
+        ws.count("client_gone")
+        ws.count("accept_errors", 3)
+        gauges = {"threads": 4, "busy_threads": 4, "stuck_threads": stuck.get(pid, 0)}
+        msg = ipc.decode(ipc.encode(ipc.stats(pid, slot, 1, 1.0, ws.snapshot(), gauges)))
+        agg.on_message(slot, pid, msg, 1.0)
+    return agg.snapshot()
+
+
+def test_worker_events_are_summed_into_stats_and_metrics() -> None:
+    snap = _event_snapshot({11: 4})
+    totals = snap.to_dict()["totals"]
+    assert totals["request_timeouts"] == 4 and totals["shed_queue_timeout"] == 10
+    assert totals["client_gone"] == 2 and totals["accept_errors"] == 6
+    assert totals["access_log_errors"] == 0 and totals["stuck_threads"] == 4
+    workers = snap.to_dict()["workers"]
+    assert [(w["pid"], w["saturated"], w["stuck_threads"]) for w in workers] == [
+        (11, True, 4),
+        (12, False, 0),
+    ]
+    fams = parse_prometheus(render_metrics(snap))
+    assert _values(fams["webcluster_request_timeouts_total"]) == [4]
+    assert _values(fams["webcluster_shed_total"], reason="queue_timeout") == [10]
+    assert _values(fams["webcluster_shed_total"], reason="stuck_pool") == [0]
+    assert _values(fams["webcluster_shed_total"], reason="client_gone") == [2]
+    assert _values(fams["webcluster_accept_errors_total"]) == [6]
+    assert _values(fams["webcluster_stuck_threads"]) == [4]
+    assert _values(fams["webcluster_worker_saturated"], pid="11") == [1]
+    assert _values(fams["webcluster_worker_saturated"], pid="12") == [0]
+
+
+def test_healthz_names_saturated_workers_and_fails_when_all_are() -> None:
+    class Source:
+        def __init__(self, snap: StatsSnapshot) -> None:
+            self.snap = snap
+
+        def snapshot(self) -> StatsSnapshot:
+            return self.snap
+
+    def health(stuck: dict[int, int], serving: bool = True) -> tuple[int, bytes]:
+        resp = route("GET", "/healthz", Source(_event_snapshot(stuck)), lambda: serving)
+        return resp.status, resp.body
+
+    assert health({}) == (200, b"ok\n")
+    assert health({11: 3}) == (200, b"ok\n")  # one thread still free: not saturated
+    assert health({11: 4}) == (200, b"ok; saturated: worker 11 (slot 0)\n")
+    assert health({11: 4, 12: 4}) == (503, b"saturated: worker 11 (slot 0), worker 12 (slot 1)\n")
+    assert health({}, serving=False) == (503, b"draining\n")

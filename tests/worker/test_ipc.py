@@ -114,6 +114,9 @@ def test_garbage_is_rejected(data: bytes) -> None:
         {"busy_threads": None},
         {"latency_sum": -0.5},
         {"time": "now"},
+        {"events": {"request_timeouts": 1}},
+        {"events": dict.fromkeys(ipc.EVENT_FIELDS, -1)},
+        {"stuck_threads": "all"},
     ],
 )
 def test_bad_stats_are_rejected_both_ways(over: dict) -> None:
