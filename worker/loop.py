@@ -36,6 +36,7 @@ from worker.http.errors import LocalProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, ConnectionClosed, Request
 from worker.http.protocol import H1Connection, Limits
 from worker.httpdate import http_date
+from worker.logthrottle import LogThrottle
 from worker.poller import ONESHOT, READ, WRITE, Poller
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
@@ -49,6 +50,8 @@ ACCEPT_BATCH = 64
 # The client's request was read to its end (MUST_CLOSE: it ended and asked to close, or was HTTP/1.0).
 _REQUEST_COMPLETE = frozenset(("DONE", "MUST_CLOSE"))
 ACCEPT_RETRY = 0.1  # seconds to pause accepting after EMFILE/ENFILE
+# Out of fds, a worker retries accept() 10 times a second: one log line per this many seconds, with a count.
+ACCEPT_ERROR_LOG_INTERVAL = 10.0
 
 
 @dataclass(frozen=True)
@@ -134,6 +137,7 @@ class Loop:
         self._listeners = [_Listener(s) for s in listeners]
         self._accepting = False
         self._accept_resume_at: float | None = None
+        self._accept_errors = LogThrottle(ACCEPT_ERROR_LOG_INTERVAL)
         # Live connections by serial. Timer entries name a serial, never a Conn, so a closed connection
         # is freed at once instead of living (parser, buffers, socket) until its deadline passes.
         self._conns: dict[int, Conn] = {}
@@ -232,12 +236,24 @@ class Loop:
                 return
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.warning("accept failed (%s); pausing accepts for %.1fs", exc, ACCEPT_RETRY)
+                    self._on_accept_error(exc)
                     self._pause_accepting()
                     self._accept_resume_at = self.clock() + ACCEPT_RETRY
                     return
                 continue  # ECONNABORTED and friends: that one client is gone
             self._add_conn(sock, addr, lst)
+
+    def _on_accept_error(self, exc: OSError) -> None:
+        """Count every failure; log the first at once, then one line per interval with the count."""
+        if self.runner.stats is not None:
+            self.runner.stats.count("accept_errors")
+        count = self._accept_errors.hit(self.clock())
+        if count is not None:
+            log.warning(
+                "accept failed %d time(s) (%s); pausing accepts for %.1fs after each; "
+                "next report in %.0fs at the earliest (accept_errors in /stats)",
+                count, exc.strerror or exc, ACCEPT_RETRY, ACCEPT_ERROR_LOG_INTERVAL,
+            )  # fmt: skip
 
     def _add_conn(self, sock: socket.socket, addr, lst: _Listener) -> None:
         sock.setblocking(False)
@@ -384,7 +400,7 @@ class Loop:
         log.debug("protocol error from %s: %s (%d)", conn.remote, exc, exc.status)
         response = conn.h1.error_response(exc, date=http_date())
         conn.out += response
-        self.runner.record(conn, conn.h1.request, exc.status, 0.0, 0, 0)
+        self.runner.record(conn, conn.h1.request, exc.status, 0.0, 0, len(response))
         self._start_flush(conn, LINGERING)
 
     # ---- hand-back from pool threads ------------------------------------------------------

@@ -120,7 +120,11 @@ def run(
     # collector's sight so full GC passes only walk objects created while serving (shorter pauses).
     gc.freeze()
 
-    access_log = AccessLog(cfg.access_log) if cfg.access_log else None
+    access_log = (
+        AccessLog(cfg.access_log, on_error=lambda: stats.count("access_log_errors"))
+        if cfg.access_log
+        else None
+    )
     pool = ThreadPool(cfg.threads)
     budget = _request_budget(cfg)
     retired = False

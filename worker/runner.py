@@ -12,7 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from worker.accesslog import AccessLog, format_line
+from worker.accesslog import AccessLog, format_line, refused_head
 from worker.exchange import Exchange
 from worker.handlers.base import ClientDisconnected, Handler
 from worker.http.errors import ProtocolError, RemoteProtocolError
@@ -66,8 +66,9 @@ class Runner:
             except (
                 RemoteProtocolError
             ) as exc:  # a bad pipelined head: answered, counted, then close
-                conn.send(h1.error_response(exc, date=http_date()))
-                self.record(conn, None, exc.status, 0.0, 0, 0)
+                response = h1.error_response(exc, date=http_date())
+                conn.send(response)
+                self.record(conn, None, exc.status, 0.0, 0, len(response))
                 return True
             if event is NEED_DATA:
                 return False
@@ -156,15 +157,15 @@ class Runner:
     ) -> None:
         """Count one answered request and write its access-log line (any thread).
 
-        ``request`` is None when the head itself was refused (400/408/414/431...): the line then shows
-        "-" as the request, like nginx logs a request it could not parse.
+        ``request`` is None when the head itself was refused (400/408/413/414/431...): the line then
+        shows what of the refused head arrived (``accesslog.refused_head``), or "-".
         """
         if self.stats is not None:
             self.stats.record(status, duration, bytes_in, bytes_out)
         if self.access_log is None:
             return
         if request is None:
-            line, referer, agent = "-", None, None
+            line, referer, agent = refused_head(conn.h1.trailing_data[0])
         else:
             line = f"{request.method} {request.target} HTTP/{request.http_version}"
             referer, agent = request.get("referer"), request.get("user-agent")

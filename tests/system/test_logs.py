@@ -63,7 +63,9 @@ def test_access_log_is_apache_combined(run_supervisor, tmp_path):
     assert m2, second
     assert m2["status"] == "404" and m2["agent"] == 'evil\\"\\xe9agent'
     m3 = COMBINED.match(third)
-    assert m3 and m3["status"] == "400" and m3["request"] == "-", third
+    # a refused head is logged with what of it arrived, and the bytes of the error response
+    assert m3 and m3["status"] == "400" and m3["request"] == "GET / HTTP/1.1", third
+    assert m3["size"] != "-" and int(m3["size"]) > 0
 
 
 def test_access_log_is_off_by_default_and_log_level_filters(run_supervisor):
