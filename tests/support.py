@@ -1,14 +1,13 @@
 """Shared helpers for in-process server tests: a real Loop + ThreadPool on a loopback socket.
 
-``serve(handler, threads=4, **LoopSettings overrides)`` runs the worker's loop in a thread and yields a
-``Server``; ``read_response`` is a small strict client-side reader.
+``serve(handler, threads=4, host="127.0.0.1", **LoopSettings overrides)`` runs the worker's loop in a thread
+(listening on ``host``, port 0) and yields a ``Server``; ``read_response`` is a small strict client-side reader.
 """
 
 from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -24,18 +23,19 @@ class Server:
         self.loop = loop
         self.sock = sock
         self.pool = pool
-        self.port = sock.getsockname()[1]
+        self.host, self.port = sock.getsockname()[:2]
 
     def connect(self) -> socket.socket:
-        c = socket.create_connection(("127.0.0.1", self.port), timeout=10)
-        return c
+        return socket.create_connection((self.host, self.port), timeout=10)
 
 
 @contextmanager
-def serve(handler: Callable[[Exchange], None], threads: int = 4, **kw) -> Iterator[Server]:
-    lsock = socket.socket()
+def serve(
+    handler: Callable[[Exchange], None], threads: int = 4, host: str = "127.0.0.1", **kw
+) -> Iterator[Server]:
+    lsock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind(("127.0.0.1", 0))
+    lsock.bind((host, 0))
     lsock.listen(1024)
     pool = ThreadPool(threads)
     settings = replace(LoopSettings(), **kw)
@@ -51,26 +51,47 @@ def serve(handler: Callable[[Exchange], None], threads: int = 4, **kw) -> Iterat
         lsock.close()
 
 
-_readers: dict[int, object] = {}
+def _line(sock: socket.socket) -> bytes:
+    """One line, LF included, read a byte at a time so nothing after it leaves the socket."""
+    line = bytearray()
+    while not line.endswith(b"\n"):
+        byte = sock.recv(1)
+        if not byte:
+            break
+        line += byte
+    return bytes(line)
+
+
+def _exactly(sock: socket.socket, n: int) -> bytes:
+    data = bytearray()
+    while len(data) < n:
+        piece = sock.recv(n - len(data))
+        if not piece:
+            break
+        data += piece
+    return bytes(data)
+
+
+def _until_eof(sock: socket.socket) -> bytes:
+    data = bytearray()
+    while piece := sock.recv(65536):
+        data += piece
+    return bytes(data)
 
 
 def read_response(sock: socket.socket, head: bool = False) -> tuple[int, dict[str, str], bytes]:
     """Minimal client-side reader: status, headers, body (Content-Length or chunked or until close).
 
-    One buffered reader per socket, so bytes of a pipelined next response are not lost between calls.
+    It reads exactly one response and nothing beyond it (no buffer kept between calls), so a pipelined
+    next response stays in the socket for the next call, or for the test's own ``recv``.
     """
-    key = id(sock)
-    entry = _readers.get(key)
-    if entry is None or entry[0] is not sock:
-        entry = _readers[key] = (sock, sock.makefile("rb"))
-    f = entry[1]
-    status_line = f.readline()
+    status_line = _line(sock)
     if not status_line:
         raise ConnectionError("closed before a response")
     status = int(status_line.split()[1])
     headers: dict[str, str] = {}
     while True:
-        line = f.readline()
+        line = _line(sock)
         if line in (b"\r\n", b""):
             break
         k, v = line.decode("latin-1").split(":", 1)
@@ -78,19 +99,15 @@ def read_response(sock: socket.socket, head: bool = False) -> tuple[int, dict[st
     if status in (100, 204, 304) or head:  # no content (RFC 9110 §6.4.1); head=True for HEAD
         return status, headers, b""
     if "content-length" in headers:
-        body = f.read(int(headers["content-length"]))
-    elif headers.get("transfer-encoding") == "chunked":
-        body = b""
-        while True:
-            size = int(f.readline().strip(), 16)
-            if size == 0:
-                f.readline()
-                break
-            body += f.read(size)
-            f.readline()
-    else:
-        body = f.read()
-    return status, headers, body
+        return status, headers, _exactly(sock, int(headers["content-length"]))
+    if headers.get("transfer-encoding") == "chunked":
+        body = bytearray()
+        while size := int(_line(sock).strip(), 16):
+            body += _exactly(sock, size)
+            _line(sock)
+        _line(sock)  # the CRLF after the last chunk (no trailers are sent to this reader)
+        return status, headers, bytes(body)
+    return status, headers, _until_eof(sock)
 
 
 def is_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
@@ -101,12 +118,3 @@ def is_closed(sock: socket.socket, timeout: float = 5.0) -> bool:
         return True
     except TimeoutError:
         return False
-
-
-def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.01)
-    return cond()

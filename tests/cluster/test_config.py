@@ -1,6 +1,6 @@
 """cluster/config.py, cluster/settings.py, cluster/parsers.py and supervisor.py's config handling.
 
-Pure tests (no sockets, no sleeps) except two subprocess runs of ``supervisor.py``.
+Pure tests (no sockets, no sleeps) except two subprocess runs of ``supervisor.py`` (marked ``system``).
 """
 
 from __future__ import annotations
@@ -588,6 +588,7 @@ def _run_supervisor(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.system
 def test_supervisor_help_subprocess() -> None:
     result = _run_supervisor("--help")
     assert result.returncode == 0, result.stderr
@@ -597,6 +598,7 @@ def test_supervisor_help_subprocess() -> None:
 
 
 @pytest.mark.timeout(90)
+@pytest.mark.system
 def test_supervisor_bad_value_subprocess() -> None:
     result = _run_supervisor("--threads", "0")
     assert result.returncode == 2

@@ -18,6 +18,7 @@ from cluster.listeners import (
     raise_nofile_limit,
     systemd_fds,
 )
+from tests.conftest import poll
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="Linux reuse-port/TCP_INFO"
@@ -44,14 +45,12 @@ def connect_many(port: int, n: int, host: str = "127.0.0.1") -> list[socket.sock
 
 def wait_queued(lst: Listeners, slots, total: int) -> dict[int, int]:
     """Queue lengths per slot once ``total`` connections are queued (handshakes finish asynchronously)."""
-    import time
 
-    deadline = time.monotonic() + 5
-    while True:
-        counts = {s: lst.queue_length(s) for s in slots}
-        if sum(counts.values()) >= total or time.monotonic() > deadline:
-            return counts
-        time.sleep(0.01)
+    def counts() -> dict[int, int] | None:
+        found = {s: lst.queue_length(s) for s in slots}
+        return found if sum(found.values()) >= total else None
+
+    return poll(f"{total} queued connections", counts, 5.0)
 
 
 PARSE = [

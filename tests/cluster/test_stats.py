@@ -80,17 +80,17 @@ def test_record_is_thread_safe() -> None:
 
 
 def test_record_hot_path_cost() -> None:
-    """record() is on every request: keep it well under 2 µs (typically ~0.35 µs). The bound is
-    loose because the CI machine is shared; the best of 5 runs removes scheduling noise."""
+    """record() runs on every request, so its cost is bounded. Measured in this thread's CPU time,
+    best of 5 runs, so other processes on a shared machine do not count against it."""
     stats = WorkerStats()
     record = stats.record
     n = 20000
     best = float("inf")
     for _ in range(5):
-        start = time.perf_counter()
+        start = time.thread_time()
         for _ in range(n):
             record(200, 0.0042, 100, 1000)
-        best = min(best, (time.perf_counter() - start) / n)
+        best = min(best, (time.thread_time() - start) / n)
     assert best < 2e-6, f"record() took {best * 1e6:.2f} µs"
 
 

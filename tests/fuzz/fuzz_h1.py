@@ -8,7 +8,7 @@ Run for a bounded time (see tests/fuzz/README.md)::
 
 Each input is decoded as: one byte choosing the limits (small ones reach every limit check), one byte
 choosing how many pieces to cut the stream into, the cut offsets, then the stream itself. The stream goes
-through ``tests.fuzz.harness.run`` - the same invariants as the hypothesis tests: only valid events or one
+through ``tests.worker.http.driver.run`` - the same invariants as the hypothesis tests: only valid events or one
 RemoteProtocolError with a 4xx/5xx status, never another exception, bounded buffering. A crash is a find.
 """
 
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
-    from tests.fuzz.harness import SMALL_LIMITS, run, split
+    from tests.worker.http.driver import SMALL_LIMITS, run, split
     from worker.http.protocol import Limits
 
 LIMITS = (Limits(), SMALL_LIMITS)
@@ -38,8 +38,8 @@ def test_one_input(data: bytes) -> None:
     pieces = run(split(stream, cuts), limits)
     # The split must not change what the application sees nor how the connection ends.
     assert pieces.requests == whole.requests
-    assert (pieces.error, pieces.closed, pieces.stopped) == (
-        whole.error,
+    assert (pieces.status, pieces.closed, pieces.stopped) == (
+        whole.status,
         whole.closed,
         whole.stopped,
     )

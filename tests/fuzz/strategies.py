@@ -2,7 +2,7 @@
 
 ``requests()`` draws a ``Generated``: the wire bytes of one valid request, serialised with the variations the
 grammar allows (header-name case, OWS around values, leading empty lines, chunk-size case and leading zeros,
-chunk extensions, trailers), and the ``Parsed`` summary the core must produce for it.
+chunk extensions, trailers), and the ``Req`` summary the core must produce for it.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from hypothesis import strategies as st
 
-from tests.fuzz.harness import Parsed
+from tests.worker.http.cases import Req
 
 TCHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 VCHARS = "".join(chr(c) for c in range(0x21, 0x7F))
@@ -63,7 +63,7 @@ def targets(draw, method: str) -> str:
 @dataclass(frozen=True)
 class Generated:
     raw: bytes
-    expected: Parsed
+    expected: Req
 
 
 @st.composite
@@ -115,7 +115,7 @@ def requests(draw, *, http10: bool = True) -> Generated:
     leading = b"\r\n" * draw(st.integers(0, 2))
     request_line = f"{method} {target} HTTP/{version}\r\n".encode("latin-1")
     raw = leading + request_line + draw(field_lines(fields)) + b"\r\n" + payload
-    expected = Parsed(
+    expected = Req(
         method=method,
         target=target,
         version=version,

@@ -1,4 +1,4 @@
-"""Property-based tests of the sans-IO HTTP/1.x core (hypothesis). Invariants: ``tests/fuzz/harness.py``.
+"""Property-based tests of the sans-IO HTTP/1.x core (hypothesis). Invariants: ``tests/worker/http/driver.py``.
 
 1. Any byte stream, in any split, yields valid events or exactly one RemoteProtocolError with a 4xx/5xx
    status - never another exception - and the core buffers no more than its limits while it waits.
@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.fuzz import strategies as gen
-from tests.fuzz.harness import DATE, SMALL_LIMITS, run, split
+from tests.worker.http.driver import DATE, SMALL_LIMITS, run, split
 from worker.http.errors import LocalProtocolError
 from worker.http.events import Request
 from worker.http.protocol import H1Connection, Limits
@@ -49,7 +49,7 @@ STREAMS = st.one_of(st.binary(max_size=600), gen.soup, gen.mutated())
 @given(data=STREAMS, cuts=gen.cuts, limits=LIMITS)
 def test_any_bytes_yield_valid_events_or_one_4xx_5xx(data: bytes, cuts: list[int], limits: Limits):
     outcome = run(split(data, cuts), limits)
-    assert outcome.error is None or 400 <= outcome.error <= 599
+    assert outcome.status is None or 400 <= outcome.status <= 599
 
 
 @given(data=STREAMS, cuts=gen.cuts, limits=LIMITS)
@@ -59,8 +59,8 @@ def test_outcome_does_not_depend_on_the_split(data: bytes, cuts: list[int], limi
     one_by_one = run([data[i : i + 1] for i in range(len(data))], limits)
     for other in (pieces, one_by_one):
         assert other.requests == whole.requests
-        assert (other.error, other.closed, other.stopped) == (
-            whole.error,
+        assert (other.status, other.closed, other.stopped) == (
+            whole.status,
             whole.closed,
             whole.stopped,
         )
@@ -69,7 +69,7 @@ def test_outcome_does_not_depend_on_the_split(data: bytes, cuts: list[int], limi
 @given(data=st.binary(min_size=1, max_size=64), repeat=st.integers(1, 4000), limits=LIMITS)
 def test_buffering_is_bounded_for_endless_input(data: bytes, repeat: int, limits: Limits):
     # A peer that never ends its head, chunk-size line or trailers: the core must refuse, not hoard.
-    # (harness.run asserts the bound every time the core asks for more data.)
+    # (driver.run asserts the bound every time the core asks for more data.)
     prefixes = [
         b"",
         b"GET / HTTP/1.1\r\nHost: a\r\nX: ",
@@ -80,14 +80,14 @@ def test_buffering_is_bounded_for_endless_input(data: bytes, repeat: int, limits
         outcome = run([prefix, *([data] * repeat)], limits, eof=False)
         total = len(prefix) + len(data) * repeat
         if total > limits.max_head + limits.max_trailer + limits.max_body + 64:
-            assert outcome.error is not None or outcome.requests, "unbounded input accepted"
+            assert outcome.status is not None or outcome.requests, "unbounded input accepted"
 
 
 @given(reqs=st.lists(gen.requests(), min_size=1, max_size=4), cuts=gen.cuts)
 def test_valid_requests_round_trip(reqs: list[gen.Generated], cuts: list[int]):
     raw = b"".join(g.raw for g in reqs)
     outcome = run(split(raw, cuts), Limits())
-    assert outcome.error is None, f"valid stream refused with {outcome.error}"
+    assert outcome.status is None, f"valid stream refused with {outcome.status}"
     assert outcome.requests == [g.expected for g in reqs]
     assert outcome.closed
 

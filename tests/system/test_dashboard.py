@@ -12,7 +12,6 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import pytest
 from cluster.admin import AdminServer
 from cluster.stats import StatsAggregator
 from tests.cluster.test_admin import parse_prometheus
+from tests.conftest import poll
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -38,25 +38,10 @@ CHROMIUM_FLAGS = (
 )
 
 
-def _wait_for(what: str, probe: Callable[[], Any], timeout: float = 20.0) -> Any:
-    """Poll ``probe`` until it returns something truthy (no fixed sleeps)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = probe()
-        except OSError:
-            last = None
-        if last:
-            return last
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what} (last: {last!r})")
-
-
 def _start(run_supervisor, procs: int) -> Any:
     """A supervisor with ``procs`` running workers and at least one history point on /stats."""
     sup = run_supervisor("--procs", str(procs), "--threads", "4")
-    _wait_for("a history point", lambda: sup.stats()["history"])
+    poll("a history point", lambda: sup.stats()["history"])
     return sup
 
 
@@ -87,7 +72,7 @@ def test_stats_totals_equal_requests_made_and_metrics_parse(run_supervisor) -> N
         doc = sup.stats()
         return doc if doc["totals"]["requests"] >= n else None
 
-    doc = _wait_for(f"{n} requests on /stats", counted)
+    doc = poll(f"{n} requests on /stats", counted)
     totals, workers = doc["totals"], doc["workers"]
     assert totals["requests"] == n
     assert sum(w["requests"] for w in workers) == n  # no worker exited: live workers hold them all
@@ -159,7 +144,7 @@ def test_dashboard_in_headless_chromium(run_supervisor, tmp_path: Path) -> None:
     # More traffic, and wait until the supervisor's history has moved on by two samples.
     last_t = float(re.search(r'data-last-t="([\d.]+)"', chart1).group(1))
     _make_requests(sup.port, 40)
-    _wait_for(
+    poll(
         "two more history points",
         lambda: sup.stats()["history"][-1]["t"] >= last_t + 2,
     )
@@ -227,7 +212,7 @@ def test_latency_chart_draws_p50_and_p99_and_fits_900px(run_supervisor, tmp_path
             if p["p50_s"] is not None and p["p99_s"] is not None and p["p99_s"] > 20 * p["p50_s"]
         )
 
-    _wait_for("3 history points with p99 well above p50", lambda: spread_points() >= 3)
+    poll("3 history points with p99 well above p50", lambda: spread_points() >= 3)
     dom = _dump_dom(f"http://127.0.0.1:{sup.admin_port}/", tmp_path / "profile", width=900)
     chart = _chart(dom, "chart-latency")
     assert 'data-scale="log"' in chart
@@ -294,11 +279,11 @@ def test_totals_survive_a_reload(run_supervisor) -> None:
     sup = _start(run_supervisor, procs=2)
     old = sup.worker_pids()
     _make_requests(sup.port, 30)
-    _wait_for("30 requests on /stats", lambda: sup.stats()["totals"]["requests"] == 30)
+    poll("30 requests on /stats", lambda: sup.stats()["totals"]["requests"] == 30)
     sup.signal(signal.SIGHUP)
     sup.wait_workers(2, exclude=old)
     _make_requests(sup.port, 10)
-    doc = _wait_for(
+    doc = poll(
         "40 requests on /stats", lambda: (d := sup.stats())["totals"]["requests"] >= 40 and d
     )
     assert doc["totals"]["requests"] == 40

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 import socket
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.conftest import poll
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -21,14 +22,11 @@ COMBINED = re.compile(
 
 
 def _lines(path: Path, n: int, timeout: float = 10.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if path.exists():
-            lines = path.read_text().splitlines()
-            if len(lines) >= n:
-                return lines
-        time.sleep(0.05)
-    raise AssertionError(f"expected {n} access-log lines in {path}")
+    def ready() -> list[str] | None:
+        lines = path.read_text().splitlines() if path.exists() else []
+        return lines if len(lines) >= n else None
+
+    return poll(f"{n} access-log lines in {path}", ready, timeout)
 
 
 def test_access_log_is_apache_combined(run_supervisor, tmp_path):

@@ -30,7 +30,7 @@ import psutil
 import pytest
 
 from tests.conftest import poll
-from tests.support import is_closed, read_response, serve, wait_for
+from tests.support import is_closed, read_response, serve
 from worker.handlers.base import Exchange
 
 
@@ -76,7 +76,7 @@ def test_slow_bodies_wait_in_the_loop_not_in_threads_and_get_408():
         fresh.sendall(post(5) + b"hello")
         assert read_response(fresh)[2] == b"5"  # answered at once: no thread is waiting on a body
         assert time.monotonic() - start < 1.5
-        assert wait_for(lambda: srv.pool.busy == 0, 1.0)
+        poll("srv.pool.busy == 0", lambda: srv.pool.busy == 0, 1.0)
         for c in slow:
             status, headers, _ = read_response(c)
             assert status == 408 and headers["connection"] == "close"
@@ -132,7 +132,7 @@ def test_expect_continue_body_is_bounded_by_the_min_rate_in_its_thread():
         start = time.monotonic()
         assert trickle_until_answer(c, b"z" * 20, 0.3, 8) == 408
         assert time.monotonic() - start < 5.0
-        assert wait_for(lambda: srv.pool.busy == 0)
+        poll("srv.pool.busy == 0", lambda: srv.pool.busy == 0, 5.0)
 
 
 @pytest.mark.timeout(30)
@@ -148,7 +148,7 @@ def test_a_slow_reader_holds_a_thread_for_at_most_the_send_timeout():
         c = srv.connect()
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert wait_for(lambda: srv.pool.busy == 1, 5)
+        poll("srv.pool.busy == 1", lambda: srv.pool.busy == 1, 5)
         stop = threading.Event()
 
         def trickle() -> None:  # 4 KiB every 0.2 s: steady progress, but 16 MiB would take 800 s
@@ -164,7 +164,7 @@ def test_a_slow_reader_holds_a_thread_for_at_most_the_send_timeout():
         reader.start()
         try:
             start = time.monotonic()
-            assert wait_for(lambda: srv.pool.busy == 0, 10)
+            poll("srv.pool.busy == 0", lambda: srv.pool.busy == 0, 10)
             assert time.monotonic() - start < 6.0
         finally:
             stop.set()
@@ -192,7 +192,11 @@ def test_a_large_file_is_sent_by_the_loop_in_order(tmp_path):
         c.sendall(b"GET /1 HTTP/1.1\r\nHost: x\r\n\r\nGET /2 HTTP/1.1\r\nHost: x\r\n\r\n")
         # Both responses are queued (the second behind the first file) and the only thread is
         # free before the client has read a byte: the loop does the sending.
-        assert wait_for(lambda: srv.pool.busy == 0 and srv.loop.gauges()["active_connections"] == 1)
+        poll(
+            "srv.pool.busy == 0 and srv.loop.gauges()['active_connections'] == 1",
+            lambda: srv.pool.busy == 0 and srv.loop.gauges()["active_connections"] == 1,
+            5.0,
+        )
         for _ in range(2):
             status, headers, body = read_response(c)
             assert status == 200 and headers["transfer-encoding"] == "chunked"
@@ -206,14 +210,24 @@ def test_a_reader_that_stalls_on_a_large_file_is_reset_after_the_send_timeout(tm
         c = srv.connect()
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 1)
-        assert wait_for(lambda: srv.pool.busy == 0, 1.0)  # no thread waits for this reader
+        poll(
+            "srv.loop.gauges()['active_connections'] == 1",
+            lambda: srv.loop.gauges()["active_connections"] == 1,
+            5.0,
+        )
+        poll(
+            "srv.pool.busy == 0", lambda: srv.pool.busy == 0, 1.0
+        )  # no thread waits for this reader
         other = srv.connect()
         other.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(other)[0] == 200
         other.close()
         start = time.monotonic()
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0, 5)
+        poll(
+            "srv.loop.gauges()['active_connections'] == 0",
+            lambda: srv.loop.gauges()["active_connections"] == 0,
+            5,
+        )
         assert 0.5 <= time.monotonic() - start < 4
         # Reset, not closed: what the kernel still held for this client was dropped.
         c.settimeout(5)

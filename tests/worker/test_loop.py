@@ -12,7 +12,8 @@ import time
 
 import pytest
 
-from tests.support import is_closed, read_response, serve, wait_for
+from tests.conftest import poll
+from tests.support import is_closed, read_response, serve
 from worker.handlers.base import Exchange
 
 pytestmark = pytest.mark.timeout(30)
@@ -182,7 +183,7 @@ def test_idle_and_half_read_connections_hold_no_thread():
         fresh = srv.connect()
         fresh.sendall(b"GET /fresh HTTP/1.1\r\nHost: x\r\n\r\n")
         assert read_response(fresh)[2] == b"hello /fresh"
-        assert wait_for(lambda: srv.pool.busy == 0)
+        poll("srv.pool.busy == 0", lambda: srv.pool.busy == 0, 5.0)
         gauges = srv.loop.gauges()
         assert gauges["idle_connections"] >= 50  # the keep-alive ones, waiting in the poller
         assert gauges["active_connections"] + gauges["idle_connections"] >= 71
@@ -217,9 +218,9 @@ def test_graceful_stop_finishes_in_flight_and_says_connection_close():
     with serve(slow, graceful_timeout=5) as srv:
         c = srv.connect()
         c.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert wait_for(lambda: srv.pool.busy == 1)
+        poll("srv.pool.busy == 1", lambda: srv.pool.busy == 1, 5.0)
         srv.loop.stop(graceful=True)
-        assert wait_for(lambda: srv.loop.stopping)
+        poll("srv.loop.stopping", lambda: srv.loop.stopping, 5.0)
         gate.set()
         status, headers, body = read_response(c)
         assert status == 200 and headers["connection"] == "close"
@@ -238,9 +239,13 @@ def test_client_that_stops_reading_is_dropped_after_send_timeout():
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         # we never read: the server must give up and free its thread
-        assert wait_for(lambda: srv.pool.busy == 1, 5)
-        assert wait_for(lambda: srv.pool.busy == 0, 10)
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0, 5)
+        poll("srv.pool.busy == 1", lambda: srv.pool.busy == 1, 5)
+        poll("srv.pool.busy == 0", lambda: srv.pool.busy == 0, 10)
+        poll(
+            "srv.loop.gauges()['active_connections'] == 0",
+            lambda: srv.loop.gauges()["active_connections"] == 0,
+            5,
+        )
         assert srv.loop.gauges()["idle_connections"] == 0
 
 

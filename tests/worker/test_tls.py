@@ -23,7 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.support import is_closed, read_response, wait_for
+from tests.conftest import poll
+from tests.support import is_closed, read_response
 from worker.handlers.base import Exchange
 from worker.handlers.dispatch import build_handler
 from worker.loop import Loop, LoopSettings
@@ -31,7 +32,9 @@ from worker.runner import Runner
 from worker.threadpool import ThreadPool
 from worker.tls import TLSAcceptor, TLSConfigError, TLSStream, WantWrite, server_context
 
-pytestmark = pytest.mark.timeout(60)
+# system: the throwaway PKI is made by the openssl command-line tool (and two tests run curl and
+# openssl s_client).
+pytestmark = [pytest.mark.timeout(60), pytest.mark.system]
 
 
 # ---- a throwaway PKI (openssl CLI) ------------------------------------------------------------------
@@ -357,7 +360,7 @@ def test_many_small_writes_with_ssl_write_retries(pki, monkeypatch):
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)  # no autotuning: buffers fill
         with client_context(pki).wrap_socket(raw, server_hostname="localhost") as c:
             c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-            assert wait_for(lambda: len(blocked) > 0, timeout=10)  # full before we read a byte
+            poll("len(blocked) > 0", lambda: len(blocked) > 0, 10)  # full before we read a byte
             status, headers, body = read_response(c)
             assert status == 200 and body == piece * count
             c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")  # and the connection is in step
@@ -403,7 +406,11 @@ def test_protocol_errors_and_head_timeout_over_tls(pki):
             assert status == 408 and headers["connection"] == "close"
             c.settimeout(5)
             assert c.recv(100) == b""  # close_notify, not a bare FIN (that would raise SSLEOFError)
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0, timeout=10)
+        poll(
+            "srv.loop.gauges()['active_connections'] == 0",
+            lambda: srv.loop.gauges()["active_connections"] == 0,
+            10,
+        )
 
 
 # ---- client certificates ---------------------------------------------------------------------------
@@ -419,7 +426,11 @@ def test_client_certificate_required(pki):
             with pytest.raises((ssl.SSLError, ConnectionError)):
                 srv.get("/refused", ctx)  # TLS 1.3: refused at the first read, after the handshake
         assert srv.get("/again", client_context(pki, pki.client_cert, pki.client_key))[0] == 200
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0)
+        poll(
+            "srv.loop.gauges()['active_connections'] == 0",
+            lambda: srv.loop.gauges()["active_connections"] == 0,
+            5.0,
+        )
 
 
 def test_client_certificate_optional(pki):
@@ -442,15 +453,23 @@ def test_stalled_handshakes_hold_no_thread_and_are_closed_by_the_header_timeout(
             s = srv.raw()
             s.sendall(hello_bytes[: len(hello_bytes) // 2])
             stalled.append(s)
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] >= 30)
+        poll(
+            "srv.loop.gauges()['active_connections'] >= 30",
+            lambda: srv.loop.gauges()["active_connections"] >= 30,
+            5.0,
+        )
         # 30 stalled handshakes, 2 threads: a real client is still served at once.
         assert srv.get("/fresh") == (200, b"hello /fresh")
-        assert wait_for(lambda: srv.pool.busy == 0)
+        poll("srv.pool.busy == 0", lambda: srv.pool.busy == 0, 5.0)
         for s in stalled:
             assert is_closed(s, timeout=10)
         elapsed = time.monotonic() - t0
         assert 0.4 <= elapsed < 10
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0)
+        poll(
+            "srv.loop.gauges()['active_connections'] == 0",
+            lambda: srv.loop.gauges()["active_connections"] == 0,
+            5.0,
+        )
 
 
 def test_client_leaving_mid_handshake_is_cleaned_up(pki):
@@ -460,7 +479,11 @@ def test_client_leaving_mid_handshake_is_cleaned_up(pki):
             s = srv.raw()
             s.sendall(hello_bytes[:n])
             s.close()
-        assert wait_for(lambda: srv.loop.gauges()["active_connections"] == 0)
+        poll(
+            "srv.loop.gauges()['active_connections'] == 0",
+            lambda: srv.loop.gauges()["active_connections"] == 0,
+            5.0,
+        )
         assert srv.get()[0] == 200
 
 

@@ -230,6 +230,7 @@ def test_http10_client_gets_close_delimited_stream_and_close(app_server):
 
 
 def test_ipv6_loopback_if_available(files):
+    """Over [::1] the static files are served and the app sees the IPv6 peer in REMOTE_ADDR."""
     if not socket.has_ipv6:
         pytest.skip("no IPv6")
     try:
@@ -238,4 +239,15 @@ def test_ipv6_loopback_if_available(files):
         s.close()
     except OSError:
         pytest.skip("::1 not configured")
-    # covered end-to-end by the supervisor's [::1] bind tests; here only the handler path matters
+
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [environ["REMOTE_ADDR"].encode()]
+
+    handler = build_handler(app=app, static_mounts=(("/files", str(files)),))
+    with serve(handler, host="::1") as srv, srv.connect() as c:
+        assert c.family == socket.AF_INET6
+        c.sendall(b"GET /files/sub/a.txt HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        assert read_response(c)[::2] == (200, b"0123456789")
+        c.sendall(b"GET /addr HTTP/1.1\r\nHost: [::1]\r\n\r\n")
+        assert read_response(c)[::2] == (200, b"::1")

@@ -49,6 +49,7 @@ def test_no_io_imports_in_source(path: Path) -> None:
     assert not bad, f"{path.name} imports {sorted(bad)}"
 
 
+@pytest.mark.system  # starts a fresh interpreter
 def test_no_io_modules_loaded() -> None:
     """Importing the whole package in a fresh interpreter loads none of them.
 
