@@ -86,6 +86,8 @@ class Arbiter:
         )
         self.lifecycle.stats = self._stats
         print(boot.banner(self.cfg, self._listeners, self.desired, admin_url), flush=True)
+        if hint := boot.root_path_hint(self.cfg):
+            log.log(*hint)
 
     def _cleanup(self) -> None:
         self.lifecycle.kill_all()  # only on an unexpected error: never leave orphans

@@ -92,8 +92,37 @@ def banner(cfg: Any, listeners: Listeners, workers: int, admin_url: str) -> str:
         urls = [u.replace("http://", "https://", 1) for u in urls]
     if listeners.per_slot and not tcp_migrate_req_enabled():
         log.debug("net.ipv4.tcp_migrate_req=0: a removed slot is drained before its socket closes")
-    threads = f"{workers} workers x {cfg.threads} threads"
+    threads = f"{plural(workers, 'worker')} x {plural(cfg.threads, 'thread')}"
     return f"webcluster {version()} listening on {', '.join(urls)} ({threads}, admin {admin_url})"
+
+
+def plural(n: int, noun: str) -> str:
+    """``1 worker``, ``2 workers``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def root_path_hint(cfg: Any) -> tuple[int, str] | None:
+    """(log level, line) telling a user whose app is mounted under ``--root-path`` about its static files.
+
+    Frameworks prefix the URLs they generate with SCRIPT_NAME (Django's relative STATIC_URL, Flask's
+    ``url_for("static")``), so the browser asks for ``/app/static/...``: a mount outside the root path
+    is never reached by those links."""
+    root = cfg.root_path
+    if not root or not cfg.app:
+        return None
+    outside = [prefix for prefix, _ in cfg.static if not (prefix + "/").startswith(root + "/")]
+    if outside:
+        return logging.WARNING, (
+            f"--root-path {root}: the app's links to static files start with {root}/ but "
+            f"--static mounts {', '.join(outside)} outside it; mount them as e.g. "
+            f"--static {root}{outside[0]}=DIR"
+        )
+    if not cfg.static:
+        return logging.INFO, (
+            f"--root-path {root}: static files the app links to are under {root}/ "
+            f"(Django's STATIC_URL, Flask's url_for); serve them with --static {root}/static=DIR"
+        )
+    return None
 
 
 def default_target() -> WorkerTarget:

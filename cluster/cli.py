@@ -43,6 +43,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def check_config(cfg: Config) -> int:
     """Load what a worker loads at boot (TLS context, the app, static mounts) in this process."""
+    from cluster.boot import plural
     from worker.handlers.dispatch import AppImportError
     from worker.main import load_handler, tls_from
     from worker.tls import TLSConfigError
@@ -59,8 +60,8 @@ def check_config(cfg: Config) -> int:
         return EXIT_APP
     serving = f"app {cfg.app}" if cfg.app else "static files"
     print(
-        f"webcluster: configuration OK: {serving} imported, {cfg.procs} workers x {cfg.threads} "
-        f"threads on {', '.join(cfg.bind)}"
+        f"webcluster: configuration OK: {serving} imported, {plural(cfg.procs, 'worker')} x "
+        f"{plural(cfg.threads, 'thread')} on {', '.join(cfg.bind)}"
     )
     return 0
 

@@ -227,6 +227,10 @@ Precedence: command line > WEBCLUSTER_<NAME> environment variables > --config TO
 Durations are seconds (2.5) or take a unit: 500ms, 30s, 2m, 1h. Sizes are bytes or take a binary
 suffix: 64k, 1m, 1g. Lists are comma-separated in the environment and arrays in TOML.
 
+systemd socket activation: when LISTEN_PID is this process, the LISTEN_FDS sockets systemd passes
+(from fd 3) replace --bind; --bind fd://N serves any other inherited listening socket. All workers
+share such a socket (README, "systemd").
+
 Signals (kill -SIGNAL $(cat PIDFILE), to the supervisor):
   HUP        graceful reload: re-read the config file and environment, replace the workers
              slot by slot (each new worker is ready before the old one drains)

@@ -58,6 +58,13 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+def server_software() -> str:
+    """``webcluster/<version>``: the default Server header and the WSGI ``SERVER_SOFTWARE``."""
+    from cluster.boot import version  # lazily: reading the settings table needs no server code
+
+    return f"webcluster/{version()}"
+
+
 _OPT = "str | None"
 _SECONDS = "SECONDS"
 _N = "N"
@@ -76,8 +83,9 @@ def _s(
 SETTINGS: tuple[Setting, ...] = (
     _s("bind", "tuple[str, ...]", ("127.0.0.1:8080",), p.parse_bind, "server", "--bind/-b",
        metavar="ADDR", repeatable=True,
-       help="Address to listen on: HOST:PORT, [IPv6]:PORT, unix:/path or fd://N. Repeat the flag "
-       "(comma list in the environment) to listen on several."),
+       help="Address to listen on: HOST:PORT, [IPv6]:PORT, unix:/path or fd://N (an inherited "
+       "socket). Repeat the flag (comma list in the environment) to listen on several. Under systemd "
+       "socket activation (LISTEN_FDS) the sockets systemd passes replace it."),
     _s("procs", "int", _cpu_count, p.parse_int, "workers", "--procs/-w", metavar=_N,
        validate=p.at_least(1), default_doc="number of CPUs",
        help="Number of worker processes (slots)."),
@@ -140,8 +148,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("log_level", "str", "info", p.parse_choice("debug", "info", "warning", "error", "critical"),
        "logging", "--log-level", metavar="LEVEL",
        help="Lowest level written to the error log: debug, info, warning, error or critical."),
-    _s("server_header", "str", "webcluster", p.parse_header_text, "server", "--server-header",
-       metavar="TEXT", help='Value of the Server response header; "" omits the header.'),
+    _s("server_header", "str", server_software, p.parse_header_text, "server", "--server-header",
+       metavar="TEXT", default_doc="webcluster/VERSION, e.g. webcluster/0.1.0",
+       help='Value of the Server response header; "" omits the header.'),
     _s("graceful_timeout", "float", 30.0, p.parse_duration, "timeouts", "--graceful-timeout",
        metavar=_SECONDS, validate=p.at_least(0),
        help="On stop or reload, time workers get to finish in-flight requests before SIGKILL."),

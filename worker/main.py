@@ -74,6 +74,8 @@ def load_handler(cfg: Config, multiprocess: bool):
         os.chdir(cfg.chdir)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like gunicorn: "module:app" resolves from the working dir
+    from cluster.settings import server_software
+
     app = load_app(cfg.app) if cfg.app else None
     return build_handler(
         app=app,
@@ -82,6 +84,7 @@ def load_handler(cfg: Config, multiprocess: bool):
         root_path=cfg.root_path,
         multiprocess=multiprocess,
         forwarded_allow_ips=cfg.forwarded_allow_ips,
+        server_software=server_software(),
     )
 
 

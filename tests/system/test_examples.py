@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pytest
 
+from cluster.boot import version
 from tests.conftest import ROOT
 
 pytest.importorskip("django")
@@ -226,21 +227,32 @@ def test_django_under_root_path_with_static_under_it(run_supervisor, django_site
 
 
 def test_flask_app(run_supervisor) -> None:
+    """Flask under --root-path /flask, with no static mount: served, told, and versioned."""
     sup = run_supervisor(
-        "--chdir", str(FLASK_DIR), "--app", "app:app", "--procs", "1", "--threads", "4"
-    )
+        "--chdir", str(FLASK_DIR), "--app", "app:app", "--procs", "1", "--threads", "4",
+        "--root-path", "/flask",
+    )  # fmt: skip
+    assert "listening on" in sup.stdout() and "(1 worker x 4 threads," in sup.stdout()
+    sup.wait_for_output(r"\[INFO\] --root-path /flask: .*--static /flask/static=DIR")
     browser = Browser(sup.url)
-    status, _, answer = browser.request("/")
+    status, headers, answer = browser.request("/flask/")
     assert (status, answer) == (200, b"webcluster + Flask\n")
+    software = f"webcluster/{version()}"
+    assert headers["Server"] == software
 
     status, _, answer = browser.request(
-        "/echo", json.dumps({"a": [1, 2]}).encode(), {"Content-Type": "application/json"}
+        "/flask/echo", json.dumps({"a": [1, 2]}).encode(), {"Content-Type": "application/json"}
     )
-    assert status == 200 and json.loads(answer)["body"] == {"a": [1, 2]}
+    assert status == 200
+    assert json.loads(answer) == {
+        "body": {"a": [1, 2]},
+        "script_root": "/flask",
+        "server_software": software,
+    }
 
     content = os.urandom(2 * 1024 * 1024)
     body, headers = _multipart({}, "file", "f.bin", content)
-    status, _, answer = browser.request("/upload", body, headers)
+    status, _, answer = browser.request("/flask/upload", body, headers)
     assert status == 200
     assert json.loads(answer) == {
         "name": "f.bin",
@@ -248,13 +260,13 @@ def test_flask_app(run_supervisor) -> None:
         "sha256": hashlib.sha256(content).hexdigest(),
     }
 
-    head, arrivals, raw = _timed_lines(sup.port, "/stream?n=3&delay=0.6")
+    head, arrivals, raw = _timed_lines(sup.port, "/flask/stream?n=3&delay=0.6")
     assert b"transfer-encoding: chunked" in head.lower()
     assert _dechunk(raw) == b"line 0 of /stream\nline 1 of /stream\nline 2 of /stream\n"
     assert arrivals[-1] - arrivals[0] >= 0.6, arrivals
 
-    status, headers, _ = browser.request("/login", b"user=ada", {})
-    assert status == 302 and headers["Location"] == "/whoami"
-    assert json.loads(browser.request("/whoami")[2]) == {"user": "ada"}
-    status, _, answer = browser.request("/nope")
+    status, headers, _ = browser.request("/flask/login", b"user=ada", {})
+    assert status == 302 and headers["Location"] == "/flask/whoami"
+    assert json.loads(browser.request("/flask/whoami")[2]) == {"user": "ada"}
+    status, _, answer = browser.request("/flask/nope")
     assert status == 404 and b"Not Found" in answer

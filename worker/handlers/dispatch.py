@@ -183,6 +183,7 @@ def build_handler(
     root_path: str = "",
     multiprocess: bool = False,
     forwarded_allow_ips: tuple[str, ...] = ("127.0.0.1", "::1"),
+    server_software: str = "webcluster",
 ) -> Handler:
     """The worker's request handler.
 
@@ -205,6 +206,7 @@ def build_handler(
             root_path=root_path,
             multiprocess=multiprocess,
             forwarded=ForwardedPolicy(forwarded_allow_ips),
+            server_software=server_software,
         )
     else:
         fallback = StaticHandler(_directory(root, "--root") if root else default_root())

@@ -208,7 +208,8 @@ class WSGIHandler:
 
     ``root_path`` is the mount point (``SCRIPT_NAME``, ``--root-path``); ``server_name`` is the
     ``SERVER_NAME`` used when a request has no Host; ``errors_stream`` is ``wsgi.errors`` (default: the
-    current ``sys.stderr``); ``forwarded`` decides whether proxy headers set ``REMOTE_ADDR`` and the scheme.
+    current ``sys.stderr``); ``forwarded`` decides whether proxy headers set ``REMOTE_ADDR`` and the scheme;
+    ``server_software`` is ``SERVER_SOFTWARE`` (``webcluster/<version>`` in a worker).
     """
 
     def __init__(
@@ -220,8 +221,10 @@ class WSGIHandler:
         server_name: str | None = None,
         errors_stream: TextIO | None = None,
         forwarded: ForwardedPolicy | None = None,
+        server_software: str = "webcluster",
     ) -> None:
         self.app = app
+        self.server_software = server_software
         self.root_path = root_path.rstrip("/")
         self.multiprocess = multiprocess
         self.server_name = server_name
@@ -279,7 +282,7 @@ class WSGIHandler:
                 "SERVER_NAME": server_name,
                 "SERVER_PORT": server_port,
                 "SERVER_PROTOCOL": f"HTTP/{request.http_version}",
-                "SERVER_SOFTWARE": "webcluster",
+                "SERVER_SOFTWARE": self.server_software,
                 "REMOTE_ADDR": remote,
                 "REMOTE_PORT": str(peer_port),
                 "wsgi.version": (1, 0),
