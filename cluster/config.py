@@ -18,7 +18,7 @@ import re
 import sys
 import tomllib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import field, make_dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, NoReturn
 
@@ -31,60 +31,23 @@ class ConfigError(Exception):
     """An invalid configuration; ``str(exc)`` is ``setting <name>: <what is wrong>; <how to fix>``."""
 
 
-def _d(name: str) -> Any:
-    return field(default_factory=default_fn(name))
+def _make_config() -> type:
+    """The ``Config`` dataclass, one field per row of the settings table, in the table's order."""
+    fields: list[tuple[str, Any, Any]] = [
+        (s.name, s.type, field(default_factory=default_fn(s.name))) for s in SETTINGS
+    ]
+    fields.append(("argv", "tuple[str, ...]", field(default=(), repr=False, compare=False)))
+    cls = make_dataclass("Config", fields, frozen=True, slots=True)
+    cls.__module__ = __name__
+    cls.__doc__ = """Every setting, validated: one attribute per row of cluster/settings.py, named,
+    typed and defaulted by that row. Build it with ``load_config``; constructing ``Config(...)``
+    directly (handy in tests) gives the table's defaults but skips validation. ``argv`` holds the
+    command line it came from, so ``reload_config`` keeps the CLI overrides; it is not a setting and
+    does not take part in equality."""
+    return cls
 
 
-@dataclass(frozen=True, slots=True)
-class Config:
-    """Every setting, validated. Build it with ``load_config``; constructing ``Config(...)`` directly
-    (handy in tests) gives the table's defaults but skips validation. See cluster/settings.py for the
-    meaning of each field. ``argv`` holds the command line it came from, so ``reload_config`` keeps
-    the CLI overrides; it is not a setting and does not take part in equality."""
-
-    bind: tuple[str, ...] = _d("bind")
-    procs: int = _d("procs")
-    threads: int = _d("threads")
-    app: str | None = _d("app")
-    root: str | None = _d("root")
-    static: tuple[tuple[str, str], ...] = _d("static")
-    root_path: str = _d("root_path")
-    chdir: str | None = _d("chdir")
-    keepalive: float = _d("keepalive")
-    keepalive_requests: int = _d("keepalive_requests")
-    header_timeout: float = _d("header_timeout")
-    body_timeout: float = _d("body_timeout")
-    body_min_rate: int = _d("body_min_rate")
-    send_timeout: float = _d("send_timeout")
-    max_connections: int = _d("max_connections")
-    backlog: int = _d("backlog")
-    max_body: int = _d("max_body")
-    limit_request_line: int = _d("limit_request_line")
-    limit_request_fields: int = _d("limit_request_fields")
-    limit_request_field_size: int = _d("limit_request_field_size")
-    limit_request_head: int = _d("limit_request_head")
-    access_log: str | None = _d("access_log")
-    error_log: str = _d("error_log")
-    log_level: str = _d("log_level")
-    server_header: str = _d("server_header")
-    graceful_timeout: float = _d("graceful_timeout")
-    timeout: float = _d("timeout")
-    max_requests: int = _d("max_requests")
-    max_requests_jitter: int = _d("max_requests_jitter")
-    max_worker_memory: int = _d("max_worker_memory")
-    reuse_port: bool = _d("reuse_port")
-    admin: str = _d("admin")
-    config: str | None = _d("config")
-    pid: str | None = _d("pid")
-    user: str | None = _d("user")
-    group: str | None = _d("group")
-    umask: int | None = _d("umask")
-    certfile: str | None = _d("certfile")
-    keyfile: str | None = _d("keyfile")
-    ca_certs: str | None = _d("ca_certs")
-    cert_reqs: str = _d("cert_reqs")
-    forwarded_allow_ips: tuple[str, ...] = _d("forwarded_allow_ips")
-    argv: tuple[str, ...] = field(default=(), repr=False, compare=False)
+Config = _make_config()
 
 
 class _Raw(NamedTuple):

@@ -1,9 +1,23 @@
-"""The settings table: one ``Setting`` per configuration value, in the order of ``Config``'s fields.
+"""The settings table: one ``Setting`` row per configuration value, the one place it is declared.
 
-This table is the single source for the command line, the environment (``WEBCLUSTER_<NAME>``), the TOML
-file (keys = setting names), the ``Config`` defaults and the README settings table. To add a setting,
-add a row here and a field with the same name to ``cluster.config.Config``; ``tests/cluster/test_config.py``
-checks that the two agree and that the README table is regenerated.
+A row gives the name (the ``Config`` attribute, the TOML key, ``WEBCLUSTER_<NAME>`` and
+``--<name>``), the type, the default, the parser and validator, the section, the flags and the help.
+Everything else is derived from the table: ``cluster.config.Config`` (a frozen dataclass with one
+field per row, in this order), the command line and ``--help``, the environment and TOML layers, and
+the README settings table.
+
+How to add a setting:
+
+1. Add one row to ``SETTINGS`` below, in its section. Reuse a parser from ``cluster/parsers.py`` (or
+   add a pure one there) so that a bad value says what is wrong and how to fix it.
+2. Read it where it is used. In the supervisor: ``cfg.<name>``. A worker never imports this package,
+   so its components get values as constructor arguments; a component with a settings dataclass
+   (``worker.http.protocol.Limits``, ``LoopSettings``) gets a field with the *same name*, which
+   ``worker.main.from_settings`` fills by name (no mapping to edit). Where such a component owns
+   the default (the sans-IO core's ``Limits``), the row takes the default from there rather than
+   writing the value twice.
+3. Regenerate the README table: ``python -m cluster.config --write-readme``
+   (``tests/cluster/test_config.py`` fails while it is stale).
 """
 
 from __future__ import annotations
@@ -14,6 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cluster import parsers as p
+from worker.http.protocol import Limits
 
 SECTIONS = ("server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin")
 ENV_PREFIX = "WEBCLUSTER_"
@@ -66,6 +81,7 @@ def server_software() -> str:
 
 
 _OPT = "str | None"
+_LIMITS = Limits()  # the HTTP core's limits are declared (with their precedents) in worker/http
 _SECONDS = "SECONDS"
 _N = "N"
 _BYTES = "BYTES"
@@ -128,17 +144,21 @@ SETTINGS: tuple[Setting, ...] = (
        help="Open connections per worker; above it the worker stops accepting."),
     _s("backlog", "int", 2048, p.parse_int, "server", "--backlog", metavar=_N,
        validate=p.at_least(1), help="Listen backlog of each listening socket."),
-    _s("max_body", "int", 1 << 30, p.parse_size, "HTTP limits", "--max-body", metavar=_BYTES,
+    _s("max_body", "int", _LIMITS.max_body, p.parse_size, "HTTP limits", "--max-body",
+       metavar=_BYTES,
        validate=p.at_least(0, "0 = unlimited"),
        help="Largest request body, or 413; 0 = unlimited."),
-    _s("limit_request_line", "int", 8192, p.parse_size, "HTTP limits", "--limit-request-line",
+    _s("limit_request_line", "int", _LIMITS.limit_request_line, p.parse_size, "HTTP limits",
+       "--limit-request-line",
        metavar=_BYTES, validate=p.at_least(1), help="Longest request line, or 414."),
-    _s("limit_request_fields", "int", 100, p.parse_int, "HTTP limits", "--limit-request-fields",
+    _s("limit_request_fields", "int", _LIMITS.limit_request_fields, p.parse_int, "HTTP limits",
+       "--limit-request-fields",
        metavar=_N, validate=p.at_least(1), help="Most header fields in a request, or 431."),
-    _s("limit_request_field_size", "int", 8192, p.parse_size, "HTTP limits",
-       "--limit-request-field-size", metavar=_BYTES, validate=p.at_least(1),
+    _s("limit_request_field_size", "int", _LIMITS.limit_request_field_size, p.parse_size,
+       "HTTP limits", "--limit-request-field-size", metavar=_BYTES, validate=p.at_least(1),
        help="Longest header field line, or 431."),
-    _s("limit_request_head", "int", 65536, p.parse_size, "HTTP limits", "--limit-request-head",
+    _s("limit_request_head", "int", _LIMITS.limit_request_head, p.parse_size, "HTTP limits",
+       "--limit-request-head",
        metavar=_BYTES, validate=p.at_least(1),
        help="Largest request head (request line + all fields), or 431."),
     _s("access_log", _OPT, None, p.optional_output, "logging", "--access-log", metavar="FILE",

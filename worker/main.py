@@ -13,8 +13,9 @@ import random
 import signal
 import socket
 import sys
+from dataclasses import fields
 from multiprocessing.connection import Connection
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker.accesslog import AccessLog
 from worker.handlers.dispatch import AppImportError, build_handler, load_app
@@ -31,29 +32,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("webcluster.error")
 
 EXIT_OK = 0
+T = TypeVar("T")
 
 
-def limits_from(cfg: Config) -> Limits:
-    return Limits(
-        max_request_line=cfg.limit_request_line,
-        max_header_count=cfg.limit_request_fields,
-        max_header_field=cfg.limit_request_field_size,
-        max_head=cfg.limit_request_head,
-        max_body=cfg.max_body,
-    )
+def from_settings(cls: type[T], cfg: Config, **values: Any) -> T:
+    """A component's settings dataclass (``Limits``, ``LoopSettings``) filled from ``cfg``: every field
+    named like a setting takes that setting's value, ``values`` override, the rest keep their defaults.
+    One name per setting across the layers is what makes this mapping need no list of its own."""
+    given = {f.name: getattr(cfg, f.name) for f in fields(cls) if hasattr(cfg, f.name)}
+    return cls(**(given | values))
 
 
 def loop_settings_from(cfg: Config) -> LoopSettings:
-    return LoopSettings(
-        keepalive=cfg.keepalive,
-        keepalive_requests=cfg.keepalive_requests,
-        header_timeout=cfg.header_timeout,
-        body_timeout=cfg.body_timeout,
-        body_min_rate=cfg.body_min_rate,
-        send_timeout=cfg.send_timeout,
-        max_connections=cfg.max_connections,
-        graceful_timeout=cfg.graceful_timeout,
-        limits=limits_from(cfg),
+    """The loop's settings (with the HTTP core's limits inside) from ``cfg``."""
+    return from_settings(
+        LoopSettings,
+        cfg,
+        limits=from_settings(Limits, cfg),
         server_header=cfg.server_header.encode("latin-1"),
     )
 

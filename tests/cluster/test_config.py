@@ -31,18 +31,11 @@ from cluster.config import (
 )
 from cluster.parsers import InvalidValue
 from cluster.settings import BY_NAME, SECTIONS, SETTINGS
+from worker.http.protocol import Limits
+from worker.loop import LoopSettings
+from worker.main import loop_settings_from
 
 REPO = Path(__file__).resolve().parents[2]
-
-# The contract in the project notes (settings.md): other modules code against these names.
-CONTRACT_NAMES = (
-    "bind procs threads app root static root_path chdir keepalive keepalive_requests header_timeout "
-    "body_timeout body_min_rate send_timeout max_connections backlog max_body limit_request_line "
-    "limit_request_fields limit_request_field_size limit_request_head access_log error_log log_level "
-    "server_header graceful_timeout timeout max_requests max_requests_jitter max_worker_memory "
-    "reuse_port admin config pid user group umask certfile keyfile ca_certs cert_reqs "
-    "forwarded_allow_ips"
-).split()
 
 
 def write_toml(path: Path, text: str) -> str:
@@ -53,12 +46,32 @@ def write_toml(path: Path, text: str) -> str:
 # --- the table and the dataclass agree ------------------------------------------------------
 
 
-def test_table_matches_contract_and_config_fields() -> None:
-    assert [s.name for s in SETTINGS] == CONTRACT_NAMES
+def test_config_has_one_field_per_row_named_and_typed_by_it() -> None:
     fields = [f for f in dataclasses.fields(Config) if f.name != "argv"]
-    assert [f.name for f in fields] == CONTRACT_NAMES
-    # Annotations are strings (postponed evaluation): they must equal the declared type exactly.
-    assert {f.name: f.type for f in fields} == {s.name: s.type for s in SETTINGS}
+    assert [(f.name, f.type) for f in fields] == [(s.name, s.type) for s in SETTINGS]
+    assert len(SETTINGS) == len(BY_NAME), "two rows with one name"
+
+
+def test_worker_settings_are_filled_by_name_from_config() -> None:
+    """Every field of Limits/LoopSettings named like a setting gets the setting's value, and has the
+    table's default (so a component built without a Config behaves like the default server)."""
+    mapped = {}
+    for cls in (Limits, LoopSettings):
+        for f in dataclasses.fields(cls):
+            if f.name in BY_NAME and f.name != "server_header":  # encoded to bytes on the way
+                mapped[f.name] = cls
+                assert getattr(cls(), f.name) == BY_NAME[f.name].default_value(), f.name
+    assert {"limit_request_fields", "max_body", "keepalive", "send_timeout"} <= set(mapped)
+    # a distinct non-default value for each, and every one arrives where it is used
+    changed = {}
+    for name in mapped:
+        value = BY_NAME[name].default_value()
+        changed[name] = value + 1 if isinstance(value, int | float) else value
+    settings = loop_settings_from(dataclasses.replace(Config(), server_header="x/1", **changed))
+    for name, cls in mapped.items():
+        owner = settings.limits if cls is Limits else settings
+        assert getattr(owner, name) == changed[name], name
+    assert settings.server_header == b"x/1"
 
 
 def test_every_setting_is_documented_and_its_default_is_valid() -> None:

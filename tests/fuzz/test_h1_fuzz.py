@@ -79,7 +79,7 @@ def test_buffering_is_bounded_for_endless_input(data: bytes, repeat: int, limits
     for prefix in prefixes:
         outcome = run([prefix, *([data] * repeat)], limits, eof=False)
         total = len(prefix) + len(data) * repeat
-        if total > limits.max_head + limits.max_trailer + limits.max_body + 64:
+        if total > limits.limit_request_head + limits.max_trailer + limits.max_body + 64:
             assert outcome.status is not None or outcome.requests, "unbounded input accepted"
 
 

@@ -49,13 +49,15 @@ CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 @dataclass(frozen=True, slots=True)
 class Limits:
-    """Parser limits. Defaults follow DESIGN §3 (precedents: nginx large_client_header_buffers 8k,
-    Apache LimitRequestFields 100, node's 16 KiB total; we allow 64 KiB total head)."""
+    """Parser limits. The first five are settings of the same name (cluster/settings.py takes their
+    defaults from here, since this package imports nothing outside itself). Precedents: nginx's
+    large_client_header_buffers (8 KiB a line), Apache's LimitRequestFields (100), node's 16 KiB head;
+    we allow a 64 KiB head."""
 
-    max_request_line: int = 8192  # longer -> 414
-    max_header_count: int = 100  # more fields -> 431
-    max_header_field: int = 8192  # one field line longer -> 431
-    max_head: int = 65536  # whole head longer -> 431
+    limit_request_line: int = 8192  # longer -> 414
+    limit_request_fields: int = 100  # more fields -> 431
+    limit_request_field_size: int = 8192  # one field line longer -> 431
+    limit_request_head: int = 65536  # whole head longer -> 431
     max_body: int = 1 << 30  # 0 = unlimited; Content-Length or chunked total above -> 413
     max_chunk_line: int = 4096  # chunk-size line incl. extensions -> 400
     max_trailer: int = 16384  # total trailer section -> 431
@@ -81,10 +83,10 @@ class H1Connection:
         self._continue_sent = False
         self._empty_lines = 0
         self._head = HeadScanner(
-            total_limit=limits.max_head,
-            line_limit=limits.max_header_field,
-            count_limit=limits.max_header_count,
-            first_line_limit=limits.max_request_line,
+            total_limit=limits.limit_request_head,
+            line_limit=limits.limit_request_field_size,
+            count_limit=limits.limit_request_fields,
+            first_line_limit=limits.limit_request_line,
         )
 
     # --- state ---------------------------------------------------------------------------------
@@ -183,8 +185,8 @@ class H1Connection:
         if request.chunked:
             trailers = HeadScanner(
                 total_limit=limits.max_trailer,
-                line_limit=limits.max_header_field,
-                count_limit=limits.max_header_count,
+                line_limit=limits.limit_request_field_size,
+                count_limit=limits.limit_request_fields,
                 what="trailer section",
             )
             self._reader = ChunkedReader(limits.max_body, limits.max_chunk_line, trailers)

@@ -55,10 +55,10 @@ HOST = b"Host: example.com\r\n"
 HOSTH = (("host", "example.com"),)
 GET = b"GET / HTTP/1.1\r\n" + HOST + b"\r\n"
 SMALL = Limits(
-    max_request_line=64,
-    max_header_count=5,
-    max_header_field=64,
-    max_head=256,
+    limit_request_line=64,
+    limit_request_fields=5,
+    limit_request_field_size=64,
+    limit_request_head=256,
     max_body=100,
     max_chunk_line=16,
     max_trailer=64,
@@ -352,7 +352,7 @@ def _valid_limits() -> list[Valid]:
             (Req(),),
             SMALL,
         ),
-        Valid("limit_head_exact", padded_head(256), (Req(),), Limits(max_head=256)),
+        Valid("limit_head_exact", padded_head(256), (Req(),), Limits(limit_request_head=256)),
         Valid(
             "limit_body_exact",
             post_cl(b"100", body=b"b" * 100),
@@ -665,8 +665,10 @@ def _invalid_semantics() -> list[Invalid]:
             "field_too_long_no_crlf", b"GET / HTTP/1.1\r\nHost: a\r\nX: " + b"v" * 80, 431, SMALL
         ),
         Invalid("field_too_long_default", head(b"Host: a", b"X: " + b"v" * 8190), 431),
-        Invalid("head_too_large", padded_head(257), 431, Limits(max_head=256)),
-        Invalid("head_too_large_no_end", padded_head(300)[:-4], 431, Limits(max_head=256)),
+        Invalid("head_too_large", padded_head(257), 431, Limits(limit_request_head=256)),
+        Invalid(
+            "head_too_large_no_end", padded_head(300)[:-4], 431, Limits(limit_request_head=256)
+        ),
         Invalid("head_too_large_default", head(b"Host: a", *[b"X: " + b"v" * 700] * 95), 431),
     ]
 

@@ -34,10 +34,10 @@ DEFAULT_LIMITS = Limits()
 # Small limits so that random input reaches every limit check (414, 431, 413, chunk line, trailers);
 # shared by the hypothesis tests and the atheris target.
 SMALL_LIMITS = Limits(
-    max_request_line=64,
-    max_header_count=6,
-    max_header_field=64,
-    max_head=256,
+    limit_request_line=64,
+    limit_request_fields=6,
+    limit_request_field_size=64,
+    limit_request_head=256,
     max_body=200,
     max_chunk_line=24,
     max_trailer=96,
@@ -49,7 +49,7 @@ _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 def buffer_bound(limits: Limits) -> int:
     """Most bytes the core may hold while it waits for more: the largest unit it must see whole."""
-    return max(limits.max_head, limits.max_chunk_line + 1, limits.max_trailer)
+    return max(limits.limit_request_head, limits.max_chunk_line + 1, limits.max_trailer)
 
 
 def check_request(req: Request, limits: Limits) -> None:

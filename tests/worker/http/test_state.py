@@ -230,7 +230,7 @@ def test_error_is_sticky_and_ignores_new_data() -> None:
 
 def test_limits_proved_without_waiting_for_crlf() -> None:
     """Slowloris-style heads are refused as soon as they exceed a limit: memory stays bounded."""
-    conn = H1Connection(Limits(max_head=1024))
+    conn = H1Connection(Limits(limit_request_head=1024))
     conn.receive_data(b"GET / HTTP/1.1\r\n")
     sent = 0
     with pytest.raises(RemoteProtocolError) as info:
