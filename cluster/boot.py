@@ -7,20 +7,17 @@ reload and USR1). :class:`cluster.arbiter.Arbiter` calls :func:`open_sockets`, :
 
 from __future__ import annotations
 
-import functools
 import grp
-import importlib.metadata
 import logging
 import os
 import pwd
 import sys
-import tomllib
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from cluster.listeners import BindError, Listeners, raise_nofile_limit, tcp_migrate_req_enabled
 from cluster.process import WorkerTarget
+from worker.version import version
 
 try:  # stats and admin are separate subsystems; the supervisor works without them
     from cluster.admin import AdminServer
@@ -148,20 +145,6 @@ def setup_logging(cfg: Any) -> None:
     root.addHandler(handler)
     root.setLevel(cfg.log_level.upper())
     root.propagate = False
-
-
-@functools.cache
-def version() -> str:
-    """The installed package version, else pyproject.toml's (running from a checkout); cached."""
-    try:
-        return importlib.metadata.version("webcluster")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:
-        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
-        return tomllib.loads(text)["project"]["version"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
-        return "dev"
 
 
 def write_pid_file(path: str) -> None:

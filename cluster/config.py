@@ -217,7 +217,7 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
-        from cluster.boot import version  # lazily: --help needs none of the server code
+        from worker.version import version  # lazily: only --version reads package metadata
 
         python = f"{sys.implementation.name} {'.'.join(map(str, sys.version_info[:3]))}"
         print(f"webcluster {version()} ({python}, {sys.executable})")

@@ -29,6 +29,7 @@ from typing import Any
 
 from cluster import parsers as p
 from worker.http.protocol import Limits
+from worker.version import server_software
 
 SECTIONS = ("server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin")
 ENV_PREFIX = "WEBCLUSTER_"
@@ -71,13 +72,6 @@ class Setting:
 
 def _cpu_count() -> int:
     return os.cpu_count() or 1
-
-
-def server_software() -> str:
-    """``webcluster/<version>``: the default Server header and the WSGI ``SERVER_SOFTWARE``."""
-    from cluster.boot import version  # lazily: reading the settings table needs no server code
-
-    return f"webcluster/{version()}"
 
 
 _OPT = "str | None"

@@ -25,6 +25,7 @@ from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
 from worker.tls import TLSAcceptor, TLSConfigError, server_context
+from worker.version import server_software
 
 if TYPE_CHECKING:
     from cluster.config import Config
@@ -69,8 +70,6 @@ def load_handler(cfg: Config, multiprocess: bool):
         os.chdir(cfg.chdir)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like gunicorn: "module:app" resolves from the working dir
-    from cluster.settings import server_software
-
     app = load_app(cfg.app) if cfg.app else None
     return build_handler(
         app=app,

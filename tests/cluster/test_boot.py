@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import logging
 
-from cluster.boot import plural, root_path_hint, version
+from cluster.boot import plural, root_path_hint
+from worker.version import version
 from cluster.config import Config, load_config
 
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from cluster.boot import version
 from tests.conftest import ROOT
+from worker.version import version
 
 pytest.importorskip("django")
 pytest.importorskip("flask")
