@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from cluster.boot import plural, root_path_hint
-from worker.version import version
 from cluster.config import Config, load_config
+from worker.version import version
 
 
 def test_plural() -> None:
