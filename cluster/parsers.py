@@ -14,6 +14,7 @@ import ipaddress
 import os
 import pwd
 import re
+import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -122,6 +123,17 @@ def parse_header_text(value: object) -> str:
         raise InvalidValue(
             f"{value!r} has a control or non-ASCII character", "use printable ASCII only"
         )
+    return text
+
+
+def parse_ciphers(value: object) -> str:
+    """An OpenSSL cipher string that selects at least one cipher (checked by OpenSSL itself)."""
+    text = _text(value, "write an OpenSSL cipher string such as ECDHE+AESGCM")
+    try:
+        ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(text)
+    except ssl.SSLError:
+        fix = "see `openssl ciphers -v`"
+        raise InvalidValue(f"OpenSSL selects no cipher from {text!r}", fix) from None
     return text
 
 

@@ -29,6 +29,7 @@ from typing import Any
 
 from cluster import parsers as p
 from worker.http.protocol import Limits
+from worker.tls import DEFAULT_CIPHERS
 from worker.version import server_software
 
 SECTIONS = ("server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin")
@@ -204,6 +205,12 @@ SETTINGS: tuple[Setting, ...] = (
     _s("cert_reqs", "str", "none", p.parse_choice("none", "optional", "required"), "TLS",
        "--cert-reqs", metavar="MODE",
        help="Client certificate verification: none, optional or required (these two need --ca-certs)."),
+    _s("ciphers", "str", DEFAULT_CIPHERS, p.parse_ciphers, "TLS", "--ciphers", metavar="LIST",
+       default_doc="ECDHE with AES-GCM or ChaCha20-Poly1305 (Mozilla intermediate)",
+       help="OpenSSL cipher string for TLS 1.2 (TLS 1.3 suites are unaffected), "
+       "e.g. ECDHE+AESGCM."),
+    _s("tls_min_version", "str", "1.2", p.parse_choice("1.2", "1.3"), "TLS", "--tls-min-version",
+       metavar="VERSION", help="Oldest TLS version accepted: 1.2 or 1.3."),
     _s("forwarded_allow_ips", "tuple[str, ...]", ("127.0.0.1", "::1"), p.parse_ip_list,
        "security", "--forwarded-allow-ips", metavar="LIST",
        help="Comma list of proxy IPs/networks whose X-Forwarded-*/Forwarded headers are trusted; "

@@ -59,7 +59,12 @@ def tls_from(cfg: Config) -> TLSAcceptor | None:
     if not cfg.certfile:
         return None
     context = server_context(
-        cfg.certfile, cfg.keyfile, ca_certs=cfg.ca_certs, cert_reqs=cfg.cert_reqs
+        cfg.certfile,
+        cfg.keyfile,
+        ca_certs=cfg.ca_certs,
+        cert_reqs=cfg.cert_reqs,
+        ciphers=cfg.ciphers,
+        min_version=cfg.tls_min_version,
     )
     return TLSAcceptor(context)
 

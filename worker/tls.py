@@ -39,6 +39,18 @@ _TLS_HANDSHAKE_RECORD = (
 _ASCII_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
+# Mozilla's "intermediate" TLS 1.2 suites without the DHE ones (finite-field DH needs a parameter file the
+# stdlib cannot generate): ECDHE key exchange (forward secrecy) with an AEAD cipher only. No CBC suite, so
+# no LUCKY13-style padding oracle; no RSA key exchange, so no ROBOT. TLS 1.3 suites are not affected by
+# this string (OpenSSL configures them separately) and all three of OpenSSL's are AEAD already.
+DEFAULT_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+
+
 class TLSConfigError(ValueError):
     """The certificate, key or CA file cannot be used; ``str()`` names the setting."""
 
@@ -48,18 +60,35 @@ class WantWrite(BlockingIOError):
 
 
 def server_context(
-    certfile: str, keyfile: str | None, *, ca_certs: str | None = None, cert_reqs: str = "none"
+    certfile: str,
+    keyfile: str | None,
+    *,
+    ca_certs: str | None = None,
+    cert_reqs: str = "none",
+    ciphers: str = DEFAULT_CIPHERS,
+    min_version: str = "1.2",
 ) -> ssl.SSLContext:
-    """A server ``SSLContext``: the ``ssl`` module's defaults for servers, TLS 1.2 at least.
+    """A server ``SSLContext``: TLS 1.2 (ECDHE + AEAD suites only, ``ciphers``) or 1.3 and later.
 
     ``cert_reqs`` is ``none`` / ``optional`` / ``required``: whether a client certificate is asked for,
     and whether the handshake fails without one. Client certificates are verified against ``ca_certs``
-    only (never the system store).
+    only (never the system store). ``ciphers`` is an OpenSSL cipher string for TLS 1.2;
+    ``min_version`` is ``1.2`` or ``1.3``. Session tickets stay on (OpenSSL's default): the ticket
+    key belongs to the context, so every connection a worker accepts can resume every other's session.
     """
-    # create_default_context: no SSLv2/3, no compression, server cipher preference, the default cipher
-    # list. TLS 1.0 and 1.1 are deprecated (RFC 8996).
+    # create_default_context: no SSLv2/3, no compression, server cipher preference. TLS 1.0 and 1.1
+    # are deprecated (RFC 8996).
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if min_version not in MIN_VERSIONS:
+        raise TLSConfigError(f"setting tls_min_version: {min_version!r} is not 1.2 or 1.3")
+    ctx.minimum_version = MIN_VERSIONS[min_version]
+    try:
+        ctx.set_ciphers(ciphers)
+    except ssl.SSLError:
+        raise TLSConfigError(
+            f"setting ciphers: OpenSSL selects no cipher from {ciphers!r}; "
+            "check the names with `openssl ciphers -v`"
+        ) from None
     # Renegotiation is the one case where a write needs a read first; refusing it keeps every wait in
     # the direction of the operation (and closes an old CPU-exhaustion vector, CVE-2011-1473).
     ctx.options |= getattr(ssl, "OP_NO_RENEGOTIATION", 0)

@@ -30,7 +30,14 @@ from worker.handlers.dispatch import build_handler
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
-from worker.tls import TLSAcceptor, TLSConfigError, TLSStream, WantWrite, server_context
+from worker.tls import (
+    DEFAULT_CIPHERS,
+    TLSAcceptor,
+    TLSConfigError,
+    TLSStream,
+    WantWrite,
+    server_context,
+)
 
 # system: the throwaway PKI is made by the openssl command-line tool (and two tests run curl and
 # openssl s_client).
@@ -153,9 +160,10 @@ def serve_tls(
     threads: int = 4,
     ca: bool = False,
     cert_reqs: str = "none",
+    context: ssl.SSLContext | None = None,
     **settings,
 ) -> Iterator[TLSServer]:
-    ctx = server_context(
+    ctx = context or server_context(
         pki.server_cert, pki.server_key, ca_certs=pki.ca if ca else None, cert_reqs=cert_reqs
     )
     lsock = socket.socket()
@@ -223,6 +231,8 @@ def test_server_context_defaults(pki):
         ({"ca_certs": "server.key"}, "setting ca_certs: cannot load"),  # a key, not a certificate
         ({"cert_reqs": "required"}, "setting cert_reqs: .*needs --ca-certs"),
         ({"cert_reqs": "sometimes"}, "setting cert_reqs: 'sometimes'"),
+        ({"ciphers": "NO-SUCH-CIPHER"}, "setting ciphers: OpenSSL selects no cipher"),
+        ({"min_version": "1.1"}, "setting tls_min_version: '1.1'"),
     ],
 )
 def test_unusable_files_are_a_config_error_naming_the_setting(pki, change, message):
@@ -545,3 +555,74 @@ def test_curl_with_cacert(pki, tmp_path):
             ["curl", "-sS", f"{base}/"], capture_output=True, timeout=30
         )  # no --cacert: the test CA is unknown to curl
         assert refused.returncode == 60
+
+
+# ---- the cipher profile and versions (Mozilla intermediate: ECDHE + AEAD on TLS 1.2) ----------------
+
+
+def s_client(port: int, ca: str, *args: str) -> subprocess.CompletedProcess:
+    """``openssl s_client`` with ``args``; stdin closed, so it quits after the handshake."""
+    return subprocess.run(
+        ["openssl", "s_client", "-connect", f"127.0.0.1:{port}", "-CAfile", ca, *args],
+        input=b"", capture_output=True, timeout=20,
+    )  # fmt: skip
+
+
+def test_default_tls12_suites_are_ecdhe_with_aead_only(pki):
+    ctx = server_context(pki.server_cert, pki.server_key)
+    tls12 = [c for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.2"]
+    assert len(tls12) == 6
+    for cipher in tls12:
+        assert cipher["kea"] == "kx-ecdhe" and cipher["aead"], cipher["name"]
+        assert cipher["symmetric"] in ("aes-128-gcm", "aes-256-gcm", "chacha20-poly1305")
+    tls13 = [c["name"] for c in ctx.get_ciphers() if c["protocol"] == "TLSv1.3"]
+    assert len(tls13) == 3  # OpenSSL's TLS 1.3 suites, untouched by the cipher string
+
+
+def test_cbc_suites_are_refused_on_tls12_and_aead_accepted(pki):
+    with serve_tls(hello, pki) as srv:
+        for cbc in (
+            "ECDHE-ECDSA-AES128-SHA256",
+            "ECDHE-ECDSA-AES256-SHA384",
+            "ECDHE-ECDSA-AES128-SHA",
+        ):
+            out = s_client(srv.port, pki.ca, "-tls1_2", "-cipher", cbc)
+            assert out.returncode != 0 and b"handshake failure" in out.stderr, cbc
+        out = s_client(srv.port, pki.ca, "-tls1_2", "-cipher", "ECDHE-ECDSA-AES128-GCM-SHA256")
+        assert out.returncode == 0 and b"Cipher is ECDHE-ECDSA-AES128-GCM-SHA256" in out.stdout
+        out = s_client(srv.port, pki.ca, "-tls1_3")
+        assert out.returncode == 0 and b"TLSv1.3" in out.stdout
+
+
+def test_ciphers_setting_overrides_the_profile(pki):
+    ctx = server_context(pki.server_cert, pki.server_key, ciphers="ECDHE-ECDSA-AES256-SHA384")
+    with serve_tls(hello, pki, context=ctx) as srv:
+        out = s_client(srv.port, pki.ca, "-tls1_2")
+        assert out.returncode == 0 and b"Cipher is ECDHE-ECDSA-AES256-SHA384" in out.stdout
+    assert DEFAULT_CIPHERS.count(":") == 5
+
+
+def test_tls_min_version_13_refuses_tls12(pki):
+    ctx = server_context(pki.server_cert, pki.server_key, min_version="1.3")
+    with serve_tls(hello, pki, context=ctx) as srv:
+        old = s_client(srv.port, pki.ca, "-tls1_2")
+        assert old.returncode != 0 and b"alert protocol version" in old.stderr
+        new = s_client(srv.port, pki.ca, "-tls1_3")
+        assert new.returncode == 0 and b"New, TLSv1.3" in new.stdout
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_sessions_resume_with_tickets(pki, version):
+    """A client that keeps its session resumes it on a new connection (abbreviated handshake)."""
+    ctx = client_context(pki)
+    ctx.maximum_version = version
+    with serve_tls(hello, pki) as srv:
+        with srv.connect(ctx) as c:
+            c.sendall(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(c)[2] == b"hello /a"  # TLS 1.3 tickets arrive after the handshake
+            session = c.session
+            assert not c.session_reused and session.has_ticket
+        with srv.connect(ctx, session=session) as c:
+            c.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert read_response(c)[2] == b"hello /b"
+            assert c.session_reused
