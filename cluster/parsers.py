@@ -132,8 +132,7 @@ def parse_ciphers(value: object) -> str:
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(text)
     except ssl.SSLError:
-        fix = "see `openssl ciphers -v`"
-        raise InvalidValue(f"OpenSSL selects no cipher from {text!r}", fix) from None
+        raise InvalidValue(f"{text!r} selects no cipher", "see `openssl ciphers -v`") from None
     return text
 
 
