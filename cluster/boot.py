@@ -129,6 +129,14 @@ def default_target() -> WorkerTarget:
     return run
 
 
+def prefork(target: WorkerTarget, cfg: Any) -> None:
+    """Before forking a real worker: build what workers share (the TLS context and its ticket key)."""
+    if target is default_target():
+        from worker.main import prefork as worker_prefork
+
+        worker_prefork(cfg)
+
+
 def setup_logging(cfg: Any) -> None:
     """The "webcluster" logger (workers log under it too): gunicorn's line format, to cfg.error_log.
 

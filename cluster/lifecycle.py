@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import policy
+from cluster import boot, policy
 from cluster.listeners import BindError, Listeners
 from cluster.policy import ExitReason, WorkerState
 from cluster.process import WorkerProcess, WorkerTable, WorkerTarget, describe_status
@@ -102,9 +102,11 @@ class Lifecycle:
         BindError when the slot's socket cannot be opened."""
         assert self.listeners is not None
         sockets = self.listeners.sockets(slot)
+        target = self._target()
+        boot.prefork(target, cfg)  # workers forked from one TLS context share its ticket key
         try:
             w = self.workers.spawn(
-                self._target(),
+                target,
                 cfg,
                 sockets,
                 slot=slot,

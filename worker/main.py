@@ -24,7 +24,7 @@ from worker.ipc import EXIT_BOOT_ERROR
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
-from worker.tls import TLSAcceptor, TLSConfigError, server_context
+from worker.tls import TLSAcceptor, TLSConfigError, share_context, worker_context
 from worker.version import server_software
 
 if TYPE_CHECKING:
@@ -54,19 +54,30 @@ def loop_settings_from(cfg: Config) -> LoopSettings:
     )
 
 
-def tls_from(cfg: Config) -> TLSAcceptor | None:
-    """The TLS acceptor when ``--certfile`` is set (raises TLSConfigError), else None (plain TCP)."""
-    if not cfg.certfile:
-        return None
-    context = server_context(
-        cfg.certfile,
-        cfg.keyfile,
+def tls_settings(cfg: Config) -> dict:
+    """``worker.tls.server_context``'s arguments from the configuration."""
+    return dict(
+        certfile=cfg.certfile,
+        keyfile=cfg.keyfile,
         ca_certs=cfg.ca_certs,
         cert_reqs=cfg.cert_reqs,
         ciphers=cfg.ciphers,
         min_version=cfg.tls_min_version,
     )
-    return TLSAcceptor(context)
+
+
+def prefork(cfg: Config) -> None:
+    """Supervisor side, before each fork: build what workers can share (the TLS context and its
+    session-ticket key, see worker/tls.py)."""
+    if cfg.certfile:
+        share_context(**tls_settings(cfg))
+
+
+def tls_from(cfg: Config) -> TLSAcceptor | None:
+    """The TLS acceptor when ``--certfile`` is set (raises TLSConfigError), else None (plain TCP)."""
+    if not cfg.certfile:
+        return None
+    return TLSAcceptor(worker_context(**tls_settings(cfg)))
 
 
 def load_handler(cfg: Config, multiprocess: bool):

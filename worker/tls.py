@@ -2,9 +2,13 @@
 
 Which thread calls what:
 
-- ``server_context`` runs once per worker at boot (``worker.main``), after the supervisor dropped privileges,
-  so the key file must be readable by ``--user``. Loading per worker means a HUP reload picks up renewed
-  certificates; a bad file is a boot error (the supervisor halts, or rolls a reload back).
+- ``share_context`` runs in the supervisor just before it forks a worker (after its privilege drop, so the
+  key file must be readable by ``--user``): the context is built once per configuration and every worker
+  forked from it inherits it, including OpenSSL's session-ticket key, so a client resumes its session on
+  whichever worker its next connection reaches. ``worker_context`` runs once per worker at boot
+  (``worker.main``): it takes the inherited context when the settings and the files (inode, size, mtime)
+  are still the same, else builds its own, so a HUP reload picks up renewed certificates and a bad file
+  is still a boot error reported by the worker (the supervisor halts, or rolls a reload back).
 - ``TLSAcceptor.handshake`` runs on the loop thread only. The accepted socket is wrapped with
   ``do_handshake_on_connect=False`` and each readiness event advances ``do_handshake()`` one non-blocking
   step, so a client that stalls mid-handshake costs a socket and a header-timeout entry, never a thread.
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import errno
 import logging
+import os
 import socket
 import ssl
 
@@ -112,6 +117,45 @@ def server_context(
         raise TLSConfigError("setting cert_reqs: verifying client certificates needs --ca-certs")
     ctx.verify_mode = CERT_REQS[cert_reqs]
     return ctx
+
+
+_shared: tuple[tuple, ssl.SSLContext] | None = (
+    None  # (settings + file stats, context), supervisor-built
+)
+
+
+def _fingerprint(settings: dict) -> tuple:
+    """The settings plus the identity of each file they name: a changed file makes another print."""
+    stats = []
+    for name in ("certfile", "keyfile", "ca_certs"):
+        path = settings.get(name)
+        try:
+            st = os.stat(path) if path else None
+        except OSError:
+            st = None
+        stats.append((st.st_ino, st.st_size, st.st_mtime_ns) if st else None)
+    return (tuple(sorted(settings.items())), tuple(stats))
+
+
+def share_context(**settings) -> None:
+    """Supervisor side, before a fork: build the context for ``settings`` (``server_context``'s
+    arguments) unless the one already built matches. A failure is left for the worker to report."""
+    global _shared
+    fingerprint = _fingerprint(settings)
+    if _shared is not None and _shared[0] == fingerprint:
+        return
+    try:
+        _shared = (fingerprint, server_context(**settings))
+    except TLSConfigError:
+        _shared = None
+
+
+def worker_context(**settings) -> ssl.SSLContext:
+    """Worker side: the inherited context if it was built from these settings and files, else a new one
+    (RFC 5077 tickets then resume only on this worker)."""
+    if _shared is not None and _shared[0] == _fingerprint(settings):
+        return _shared[1]
+    return server_context(**settings)
 
 
 def _reason(exc: BaseException) -> str:

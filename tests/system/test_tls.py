@@ -171,3 +171,34 @@ def test_stalled_handshakes_do_not_slow_real_clients(run_supervisor, pki):
     assert time.monotonic() - t0 < 20
     for s in stalled:
         s.close()
+
+
+@pytest.mark.parametrize("version", [ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3])
+def test_sessions_resume_on_every_worker(run_supervisor, pki, version):
+    """Workers forked from the supervisor's context share its session-ticket key: a session made on
+    one worker resumes on the other (SO_REUSEPORT spreads the connections over both)."""
+    sup = run_supervisor(*tls_args(pki, "--procs", "2"), "--app", "tests.apps.basic:app")
+    port = https_port(sup)
+    ctx = client_context(pki)
+    ctx.maximum_version = version
+
+    def get_pid(session=None) -> tuple[str, bool, ssl.SSLSession]:
+        with connect_session(port, ctx, session) as c:
+            c.sendall(b"GET /pid HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            body = read_response(c)[2].decode()
+            return body, c.session_reused, c.session
+
+    first, _, session = get_pid()
+    pids, reused = set(), 0
+    for _ in range(40):
+        pid, was_reused, _ = get_pid(session)
+        pids.add(pid)
+        reused += was_reused
+    assert reused == 40, f"{reused}/40 resumed; pids {pids | {first}}"
+    assert len(pids | {first}) == 2  # both workers took connections (1 in 2^39 chance otherwise)
+
+
+def connect_session(port: int, ctx: ssl.SSLContext, session) -> ssl.SSLSocket:
+    raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+    raw.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # no Nagle wait on the resumed path
+    return ctx.wrap_socket(raw, server_hostname="localhost", session=session)

@@ -25,6 +25,7 @@ import pytest
 
 from tests.conftest import poll
 from tests.support import is_closed, read_response
+from worker import tls as tls_module
 from worker.handlers.base import Exchange
 from worker.handlers.dispatch import build_handler
 from worker.loop import Loop, LoopSettings
@@ -626,3 +627,19 @@ def test_sessions_resume_with_tickets(pki, version):
             c.sendall(b"GET /b HTTP/1.1\r\nHost: x\r\n\r\n")
             assert read_response(c)[2] == b"hello /b"
             assert c.session_reused
+
+
+def test_workers_take_the_shared_context_only_for_the_same_settings_and_files(pki, tmp_path):
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    shutil.copy(pki.server_cert, cert)
+    shutil.copy(pki.server_key, key)
+    settings = {"certfile": str(cert), "keyfile": str(key)}
+    tls_module.share_context(**settings)
+    shared = tls_module.worker_context(**settings)
+    assert tls_module.worker_context(**settings) is shared  # what a forked worker inherits
+    assert tls_module.worker_context(**settings, min_version="1.3") is not shared
+    os.utime(cert, ns=(0, 0))  # a renewed certificate (new mtime): the worker builds its own
+    assert tls_module.worker_context(**settings) is not shared
+    tls_module.share_context(**{**settings, "keyfile": pki.client_key})  # the worker will report it
+    with pytest.raises(TLSConfigError, match="key values mismatch"):
+        tls_module.worker_context(**{**settings, "keyfile": pki.client_key})
