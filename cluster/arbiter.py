@@ -177,6 +177,7 @@ class Arbiter:
         verdict = policy.classify_exit(
             code=e.code,
             boot_error=e.worker.boot_error,
+            was_ready=e.was_ready,
             generation=e.worker.generation,
             workers=self._view().workers,
         )

@@ -22,6 +22,8 @@ from cluster.process import WorkerProcess, WorkerTable, WorkerTarget, describe_s
 
 log = logging.getLogger("webcluster.supervisor")
 
+MAX_RUNNING_LOGGED = 10  # requests named in the log when a worker dies (one line each)
+
 
 @dataclass(frozen=True)
 class Exit:
@@ -31,6 +33,7 @@ class Exit:
     code: int | None
     expected: bool
     lived: float  # seconds from fork to reap
+    was_ready: bool  # it said "ready": it booted, so its death is a crash, not a boot failure
 
 
 class Lifecycle:
@@ -117,7 +120,9 @@ class Lifecycle:
             log.error("fork failed for slot %d: %s", slot, exc)
             prev = self.backoff.get(slot, policy.Backoff())
             now = time.monotonic()
-            self.backoff[slot] = policy.after_exit(prev, lived=0, now=now, expected=False)
+            self.backoff[slot] = policy.after_exit(
+                prev, lived=0, now=now, expected=False, was_ready=False
+            )
             return None
         if self.stats is not None:
             self.stats.worker_started(slot, w.pid, w.generation, time.monotonic())
@@ -163,6 +168,7 @@ class Lifecycle:
         kind = msg.get("type")
         if kind == "ready" and w.state is WorkerState.BOOTING:
             w.state = WorkerState.READY
+            w.ready_at = w.last_heartbeat
             log.info("worker %d (slot %d, generation %d) ready", w.pid, w.slot, w.generation)
         elif kind == "boot_error":
             w.boot_error = str(msg.get("message", ""))
@@ -197,20 +203,34 @@ class Lifecycle:
         level = logging.INFO if expected else logging.WARNING
         after = f" after {w.kill_detail}" if w.kill_detail else ""
         log.log(level, "worker %d (slot %d) exited: %s%s", w.pid, w.slot, text, after)
+        if not expected:  # the request that crashed it is among these: the operator needs its name
+            running = w.running_requests()
+            for line in running[:MAX_RUNNING_LOGGED]:
+                log.warning("worker %d (slot %d) was running %s", w.pid, w.slot, line)
+            if len(running) > MAX_RUNNING_LOGGED:
+                log.warning(
+                    "worker %d: %d more requests were running",
+                    w.pid,
+                    len(running) - MAX_RUNNING_LOGGED,
+                )
+        w.release()
         if self.stats is not None:
             self.stats.worker_exited(w.slot, w.pid, now, w.exit_reason().value)
-        return Exit(w, code, expected, now - w.started_at)
+        return Exit(w, code, expected, now - w.started_at, w.ready_at is not None)
 
     def note_exit(self, e: Exit, now: float) -> None:
         """Update the slot's backoff after an ordinary (not boot-failure) exit."""
         slot = e.worker.slot
         prev = self.backoff.get(slot, policy.Backoff())
-        self.backoff[slot] = policy.after_exit(prev, lived=e.lived, now=now, expected=e.expected)
+        self.backoff[slot] = policy.after_exit(
+            prev, lived=e.lived, now=now, expected=e.expected, was_ready=e.was_ready
+        )
         delay = self.backoff[slot].delay
         if not e.expected and delay:
             log.warning(
-                "slot %d: worker died %.1fs after start; next start in %.1fs", slot, e.lived, delay
-            )
+                "slot %d: worker died %.1fs after start before it was ready; next start in %.1fs",
+                slot, e.lived, delay,
+            )  # fmt: skip
 
     def kill_all(self) -> None:
         """SIGKILL every worker still there (the stop deadline passed, or an unexpected error)."""

@@ -4,15 +4,18 @@ Nothing here forks, signals, reads a clock or logs: the arbiter builds a :class:
 :func:`decide` and applies the returned actions, so every rule is tested with tables (tests/cluster/test_policy.py).
 
 Rules:
-- every slot below ``desired`` has one worker of the current generation; a slot left empty by a death is
-  refilled at once, unless the slot's quick deaths put it in exponential backoff (:func:`after_exit`);
+- every slot below ``desired`` has one worker of the current generation; a slot left empty by the death
+  of a worker that was ready is refilled at once (at most one start per RESPAWN_INTERVAL_S per slot, so
+  a request that kills every worker cannot fork-bomb the host); only workers that die before they are
+  ready put their slot in exponential backoff (:func:`after_exit`);
 - reload and recycling replace workers *one at a time*: the replacement is spawned next to the old worker
   and the old one gets TERM only once the replacement is ready, so capacity never drops;
 - a worker silent for ``timeout`` seconds is killed (SIGKILL), as is one still draining after
   ``graceful_timeout`` (+ a small grace);
 - a slot at or above ``desired`` (TTOU) is drained: new connections are steered away, its worker is
   stopped once the accept queue is empty, then its sockets are closed;
-- a worker that cannot import the app halts the supervisor, or rolls a reload back (:func:`classify_exit`).
+- a worker that cannot import the app halts the supervisor, or rolls a reload back; a worker that was
+  ready never does, whatever its exit code (:func:`classify_exit`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,10 @@ class ExitReason(enum.Enum):
     STOP = "stop"  # the supervisor stops, or a duplicate in its slot
 
 
-QUICK_DEATH_S = 2.0  # a worker dying sooner after start is a "quick death"
+QUICK_DEATH_S = 2.0  # a worker dying sooner after start, before it was ready, is a "quick death"
+# Starts of one slot after crashes of ready workers are at least this far apart: 5 a second at most,
+# and never a longer gap while clients wait on the slot's socket.
+RESPAWN_INTERVAL_S = 0.2
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 30.0
 KILL_GRACE_S = 2.0  # after graceful_timeout the worker should have exited by itself
@@ -275,15 +281,22 @@ def next_deadline(c: Cluster, now: float) -> float | None:
 # -- exits ---------------------------------------------------------------------------------------------
 
 
-def after_exit(prev: Backoff, *, lived: float, now: float, expected: bool) -> Backoff:
+def after_exit(
+    prev: Backoff, *, lived: float, now: float, expected: bool, was_ready: bool
+) -> Backoff:
     """The slot's backoff after one of its workers exited after ``lived`` seconds.
 
-    An exit we asked for (TERM/QUIT for reload, recycle, removal) leaves the backoff alone. A death
-    within QUICK_DEATH_S of start doubles the delay (0.1 s, 0.2 s, ... capped at 30 s); a worker that
-    lived longer resets it, so one crash of a healthy worker is refilled at once.
+    An exit we asked for (TERM/QUIT for reload, recycle, removal) leaves the backoff alone. A worker
+    that was ready and died (a request crashed it) is replaced at once, but no sooner than
+    RESPAWN_INTERVAL_S after its own start: requests still queued on the slot's socket may kill the
+    replacement too, and must not turn that into a fork loop. A worker that died before it was ready
+    within QUICK_DEATH_S of start doubles the delay (0.1 s, 0.2 s, ... capped at 30 s): it cannot
+    boot, and waiting is the cure. One that booted for longer than that resets it.
     """
     if expected:
         return prev
+    if was_ready:
+        return Backoff(0.0, now + max(0.0, RESPAWN_INTERVAL_S - lived))
     if lived < QUICK_DEATH_S:
         delay = BACKOFF_MIN_S if prev.delay <= 0 else min(prev.delay * 2, BACKOFF_MAX_S)
         return Backoff(delay, now + delay)
@@ -310,16 +323,20 @@ def classify_exit(
     *,
     code: int | None,
     boot_error: str | None,
+    was_ready: bool,
     generation: int,
     workers: tuple[WorkerView, ...],
 ) -> Halt | Rollback | None:
     """Halt or roll back when a worker failed to boot (exit code 3 or a boot_error message).
 
+    A worker that was ready booted fine: whatever its exit code (an app may call ``sys.exit(3)`` on a
+    request), its slot is refilled and the cluster keeps serving.
+
     While a reload is under way, ready workers of an older generation still serve: the reload is rolled
     back to the newest of those generations instead of taking the whole server down. Otherwise halt.
     None = an ordinary exit: refill the slot (with :func:`after_exit`'s backoff).
     """
-    if boot_error is None and code != EXIT_BOOT_ERROR:
+    if was_ready or (boot_error is None and code != EXIT_BOOT_ERROR):
         return None
     message = boot_error or f"worker failed to boot (exit code {code})"
     older = [w.generation for w in workers if w.state is READY and w.generation < generation]

@@ -21,6 +21,7 @@ from typing import Any
 from cluster import policy, signals
 from cluster.policy import ExitReason, WorkerState
 from worker import ipc
+from worker.inflight import Inflight
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -44,15 +45,23 @@ class WorkerProcess:
     """A forked worker: pid, slot, generation, its message pipe and state (parent side)."""
 
     def __init__(
-        self, pid: int, slot: int, generation: int, reader: Any, started_at: float
+        self,
+        pid: int,
+        slot: int,
+        generation: int,
+        reader: Any,
+        started_at: float,
+        inflight: Inflight | None = None,
     ) -> None:
         self.pid = pid
         self.slot = slot
         self.generation = generation
         self.reader: multiprocessing.connection.Connection | None = reader
+        self.inflight = inflight  # the requests its threads run, shared memory (worker/inflight.py)
         self.started_at = started_at  # time.monotonic() at fork
         self.state = WorkerState.BOOTING
         self.last_heartbeat: float | None = None  # monotonic time of the last message
+        self.ready_at: float | None = None  # when it said "ready"
         self.stop_requested_at: float | None = None
         self.retire_reason: str | None = None
         self.boot_error: str | None = None
@@ -101,14 +110,16 @@ class WorkerProcess:
     ) -> WorkerProcess:
         """Fork; the child runs ``target`` and never returns. ``close_in_child`` lists fds to close."""
         reader, writer = multiprocessing.Pipe(duplex=False)
+        inflight = Inflight.create(getattr(cfg, "threads", 1))
         for stream in (sys.stdout, sys.stderr):
             stream.flush()  # or buffered text would be written twice, once per process
         parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - runs in the child, ends in os._exit
-            _child(target, cfg, sockets, writer, reader, slot, generation, close_in_child, parent)
+            child = (cfg, sockets, writer, reader, slot, generation, inflight)
+            _child(target, child, close_in_child, parent)
         writer.close()
-        return cls(pid, slot, generation, reader, time.monotonic())
+        return cls(pid, slot, generation, reader, time.monotonic(), inflight)
 
     def signal(self, sig: int) -> bool:
         """Send ``sig``; False when the process is already gone."""
@@ -133,6 +144,20 @@ class WorkerProcess:
         except (EOFError, OSError):  # EOF, or a frame over the size limit: the stream is unusable
             return out, True
         return out, False
+
+    def running_requests(self) -> list[str]:
+        """What its threads were running (call once it is reaped): "GET /x (running 1.2s)"."""
+        if self.inflight is None:
+            return []
+        now = time.monotonic()
+        return [f"{r.request} (running {now - r.started:.2f}s)" for r in self.inflight.running()]
+
+    def release(self) -> None:
+        """Close the pipe and unmap the request records (reaped, or in another worker's child)."""
+        self.close_pipe()
+        if self.inflight is not None:
+            self.inflight.close()
+            self.inflight = None
 
     def close_pipe(self) -> None:
         """Close the read end of the message pipe."""
@@ -179,7 +204,7 @@ class WorkerTable:
         def child_cleanup() -> Iterable[int]:
             self.selector.close()
             for other in self._workers.values():
-                other.close_pipe()
+                other.release()
             return close_in_child()
 
         w = WorkerProcess.spawn(
@@ -234,15 +259,11 @@ class WorkerTable:
 
 def _child(
     target: WorkerTarget,
-    cfg: Any,
-    sockets: Sequence[socket.socket],
-    writer: multiprocessing.connection.Connection,
-    reader: multiprocessing.connection.Connection,
-    slot: int,
-    generation: int,
+    child: tuple[Any, Sequence[socket.socket], Any, Any, int, int, Inflight],
     close_in_child: Callable[[], Iterable[int]],
     parent: int,
 ) -> None:  # pragma: no cover - child process
+    cfg, sockets, writer, reader, slot, generation, inflight = child
     code = 1
     try:
         signals.reset_in_child()
@@ -250,7 +271,9 @@ def _child(
         reader.close()
         keep = {0, 1, 2, writer.fileno(), *(s.fileno() for s in sockets)}
         close_fds(close_in_child(), keep)
-        code = target(cfg, list(sockets), writer, slot=slot, generation=generation)
+        code = target(
+            cfg, list(sockets), writer, slot=slot, generation=generation, inflight=inflight
+        )
         code = code if isinstance(code, int) else EXIT_OK
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from worker.accesslog import AccessLog
 from worker.handlers.dispatch import AppImportError, build_handler, load_app
 from worker.http.protocol import Limits
+from worker.inflight import Inflight
 from worker.ipc import EXIT_BOOT_ERROR
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
@@ -105,8 +106,11 @@ def run(
     *,
     slot: int,
     generation: int,
+    inflight: Inflight | None = None,
 ) -> int:
-    """Serve on ``sockets`` until TERM (graceful) or INT/QUIT (fast); return the process exit code."""
+    """Serve on ``sockets`` until TERM (graceful) or INT/QUIT (fast); return the process exit code.
+
+    ``inflight``: the records shared with the supervisor, naming each pool thread's running request."""
     from worker.reporter import Reporter
     from worker.stats import WorkerStats
 
@@ -154,7 +158,7 @@ def run(
 
     loop = Loop(
         sockets,
-        Runner(handler, stats, access_log),
+        Runner(handler, stats, access_log, inflight),
         pool,
         loop_settings_from(cfg),
         tick=tick,

@@ -21,6 +21,7 @@ from worker.httpdate import http_date
 
 if TYPE_CHECKING:
     from worker.connection import Conn
+    from worker.inflight import Inflight
     from worker.stats import WorkerStats
 
 log = logging.getLogger("webcluster.error")
@@ -34,11 +35,16 @@ class Runner:
     """Runs requests on pool threads. One instance per worker, shared by all threads (no mutable state)."""
 
     def __init__(
-        self, handler: Handler, stats: WorkerStats | None, access_log: AccessLog | None
+        self,
+        handler: Handler,
+        stats: WorkerStats | None,
+        access_log: AccessLog | None,
+        inflight: Inflight | None = None,
     ) -> None:
         self.handler = handler
         self.stats = stats
         self.access_log = access_log
+        self.inflight = inflight  # what each thread runs, for the supervisor's log if we die
 
     def run(self, conn: Conn) -> None:
         """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
@@ -83,6 +89,9 @@ class Runner:
         start = time.perf_counter()
         in_before = conn.bytes_in
         ex = Exchange(conn, request)
+        inflight = self.inflight
+        if inflight is not None:
+            inflight.begin(request.method, request.target)
         try:
             self.handler(ex)
             if not ex.aborted:
@@ -91,6 +100,8 @@ class Runner:
             conn.broken = True
         except Exception as exc:
             self._on_error(conn, ex, exc)
+        if inflight is not None:
+            inflight.end()
         if conn.body_error is not None and not ex.headers_sent and not conn.broken:
             self._send_error(conn, ex, conn.body_error)
         self._record(conn, ex, request, time.perf_counter() - start, conn.bytes_in - in_before)

@@ -11,23 +11,34 @@ import sys
 from worker import ipc
 
 
-def crash(cfg, sockets, channel, *, slot: int, generation: int) -> int:
+def crash(cfg, sockets, channel, *, slot: int, generation: int, **_) -> int:
     """Dies at once, before saying ready: a crash loop the supervisor must back off from."""
     return 1
 
 
-def boot_error(cfg, sockets, channel, *, slot: int, generation: int) -> int:
+def boot_error(cfg, sockets, channel, *, slot: int, generation: int, **_) -> int:
     """Reports an import failure like worker.main does, then exits 3."""
     channel.send_bytes(ipc.encode(ipc.boot_error(os.getpid(), "ImportError: fake app is broken")))
     return 3
 
 
-def raises(cfg, sockets, channel, *, slot: int, generation: int) -> int:
+def ready_then_crash(cfg, sockets, channel, *, slot: int, generation: int, **_) -> int:
+    """Says ready, then dies at once: a request that kills every replacement, at the fastest."""
+    channel.send_bytes(ipc.encode(ipc.ready(os.getpid(), slot, generation)))
+    return 1
+
+
+def raises(cfg, sockets, channel, *, slot: int, generation: int, **_) -> int:
     """An uncaught exception: the child prints the traceback and exits 1."""
     raise RuntimeError("fake worker blew up")
 
 
-TARGETS = {"crash": crash, "boot_error": boot_error, "raises": raises}
+TARGETS = {
+    "crash": crash,
+    "boot_error": boot_error,
+    "raises": raises,
+    "ready_then_crash": ready_then_crash,
+}
 
 
 def main(argv: list[str]) -> int:

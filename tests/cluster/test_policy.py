@@ -8,6 +8,7 @@ from cluster.policy import (
     BOOTING,
     DRAINING,
     READY,
+    RESPAWN_INTERVAL_S,
     STOPPING,
     Backoff,
     CloseSlot,
@@ -78,49 +79,74 @@ def test_fill(cluster, expected):
 
 
 BACKOFF = [
-    # (previous, lived, expected, new delay)
-    ("first quick death", Backoff(), 0.5, False, 0.1),
-    ("second quick death doubles", Backoff(0.1, 0), 0.3, False, 0.2),
-    ("keeps doubling", Backoff(3.2, 0), 1.0, False, 6.4),
-    ("capped at 30 s", Backoff(20.0, 0), 1.0, False, 30.0),
-    ("long life resets", Backoff(30.0, 0), 60.0, False, 0.0),
-    ("an exit we asked for changes nothing", Backoff(0.8, 5), 0.1, True, 0.8),
+    # (previous, lived, expected, was_ready, new delay, not_before - NOW)
+    ("first quick death before ready", Backoff(), 0.5, False, False, 0.1, 0.1),
+    ("second quick death doubles", Backoff(0.1, 0), 0.3, False, False, 0.2, 0.2),
+    ("keeps doubling", Backoff(3.2, 0), 1.0, False, False, 6.4, 6.4),
+    ("capped at 30 s", Backoff(20.0, 0), 1.0, False, False, 30.0, 30.0),
+    ("long boot then death resets", Backoff(30.0, 0), 60.0, False, False, 0.0, 0.0),
+    ("an exit we asked for changes nothing", Backoff(0.8, 5), 0.1, True, True, 0.8, -995),
+    ("ready worker dying late: at once", Backoff(), 60.0, False, True, 0.0, 0.0),
+    ("ready worker dying at once: rate bound", Backoff(), 0.05, False, True, 0.0, 0.15),
+    ("ready worker dying clears a boot backoff", Backoff(6.4, 0), 0.5, False, True, 0.0, 0.0),
+    ("ready worker never waits long", Backoff(30.0, NOW + 30), 0.0, False, True, 0.0, 0.2),
 ]
 
 
 @pytest.mark.parametrize(
-    "prev,lived,expected,delay", [b[1:] for b in BACKOFF], ids=[b[0] for b in BACKOFF]
+    "prev,lived,expected,was_ready,delay,wait",
+    [b[1:] for b in BACKOFF],
+    ids=[b[0] for b in BACKOFF],
 )
-def test_backoff(prev, lived, expected, delay):
-    got = after_exit(prev, lived=lived, now=NOW, expected=expected)
+def test_backoff(prev, lived, expected, was_ready, delay, wait):
+    got = after_exit(prev, lived=lived, now=NOW, expected=expected, was_ready=was_ready)
     assert got.delay == pytest.approx(delay)
-    if not expected:
-        assert got.not_before == pytest.approx(NOW + delay)
+    assert got.not_before == pytest.approx(NOW + wait)
 
 
 def test_backoff_sequence_of_crashes_reaches_cap_then_resets():
     b = Backoff()
     delays = []
     for _ in range(12):
-        b = after_exit(b, lived=0.01, now=NOW, expected=False)
+        b = after_exit(b, lived=0.01, now=NOW, expected=False, was_ready=False)
         delays.append(b.delay)
     assert delays[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
     assert delays[-1] == 30.0 and max(delays) == 30.0
-    assert after_exit(b, lived=10.0, now=NOW, expected=False) == Backoff(0.0, NOW)
+    reset = after_exit(b, lived=10.0, now=NOW, expected=False, was_ready=False)
+    assert reset == Backoff(0.0, NOW)
+
+
+def test_crash_storm_of_ready_workers_is_rate_bounded_not_backed_off():
+    """Each replacement is killed right after it is ready: starts stay RESPAWN_INTERVAL_S apart."""
+    b, now, starts = Backoff(), NOW, []
+    for _ in range(50):
+        start = max(now, b.not_before)
+        starts.append(start)
+        now = start + 0.01  # ready and killed by a queued request 10 ms later
+        b = after_exit(b, lived=now - start, now=now, expected=False, was_ready=True)
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    assert min(gaps) == pytest.approx(RESPAWN_INTERVAL_S)
+    assert max(gaps) == pytest.approx(RESPAWN_INTERVAL_S)  # no growing gap while clients wait
+    assert b.delay == 0.0
 
 
 # -- boot errors --------------------------------------------------------------------------------------
 
 EXITS = [
-    ("crash is not a halt", dict(code=1, boot_error=None, generation=1, workers=()), None),
+    (
+        "crash is not a halt",
+        dict(was_ready=False, code=1, boot_error=None, generation=1, workers=()),
+        None,
+    ),
     (
         "signal death is not a halt",
-        dict(code=None, boot_error=None, generation=1, workers=()),
+        dict(was_ready=False, code=None, boot_error=None, generation=1, workers=()),
         None,
     ),
     (
         "boot_error message halts",
         dict(
+            was_ready=False,
             code=3,
             boot_error="ModuleNotFoundError: No module named 'nope'",
             generation=1,
@@ -130,23 +156,55 @@ EXITS = [
     ),
     (
         "exit code 3 without a message halts",
-        dict(code=3, boot_error=None, generation=1, workers=(w(11, 1, state=BOOTING),)),
+        dict(
+            was_ready=False,
+            code=3,
+            boot_error=None,
+            generation=1,
+            workers=(w(11, 1, state=BOOTING),),
+        ),
         Halt("worker failed to boot (exit code 3)"),
     ),
     (
         "failed reload rolls back to the serving generation",
-        dict(code=3, boot_error="boom", generation=3, workers=(w(11, 0, gen=2), w(12, 1, gen=1))),
+        dict(
+            was_ready=False,
+            code=3,
+            boot_error="boom",
+            generation=3,
+            workers=(w(11, 0, gen=2), w(12, 1, gen=1)),
+        ),
         Rollback(2, "boom"),
     ),
     (
         "older workers that are draining do not count",
         dict(
+            was_ready=False,
             code=3,
             boot_error="boom",
             generation=2,
             workers=(w(11, 0, gen=1, state=DRAINING, stop_requested_at=NOW),),
         ),
         Halt("boom"),
+    ),
+]
+
+
+EXITS += [
+    (
+        "ready worker exiting 3 does not halt",
+        dict(was_ready=True, code=3, boot_error=None, generation=1, workers=()),
+        None,
+    ),
+    (
+        "ready worker exiting 3 during a reload does not roll back",
+        dict(was_ready=True, code=3, boot_error=None, generation=2, workers=(w(11, 0, gen=1),)),
+        None,
+    ),
+    (
+        "exit code 3 before ready still halts",
+        dict(was_ready=False, code=3, boot_error=None, generation=1, workers=()),
+        Halt("worker failed to boot (exit code 3)"),
     ),
 ]
 

@@ -1,0 +1,65 @@
+"""worker.inflight: per-thread request records in a shared mapping (read by the supervisor on a death)."""
+
+from __future__ import annotations
+
+import threading
+
+from worker.inflight import RECORD_BYTES, TEXT_BYTES, Inflight
+
+
+def test_begin_and_end_per_thread():
+    table = Inflight.create(threads=4)
+    done = threading.Event()
+    started = threading.Barrier(3)
+
+    def serve(target: str, finish: bool) -> None:
+        table.begin("GET", target)
+        if finish:
+            table.end()
+        started.wait(5)
+        done.wait(5)
+
+    threads = [
+        threading.Thread(target=serve, args=("/a", False)),
+        threading.Thread(target=serve, args=("/b", True)),
+    ]
+    for t in threads:
+        t.start()
+    started.wait(5)
+    assert [r.request for r in table.running()] == ["GET /a"]
+    done.set()
+    for t in threads:
+        t.join(5)
+    table.close()
+
+
+def test_next_request_on_a_thread_reuses_its_record():
+    table = Inflight.create(threads=1)
+    table.begin("GET", "/first")
+    table.end()
+    table.begin("POST", "/second?x=1")
+    (running,) = table.running()
+    assert running.request == "POST /second?x=1" and running.started > 0
+    table.end()
+    assert table.running() == []
+
+
+def test_long_targets_are_truncated_and_more_threads_than_records_are_ignored():
+    table = Inflight.create(threads=1)
+    table.begin("GET", "/" + "x" * 1000)
+    (running,) = table.running()
+    assert len(running.request) == TEXT_BYTES and running.request.startswith("GET /xxx")
+    other = threading.Thread(target=table.begin, args=("GET", "/no-record-left"))
+    other.start()
+    other.join(5)
+    assert [r.request for r in table.running()] == [running.request]
+
+
+def test_oldest_first_and_size():
+    table = Inflight.create(threads=3)
+    assert len(table._buf) == 3 * RECORD_BYTES == 768
+    threads = [threading.Thread(target=table.begin, args=("GET", f"/{i}")) for i in range(3)]
+    for t in threads:
+        t.start()
+        t.join(5)
+    assert [r.request for r in table.running()] == ["GET /0", "GET /1", "GET /2"]
