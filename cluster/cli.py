@@ -38,7 +38,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     from cluster.arbiter import Arbiter  # imported late: config errors need no server code
 
-    return Arbiter(cfg).run()
+    target = None
+    if cfg.preload:
+        target = preload(cfg)
+        if target is None:
+            return EXIT_APP
+    return Arbiter(cfg, worker_target=target).run()
+
+
+def preload(cfg: Config) -> Any:
+    """--preload: import the app here, once; the workers forked later share it (copy-on-write).
+    Returns the worker target carrying the app, or None (the error printed) when it cannot load."""
+    import functools
+    import gc
+
+    from worker.handlers.dispatch import AppImportError
+    from worker.main import preload_app, run
+
+    try:
+        preloaded = preload_app(cfg)
+    except AppImportError as exc:
+        print(f"webcluster: error: cannot preload the app: {exc}", file=sys.stderr)
+        return None
+    # Out of the collector's sight: a collection in a worker would otherwise write to every object
+    # header it walks and turn the shared pages into private copies (gc.freeze's documented use).
+    gc.freeze()
+    return functools.partial(run, preloaded=preloaded)
 
 
 def check_config(cfg: Config) -> int:

@@ -177,6 +177,11 @@ def _check_together(v: dict[str, Any]) -> None:
             f"setting cert_reqs: {v['cert_reqs']} client certificates need TLS and --ca-certs; "
             "set --certfile, --keyfile and --ca-certs, or use --cert-reqs none"
         )
+    if v["reload"] and v["preload"]:
+        raise ConfigError(
+            "setting reload: --reload re-imports the app in new workers, but --preload keeps the "
+            "supervisor's copy; drop --preload while developing"
+        )
     if v["admin"] in v["bind"] and not v["admin"].endswith(":0"):  # port 0: each gets its own port
         raise ConfigError(
             f"setting admin: {v['admin']} is also a --bind address; use another address or off"

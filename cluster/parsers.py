@@ -298,6 +298,16 @@ def optional_file(value: object) -> str | None:
     return path
 
 
+def parse_file_list(value: object) -> tuple[str, ...]:
+    """Existing readable files (an array, a repeated flag or a comma list), made absolute."""
+    return _unique((str(optional_file(v)) for v in items(value, "files")), "file")
+
+
+def parse_dir_list(value: object) -> tuple[str, ...]:
+    """Existing directories (an array, a repeated flag or a comma list), made absolute."""
+    return _unique((existing_dir(v) for v in items(value, "directories")), "directory")
+
+
 def _writable_path(value: object) -> str:
     path = _path(value)
     if not os.path.isdir(os.path.dirname(path)):

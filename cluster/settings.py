@@ -32,7 +32,10 @@ from worker.http.protocol import Limits
 from worker.tls import DEFAULT_CIPHERS
 from worker.version import server_software
 
-SECTIONS = ("server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin")
+SECTIONS = (
+    "server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin",
+    "development",
+)  # fmt: skip
 ENV_PREFIX = "WEBCLUSTER_"
 
 
@@ -215,6 +218,21 @@ SETTINGS: tuple[Setting, ...] = (
        "security", "--forwarded-allow-ips", metavar="LIST",
        help="Comma list of proxy IPs/networks whose X-Forwarded-*/Forwarded headers are trusted; "
        "* = all, empty = none."),
+    _s("preload", "bool", False, p.parse_bool, "workers", "--preload", metavar=None, switch=True,
+       help="Import the app once in the supervisor, before forking: workers share its memory "
+       "(copy-on-write) and start faster, but HUP keeps the code loaded at start (USR2 or a restart "
+       "loads new code)."),
+    _s("reload", "bool", False, p.parse_bool, "development", "--reload", metavar=None,
+       switch=True,
+       help="Reload the workers gracefully when a module the app imported, a --reload-extra-file or "
+       "a file under --reload-dir changes (polled every second). An app that no longer imports "
+       "keeps the old workers serving. Not with --preload."),
+    _s("reload_extra_file", "tuple[str, ...]", (), p.parse_file_list, "development",
+       "--reload-extra-file", metavar="FILE", repeatable=True,
+       help="With --reload, also watch FILE (templates, .env...); repeatable."),
+    _s("reload_dir", "tuple[str, ...]", (), p.parse_dir_list, "development", "--reload-dir",
+       metavar="DIR", repeatable=True,
+       help="With --reload, also watch every file under DIR (recursively); repeatable."),
 )
 # fmt: on
 

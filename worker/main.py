@@ -13,7 +13,7 @@ import random
 import signal
 import socket
 import sys
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -81,13 +81,37 @@ def tls_from(cfg: Config) -> TLSAcceptor | None:
     return TLSAcceptor(worker_context(**tls_settings(cfg)))
 
 
-def load_handler(cfg: Config, multiprocess: bool):
-    """Import the app (if any) and build the request handler; raises AppImportError."""
+@dataclass(frozen=True)
+class Preloaded:
+    """The app the supervisor imported before forking (``--preload``), and the ``--app`` it names."""
+
+    spec: str
+    app: Any
+
+
+def _import_path(cfg: Config) -> None:
     if cfg.chdir:
         os.chdir(cfg.chdir)
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())  # like gunicorn: "module:app" resolves from the working dir
-    app = load_app(cfg.app) if cfg.app else None
+
+
+def preload_app(cfg: Config) -> Preloaded | None:
+    """Import the app in the calling process (the supervisor); raises AppImportError."""
+    if not cfg.app:
+        return None
+    _import_path(cfg)
+    return Preloaded(cfg.app, load_app(cfg.app))
+
+
+def load_handler(cfg: Config, multiprocess: bool, preloaded: Preloaded | None = None):
+    """Import the app (if any; a preloaded one of the same ``--app`` is reused) and build the
+    request handler; raises AppImportError."""
+    _import_path(cfg)
+    if preloaded is not None and preloaded.spec == cfg.app:
+        app = preloaded.app
+    else:  # a HUP may name another app: import it here (modules already imported stay as they are)
+        app = load_app(cfg.app) if cfg.app else None
     return build_handler(
         app=app,
         root=cfg.root,
@@ -107,6 +131,7 @@ def run(
     slot: int,
     generation: int,
     inflight: Inflight | None = None,
+    preloaded: Preloaded | None = None,
 ) -> int:
     """Serve on ``sockets`` until TERM (graceful) or INT/QUIT (fast); return the process exit code.
 
@@ -127,7 +152,7 @@ def run(
         # After the privilege drop: the key must be readable by --user. Loaded per worker so that a
         # HUP reload picks up renewed certificates (and a bad one rolls the reload back).
         tls = tls_from(cfg)
-        handler = load_handler(cfg, multiprocess=cfg.procs > 1)
+        handler = load_handler(cfg, multiprocess=cfg.procs > 1, preloaded=preloaded)
     except (AppImportError, TLSConfigError) as exc:
         log.error("worker %d failed to boot: %s", os.getpid(), exc)
         if reporter is not None:
