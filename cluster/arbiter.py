@@ -53,6 +53,7 @@ class Arbiter:
         self._exit_code: int | None = None
         self._halt_code = 0  # exit code once the workers are gone after a stop or a halt
         self._next_tick = 0.0
+        self._reloader: Any = None  # cluster.reloader.Reloader with --reload
 
     def _worker_target(self) -> WorkerTarget:
         self._target = self._target or boot.default_target()
@@ -85,6 +86,10 @@ class Arbiter:
             self.cfg, self.generation, lambda: self._healthy
         )
         self.lifecycle.stats = self._stats
+        if self.cfg.reload:
+            from cluster.reloader import Reloader
+
+            self._reloader = Reloader(self.cfg)
         print(boot.banner(self.cfg, self._listeners, self.desired, admin_url), flush=True)
         if hint := boot.root_path_hint(self.cfg):
             log.log(*hint)
@@ -142,6 +147,9 @@ class Arbiter:
 
     def _tick(self, now: float) -> None:
         self._next_tick = now + TICK_S
+        if self._reloader is not None and self._stop_deadline is None:
+            if self._reloader.poll(self.cfg):
+                self.handle_hup()
         if self._stats is not None:
             self._stats.sample(now)
         limit = self.cfg.max_worker_memory * 1024 * 1024

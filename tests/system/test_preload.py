@@ -12,7 +12,7 @@ from tests.system.test_supervisor import get
 
 pytestmark = pytest.mark.timeout(90)
 
-APP = '''\
+APP = """\
 import os
 
 VERSION = "{version}"
@@ -23,7 +23,7 @@ def app(environ, start_response):
     body = f"{{VERSION}} {{LOADED_BY}} {{os.getpid()}}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
     return [body]
-'''
+"""
 
 
 def answer(sup) -> tuple[str, int, int]:
