@@ -28,6 +28,7 @@ from typing import Protocol
 
 from cluster.dashboard import PAGE
 from cluster.stats import StatsSnapshot
+from worker.handlers.forwarded import ForwardedPolicy
 from worker.http.errors import RemoteProtocolError
 from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage, Request
 from worker.http.protocol import H1Connection, Limits
@@ -58,12 +59,22 @@ class AdminResponse:
 
 
 def route(
-    method: str, target: str, source: SnapshotSource, health: Callable[[], bool]
+    method: str,
+    target: str,
+    source: SnapshotSource,
+    health: Callable[[], bool],
+    *,
+    allowed: bool = True,
 ) -> AdminResponse:
-    """Answer one request. GET and HEAD only (HEAD gets GET's headers; the transport drops the body)."""
+    """Answer one request. GET and HEAD only (HEAD gets GET's headers; the transport drops the body).
+
+    ``allowed``: the peer is in ``--admin-allow-ips``; others get only /healthz (a load balancer's
+    health check may come from anywhere) and a 403 for everything else."""
     if method not in ("GET", "HEAD"):
         return AdminResponse(405, "text/plain", b"method not allowed\n", (("Allow", "GET, HEAD"),))
     path = target.split("?", 1)[0]
+    if path != "/healthz" and not allowed:
+        return AdminResponse(403, "text/plain; charset=utf-8", b"forbidden (--admin-allow-ips)\n")
     if path == "/healthz":
         return healthz(source.snapshot(), health())
     if path == "/metrics":
@@ -107,6 +118,10 @@ _EVENT_METRICS: dict[str, tuple[str, str, dict[str, str]]] = {
     "accept_errors": ("webcluster_accept_errors_total", "accept() failures (EMFILE...).", {}),
     "access_log_errors": (
         "webcluster_access_log_errors_total", "Access-log lines that could not be written.", {}
+    ),
+    "proxy_rejected": (
+        "webcluster_proxy_rejected_total",
+        "Connections closed for a missing, malformed or untrusted PROXY protocol header.", {}
     ),
 }  # fmt: skip
 
@@ -260,8 +275,10 @@ class AdminServer:
         *,
         max_connections: int = 16,
         timeout: float = 10.0,
+        allow_ips: Iterable[str] = ("127.0.0.1", "::1"),
     ) -> None:
         self._spec = address
+        self._allow = ForwardedPolicy(allow_ips)  # the same address/network matching
         self.source = aggregator
         self.health = health
         self.timeout = timeout
@@ -317,7 +334,7 @@ class AdminServer:
     def _accept(self) -> None:
         assert self._sock is not None
         try:
-            conn, _ = self._sock.accept()
+            conn, peer = self._sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return
         if not self._slots.acquire(blocking=False):
@@ -327,13 +344,16 @@ class AdminServer:
         conn.settimeout(self.timeout)
         with self._lock:
             self._conns.add(conn)
-        threading.Thread(target=self._handle, args=(conn,), name="admin-conn", daemon=True).start()
+        allowed = self._allow.trusts(peer[0] if isinstance(peer, tuple) else "")  # unix: trusted
+        threading.Thread(
+            target=self._handle, args=(conn, allowed), name="admin-conn", daemon=True
+        ).start()
 
     # --- connection threads ---
 
-    def _handle(self, conn: socket.socket) -> None:
+    def _handle(self, conn: socket.socket, allowed: bool) -> None:
         try:
-            _converse(conn, self.source, self.health)
+            _converse(conn, self.source, self.health, allowed)
         except OSError:
             pass  # timeouts, resets, shutdown by stop(): nothing to answer
         except Exception:
@@ -349,7 +369,9 @@ _ADMIN_LIMITS = Limits(max_body=65536)  # the admin endpoint takes no bodies wor
 _HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")]
 
 
-def _converse(conn: socket.socket, source: SnapshotSource, health: Callable[[], bool]) -> None:
+def _converse(
+    conn: socket.socket, source: SnapshotSource, health: Callable[[], bool], allowed: bool
+) -> None:
     """Serve one connection with the project's sans-IO HTTP/1.1 core until close, error or timeout."""
     h1 = H1Connection(_ADMIN_LIMITS, server=b"webcluster-admin")
     request: Request | None = None
@@ -361,7 +383,8 @@ def _converse(conn: socket.socket, source: SnapshotSource, health: Callable[[], 
             elif isinstance(event, Request):
                 request = event  # any body is read and ignored below, keeping the stream in sync
             elif isinstance(event, EndOfMessage) and request is not None:
-                conn.sendall(_respond(h1, route(request.method, request.target, source, health)))
+                resp = route(request.method, request.target, source, health, allowed=allowed)
+                conn.sendall(_respond(h1, resp))
                 if not h1.keep_alive:
                     return
                 h1.start_next_cycle()

@@ -49,6 +49,7 @@ class Arbiter:
         self._admin: Any = None
         self._healthy = False
         self._stop_deadline: float | None = None
+        self._drain_until: float | None = None  # --drain-delay: graceful stop begins then
         self._kill_deadline: float | None = None
         self._exit_code: int | None = None
         self._halt_code = 0  # exit code once the workers are gone after a stop or a halt
@@ -121,10 +122,14 @@ class Arbiter:
         now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)
+        if self._drain_until is not None and now >= self._drain_until:
+            self._begin_stop(graceful=True)
         if self._stop_deadline is not None:
             self._check_stop(now)
-        self._healthy = self._stop_deadline is None and any(
-            w.state is WorkerState.READY for w in self.workers
+        self._healthy = (
+            self._stop_deadline is None
+            and self._drain_until is None
+            and any(w.state is WorkerState.READY for w in self.workers)
         )
 
     def _view(self) -> policy.Cluster:
@@ -137,6 +142,8 @@ class Arbiter:
 
     def _timeout(self, now: float) -> float:
         deadlines = [self._next_tick]
+        if self._drain_until is not None:
+            deadlines.append(self._drain_until)
         if self._stop_deadline is not None:
             deadlines.append(self._kill_deadline or self._stop_deadline)
         else:
@@ -167,7 +174,8 @@ class Arbiter:
         name = signal_name(signum).lower()
         if signum != signal.SIGCHLD:
             log.info("received SIG%s", name.upper())
-        if self._stop_deadline is not None and signum in RESHAPING:
+        stopping = self._stop_deadline is not None or self._drain_until is not None
+        if stopping and signum in RESHAPING:
             log.info("stopping: SIG%s ignored", name.upper())
             return
         getattr(self, f"handle_{name}")()
@@ -245,7 +253,23 @@ class Arbiter:
             w.signal(signal.SIGUSR1)
 
     def handle_term(self) -> None:
-        self._begin_stop(graceful=True)
+        if self.cfg.drain_delay > 0 and self._drain_until is None and self._stop_deadline is None:
+            self._begin_drain()
+        else:
+            self._begin_stop(graceful=True)  # no delay, or a second TERM: skip what is left of it
+
+    def _begin_drain(self) -> None:
+        """--drain-delay: /healthz answers 503 now, so the load balancer takes this host out of
+        rotation; meanwhile the workers keep accepting and serving, and end keep-alive connections
+        after their next response (SIGUSR2), so the balancer's pooled connections close cleanly."""
+        self._drain_until = time.monotonic() + self.cfg.drain_delay
+        self._healthy = False
+        log.info(
+            "draining for %.1fs before the graceful stop (--drain-delay)", self.cfg.drain_delay
+        )
+        for w in self.workers:
+            if w.state is WorkerState.READY:  # a booting worker has no USR2 handler yet
+                w.signal(signal.SIGUSR2)
 
     def handle_int(self) -> None:
         self._begin_stop(graceful=False)
@@ -258,7 +282,7 @@ class Arbiter:
         now = time.monotonic()
         if self._stop_deadline is not None and (graceful or self._kill_deadline is not None):
             return  # already stopping at least as fast
-        self._healthy = False
+        self._healthy, self._drain_until = False, None
         self._stop_deadline = now + (self.cfg.graceful_timeout if graceful else FAST_STOP_S)
         log.info("%s stop: %d workers", "graceful" if graceful else "fast", len(self.workers))
         self.lifecycle.stop_all(graceful)

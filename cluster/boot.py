@@ -67,7 +67,7 @@ def start_admin(cfg: Any, generation: int, healthy: Callable[[], bool]) -> tuple
         return None, None, "off"
     stats = StatsAggregator()
     stats.set_generation(generation)
-    admin = AdminServer(cfg.admin, stats, healthy)
+    admin = AdminServer(cfg.admin, stats, healthy, allow_ips=cfg.admin_allow_ips)
     try:
         admin.start()
     except OSError as exc:

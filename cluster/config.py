@@ -313,8 +313,8 @@ Value formats:
 - **durations**: seconds as a number (`2.5`), or with a unit: `500ms`, `30s`, `2m`, `1h`;
 - **sizes** (`BYTES`): a byte count, or with a binary suffix `k`, `m`, `g` (`64k` = 65536, `1g` = 2^30);
 - **booleans**: `true/false`, `yes/no`, `on/off`, `1/0`;
-- **lists** (`bind`, `static`, `forwarded_allow_ips`): repeat the flag (`bind`, `static`) or write a comma
-  list; comma-separated in the environment; a TOML array (`static` may also be a TOML table
+- **lists** (`bind`, `static`, `forwarded_allow_ips`, `admin_allow_ips`): repeat the flag (`bind`,
+  `static`) or write a comma list; comma-separated in the environment; a TOML array (`static` may also be a TOML table
   `{"/assets" = "public"}`);
 - **umask**: octal, `027` or `0o027` (in TOML write the integer as `0o027`);
 - **paths** are made absolute against the directory the server is started from; an empty value unsets an

@@ -233,6 +233,19 @@ SETTINGS: tuple[Setting, ...] = (
     _s("reload_dir", "tuple[str, ...]", (), p.parse_dir_list, "development", "--reload-dir",
        metavar="DIR", repeatable=True,
        help="With --reload, also watch every file under DIR (recursively); repeatable."),
+    _s("proxy_protocol", "bool", False, p.parse_bool, "security", "--proxy-protocol",
+       metavar=None, switch=True,
+       help="Every connection starts with a PROXY protocol v1/v2 header from a load balancer in "
+       "--forwarded-allow-ips; its client address becomes REMOTE_ADDR. Others are closed."),
+    _s("drain_delay", "float", 0.0, p.parse_duration, "timeouts", "--drain-delay",
+       metavar=_SECONDS, validate=p.at_least(0),
+       help="On SIGTERM, /healthz answers 503 and the server keeps serving (keep-alive responses "
+       "carry Connection: close) this long before the graceful stop, so a load balancer stops "
+       "sending first. At least its check interval x fall + one interval; 0 = off."),
+    _s("admin_allow_ips", "tuple[str, ...]", ("127.0.0.1", "::1"), p.parse_ip_list, "admin",
+       "--admin-allow-ips", metavar="LIST",
+       help="Comma list of IPs/networks that may read /stats, /metrics and the dashboard (others "
+       "get 403; /healthz answers anyone); * = all."),
 )
 # fmt: on
 

@@ -24,6 +24,7 @@ from worker.tls import WantWrite
 
 if TYPE_CHECKING:
     from worker.loop import Loop
+    from worker.proxyproto import ProxyReader
     from worker.tls import TLSStream
 
 # Output a pool thread may leave queued in user space before it must wait for the client (waitress's
@@ -40,6 +41,7 @@ LINGERING = 4  # output done, write side shut down, discarding input until EOF (
 CLOSED = 5
 HANDSHAKING = 6  # TLS: the loop drives the handshake; then READING (worker.tls)
 BODY = 7  # head parsed; the loop reads a small body before a thread gets it (preread_body)
+PROXY_HEADER = 8  # --proxy-protocol: the loop reads the PROXY header first (worker.proxyread)
 
 # --body-min-rate is enforced only after this grace: a body's first second may arrive in one burst or not.
 BODY_RATE_GRACE = 1.0
@@ -77,6 +79,7 @@ class Conn:
         "file_left",
         "tail",
         "sent_at",
+        "proxy",
     )
 
     def __init__(
@@ -112,6 +115,7 @@ class Conn:
         self.file_left = 0
         self.tail = bytearray()
         self.sent_at = 0.0  # loop: when the client last took bytes of that file
+        self.proxy: ProxyReader | None = None  # set while a PROXY header is awaited
 
     # ---- ASYNCHRONOUS: loop thread, before the request goes to a pool thread -------------
     def new_request(self) -> None:
@@ -160,8 +164,8 @@ class Conn:
         return self.h1.next_event()
 
     def closing(self) -> bool:
-        """True when the worker is draining: responses must carry ``Connection: close``."""
-        return self.loop.stopping
+        """True when the worker is stopping or its host draining: responses carry ``Connection: close``."""
+        return self.loop.stopping or self.loop.draining
 
     def send(self, data: bytes, more: bool = False) -> None:
         """Queue ``data`` and write what the socket takes now; wait only above the high watermark.

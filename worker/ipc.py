@@ -28,7 +28,8 @@ Events: ``request_timeouts`` (requests that ran past --request-timeout, counted 
 ``shed_queue_timeout`` (503: waited longer than --queue-timeout for a thread), ``shed_stuck_pool`` (503:
 queued behind a pool whose every thread is stuck), ``client_gone`` (queued requests dropped unrun because
 the client had disconnected), ``accept_errors`` (accept() failures such as EMFILE),
-``access_log_errors`` (access-log lines that could not be written).
+``access_log_errors`` (access-log lines that could not be written), ``proxy_rejected`` (connections
+closed for a missing, malformed, late or untrusted PROXY protocol header).
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ GAUGE_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 EVENT_FIELDS: tuple[str, ...] = (
     "request_timeouts", "shed_queue_timeout", "shed_stuck_pool", "client_gone", "accept_errors",
-    "access_log_errors",
+    "access_log_errors", "proxy_rejected",
 )  # fmt: skip
 
 # Required fields per type, with the type each must have (bool is rejected where int is asked).

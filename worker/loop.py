@@ -20,6 +20,7 @@ import termios
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from worker.connection import (
     BODY,
@@ -28,6 +29,7 @@ from worker.connection import (
     FLUSHING,
     HANDSHAKING,
     LINGERING,
+    PROXY_HEADER,
     READING,
     RECV_SIZE,
     Conn,
@@ -38,10 +40,16 @@ from worker.http.protocol import H1Connection, Limits
 from worker.httpdate import http_date
 from worker.logthrottle import LogThrottle
 from worker.poller import ONESHOT, READ, WRITE, Poller
+from worker.proxyproto import ProxyProtocolError, ProxyReader
+from worker.proxyread import apply as apply_proxy_header
+from worker.proxyread import read_step as read_proxy_step
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
 from worker.timers import DeadlineQueue
 from worker.tls import HS_DONE, HS_PLAIN_HTTP, HS_READ, HS_WRITE, TLSAcceptor, WantWrite
+
+if TYPE_CHECKING:
+    from worker.handlers.forwarded import ForwardedPolicy
 
 log = logging.getLogger("webcluster.error")
 
@@ -121,6 +129,7 @@ class Loop:
         url_scheme: str = "http",
         can_sendfile: bool = True,
         tls: TLSAcceptor | None = None,
+        proxy_trust: ForwardedPolicy | None = None,
     ) -> None:
         self.settings = settings
         self.runner = runner
@@ -130,6 +139,8 @@ class Loop:
         self.tick = tick
         self.url_scheme = url_scheme
         self.tls = tls
+        self.proxy_trust = proxy_trust  # --proxy-protocol: whose PROXY headers are believed
+        self.draining = False  # the host is leaving its balancer (--drain-delay): close keep-alives
         self.can_sendfile = can_sendfile and tls is None  # sendfile would bypass the encryption
         self.stopping = False
         self._exit_now = False
@@ -163,6 +174,11 @@ class Loop:
     def stop(self, graceful: bool = True) -> None:
         """Ask the loop to stop (safe from signal handlers and other threads)."""
         self.poller.call_soon(self._begin_stop, graceful)
+
+    def drain(self) -> None:
+        """The host is leaving its load balancer (--drain-delay): keep serving, but end every
+        keep-alive connection after its next response so the balancer's pool empties (any thread)."""
+        self.poller.call_soon(setattr, self, "draining", True)
 
     def gauges(self) -> dict[str, int]:
         """Connection and thread gauges for the stats report (loop thread)."""
@@ -263,8 +279,13 @@ class Loop:
         else:
             remote, local = ("", 0), ("", 0)
         s = self.settings
+        if self.proxy_trust is not None and not self.proxy_trust.trusts(remote[0]):
+            self._proxy_rejected(sock, f"PROXY header from untrusted peer {remote[0]}")
+            return
         conn = Conn(sock, H1Connection(s.limits, s.server_header), self, remote, local)
-        if self.tls is not None:
+        if self.proxy_trust is not None:
+            conn.state, conn.proxy = PROXY_HEADER, ProxyReader()  # header timeout bounds it
+        elif self.tls is not None:
             conn.state = HANDSHAKING  # the header timeout below bounds the handshake too
         conn.serial = next(self._serials)
         self._conns[conn.serial] = conn
@@ -284,6 +305,37 @@ class Loop:
             self._on_handshake(conn)
         elif state == BODY:
             self._on_body_readable(conn)
+        elif state == PROXY_HEADER:
+            self._on_proxy_header(conn)
+
+    def _on_proxy_header(self, conn: Conn) -> None:
+        """--proxy-protocol: one step of reading the header; then TLS or HTTP as without it."""
+        try:
+            header = read_proxy_step(conn.sock, conn.proxy)
+        except BlockingIOError:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+            return
+        except (ProxyProtocolError, OSError) as exc:
+            self._close(conn)
+            self._proxy_rejected(None, f"{exc} (from {conn.remote[0]})")
+            return
+        if header is None:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+            return
+        conn.remote, conn.proxy = apply_proxy_header(header, conn.remote), None
+        if self.tls is not None:
+            conn.state = HANDSHAKING
+            self._on_handshake(conn)
+        else:
+            conn.state = READING
+            self._on_readable(conn)  # the request may have come in the same segment
+
+    def _proxy_rejected(self, sock: socket.socket | None, reason: str) -> None:
+        log.info("connection closed: %s", reason)
+        if sock is not None:
+            sock.close()
+        if self.runner.stats is not None:
+            self.runner.stats.count("proxy_rejected")
 
     def _on_handshake(self, conn: Conn) -> None:
         """TLS: one non-blocking handshake step per readiness event; a stalled client holds no thread."""
@@ -392,7 +444,12 @@ class Loop:
         conn.new_request()
         conn.requests += 1
         s = self.settings
-        if self.stopping or s.keepalive <= 0 or conn.requests >= s.keepalive_requests:
+        if (
+            self.stopping
+            or self.draining
+            or s.keepalive <= 0
+            or conn.requests >= s.keepalive_requests
+        ):
             conn.h1.request_close()
 
     def _fail(self, conn: Conn, exc: RemoteProtocolError) -> None:
@@ -526,6 +583,9 @@ class Loop:
         if conn.state != READING:
             if conn.state == HANDSHAKING:
                 self._close(conn)  # no TLS session yet, so no channel for a 408
+            elif conn.state == PROXY_HEADER:
+                self._close(conn)
+                self._proxy_rejected(None, f"no PROXY header in time from {conn.remote[0]}")
             return
         if conn.idle and not conn.h1.trailing_data[0]:
             # A connection that never sent a byte gets no 408 (nginx does the same).

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from worker.accesslog import AccessLog
 from worker.handlers.dispatch import AppImportError, build_handler, load_app
+from worker.handlers.forwarded import ForwardedPolicy
 from worker.http.protocol import Limits
 from worker.inflight import Inflight
 from worker.ipc import EXIT_BOOT_ERROR
@@ -189,6 +190,7 @@ def run(
         tick=tick,
         url_scheme="https" if tls else "http",
         tls=tls,
+        proxy_trust=ForwardedPolicy(cfg.forwarded_allow_ips) if cfg.proxy_protocol else None,
     )
     _install_signals(loop, access_log)
     if reporter is not None:
@@ -228,5 +230,7 @@ def _install_signals(loop: Loop, access_log: AccessLog | None) -> None:
     signal.signal(signal.SIGINT, lambda *_: loop.stop(graceful=False))
     signal.signal(signal.SIGQUIT, lambda *_: loop.stop(graceful=False))
     signal.signal(signal.SIGUSR1, lambda *_: loop.poller.call_soon(_reopen_logs, access_log))
+    # The supervisor's --drain-delay: the host is leaving its load balancer, keep-alives must end.
+    signal.signal(signal.SIGUSR2, lambda *_: loop.drain())
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH"):
         signal.signal(getattr(signal, name), signal.SIG_IGN)

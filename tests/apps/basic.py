@@ -5,6 +5,7 @@
 - ``GET /sleep?seconds=S&mark=PATH`` -> sleeps S seconds (max 30), then ``slept``; creates the file PATH
   first (when given) so a test can wait for "the request is in the app" without a fixed sleep
 - ``POST /echo``         -> the request body
+- ``GET /remote``        -> ``REMOTE_ADDR REMOTE_PORT wsgi.url_scheme`` (who the server thinks the client is)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ def app(environ, start_response):
     elif path == "/echo":
         length = int(environ.get("CONTENT_LENGTH") or 0)
         body = environ["wsgi.input"].read(length)
+    elif path == "/remote":
+        body = f"{environ['REMOTE_ADDR']} {environ['REMOTE_PORT']} {environ['wsgi.url_scheme']}".encode()
     elif path == "/":
         body = b"hello"
     else:

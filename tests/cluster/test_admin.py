@@ -207,6 +207,14 @@ def test_metrics_parse_and_carry_the_snapshot() -> None:
     assert _values(fams["webcluster_uptime_seconds"]) == [3.0]
 
 
+def test_peers_outside_admin_allow_ips_get_only_healthz() -> None:
+    source = FakeSource()
+    for path in ("/stats", "/metrics", "/", "/index.html", "/nope"):
+        assert route("GET", path, source, lambda: True, allowed=False).status == 403, path
+    assert route("GET", "/healthz", source, lambda: True, allowed=False).status == 200
+    assert route("GET", "/healthz", source, lambda: False, allowed=False).status == 503
+
+
 def test_routes() -> None:
     source = FakeSource()
     up = route("GET", "/healthz", source, lambda: True)
