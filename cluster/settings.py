@@ -160,7 +160,12 @@ SETTINGS: tuple[Setting, ...] = (
        metavar=_BYTES, validate=p.at_least(1),
        help="Largest request head (request line + all fields), or 431."),
     _s("access_log", _OPT, None, p.optional_output, "logging", "--access-log", metavar="FILE",
-       default_doc="off", help="Access log in Apache combined format; - = stdout."),
+       default_doc="off",
+       help="Access log file (- = stdout), in Apache combined format unless --access-log-format."),
+    _s("access_log_format", _OPT, None, p.parse_log_format, "logging", "--access-log-format",
+       metavar="FORMAT", default_doc="Apache combined",
+       help="Access-log line in gunicorn's syntax, e.g. '%(h)s \"%(r)s\" %(s)s %(M)sms'; atoms: h l "
+       "u t r m U q H s B b f a T M D L p {Header}i {Header}o {VAR}e (README, Logs)."),
     _s("error_log", "str", "-", p.log_output, "logging", "--error-log", metavar="FILE",
        help="Error log file; - = stderr."),
     _s("log_level", "str", "info", p.parse_choice("debug", "info", "warning", "error", "critical"),

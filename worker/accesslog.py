@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("webcluster.error")
 
@@ -83,9 +84,17 @@ class AccessLog:
     through ``on_error``, and the first failure is logged once (again after each reopen).
     """
 
-    def __init__(self, path: str, on_error: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        on_error: Callable[[], None] | None = None,
+        line_format: Callable[[Any], str] | None = None,
+    ) -> None:
         self.path = path
         self.on_error = on_error
+        self.line_format = (
+            line_format  # --access-log-format compiled (worker.logformat); None: combined
+        )
         self.errors = 0  # lines that could not be written
         self._lock = threading.Lock()
         self._warned = False

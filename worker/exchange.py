@@ -175,6 +175,11 @@ class Exchange:
         self.aborted = False
         self._pending: tuple[int, str, list[tuple[str, str]]] | None = None
 
+    @property
+    def response_headers(self) -> list[tuple[str, str]]:
+        """The headers the handler gave ``start_response`` (for ``%({Name}o)s`` in the access log)."""
+        return self._pending[2] if self._pending is not None else []
+
     def start_response(self, status: int, reason: str, headers: list[tuple[str, str]]) -> None:
         if self.headers_sent:
             raise LocalProtocolError("response head already sent")

@@ -23,6 +23,7 @@ from worker.handlers.forwarded import ForwardedPolicy
 from worker.http.protocol import Limits
 from worker.inflight import Inflight
 from worker.ipc import EXIT_BOOT_ERROR
+from worker.logformat import compile_format
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
 from worker.threadpool import ThreadPool
@@ -164,7 +165,11 @@ def run(
     gc.freeze()
 
     access_log = (
-        AccessLog(cfg.access_log, on_error=lambda: stats.count("access_log_errors"))
+        AccessLog(
+            cfg.access_log,
+            on_error=lambda: stats.count("access_log_errors"),
+            line_format=compile_format(cfg.access_log_format) if cfg.access_log_format else None,
+        )
         if cfg.access_log
         else None
     )

@@ -18,6 +18,7 @@ from worker.handlers.base import ClientDisconnected, Handler
 from worker.http.errors import ProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, Request
 from worker.httpdate import http_date
+from worker.logformat import Entry
 
 if TYPE_CHECKING:
     from worker.connection import Conn
@@ -155,7 +156,7 @@ class Runner:
             return False
 
     def _record(self, conn: Conn, ex: Exchange, request: Request, duration: float, bytes_in: int):
-        self.record(conn, request, ex.status or 500, duration, bytes_in, ex.bytes_out)
+        self.record(conn, request, ex.status or 500, duration, bytes_in, ex.bytes_out, ex)
 
     def record(
         self,
@@ -165,6 +166,7 @@ class Runner:
         duration: float,
         bytes_in: int,
         bytes_out: int,
+        exchange: Exchange | None = None,
     ) -> None:
         """Count one answered request and write its access-log line (any thread).
 
@@ -180,6 +182,10 @@ class Runner:
         else:
             line = f"{request.method} {request.target} HTTP/{request.http_version}"
             referer, agent = request.get("referer"), request.get("user-agent")
+        if self.access_log.line_format is not None:
+            entry = _entry(conn, request, line, status, duration, bytes_out, exchange)
+            self.access_log.write(self.access_log.line_format(entry))
+            return
         self.access_log.write(
             format_line(
                 host=conn.remote[0] if conn.remote else "-",
@@ -191,3 +197,28 @@ class Runner:
                 user_agent=agent,
             )
         )
+
+
+def _entry(
+    conn: Conn,
+    request: Request | None,
+    line: str,
+    status: int,
+    duration: float,
+    size: int,
+    exchange: Exchange | None,
+) -> Entry:
+    """What ``--access-log-format`` may show about one request."""
+    return Entry(
+        remote=conn.remote[0] if conn.remote else "-",
+        when=time.time(),
+        request_line=line,
+        method=request.method if request else None,
+        target=request.target if request else None,
+        version=request.http_version if request else None,
+        status=status,
+        size=size,
+        duration=duration,
+        request_headers=request.headers if request else (),
+        response_headers=exchange.response_headers if exchange else (),
+    )

@@ -73,3 +73,30 @@ def test_access_log_is_off_by_default_and_log_level_filters(run_supervisor):
     out = sup.output()
     assert "GET / HTTP/1.1" not in out  # no access log unless asked
     assert "[INFO]" not in out  # warning level hides info lines
+
+
+def test_access_log_format_with_gunicorn_atoms(run_supervisor, tmp_path):
+    log = tmp_path / "access.log"
+    fmt = '%(h)s %(m)s %(U)s q=%(q)s %(H)s %(s)s %(B)s pid=%({X-Pid}o)s req=%({X-Request-Id}i)s %(p)s %(D)sus "%(a)s"'
+    sup = run_supervisor(
+        "--procs", "1", "--threads", "2", "--app", "tests.apps.basic:app",
+        "--access-log", str(log), "--access-log-format", fmt,
+    )  # fmt: skip
+    req = urllib.request.Request(
+        sup.url + "/pid?x=1", headers={"X-Request-Id": "abc-123", "User-Agent": 'a"b'}
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        pid = resp.read().decode()
+    line = _lines(log, 1)[0]
+    m = re.fullmatch(
+        r'127\.0\.0\.1 GET /pid q=x=1 HTTP/1\.1 200 (\d+) pid=(\d+) req=abc-123 <(\d+)> (\d+)us "a\\"b"',
+        line,
+    )
+    assert m, line
+    assert int(m[1]) == len(pid) and m[2] == pid and m[3] == pid and int(m[4]) > 0
+
+
+def test_bad_access_log_format_is_refused_at_start(run_supervisor):
+    sup = run_supervisor("--access-log-format", "%(h)s %(bogus)s", ready=False)
+    assert sup.wait(20) == 2
+    assert "unknown atom %(bogus)s" in sup.stderr()
