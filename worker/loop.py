@@ -37,6 +37,7 @@ from worker.connection import (
 from worker.http.errors import LocalProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, ConnectionClosed, Request
 from worker.http.protocol import H1Connection, Limits
+from worker.http.state import DONE, MUST_CLOSE, SEND_BODY
 from worker.httpdate import http_date
 from worker.logthrottle import LogThrottle
 from worker.poller import ONESHOT, READ, WRITE, Poller
@@ -56,7 +57,7 @@ log = logging.getLogger("webcluster.error")
 # Accepts per readiness event, so one busy listener cannot starve the rest of the loop.
 ACCEPT_BATCH = 64
 # The client's request was read to its end (MUST_CLOSE: it ended and asked to close, or was HTTP/1.0).
-_REQUEST_COMPLETE = frozenset(("DONE", "MUST_CLOSE"))
+_REQUEST_COMPLETE = frozenset((DONE, MUST_CLOSE))
 ACCEPT_RETRY = 0.1  # seconds to pause accepting after EMFILE/ENFILE
 # Out of fds, a worker retries accept() 10 times a second: one log line per this many seconds, with a count.
 ACCEPT_ERROR_LOG_INTERVAL = 10.0
@@ -502,7 +503,7 @@ class Loop:
         if conn.after_flush == LINGERING:
             self._linger(conn)
             return
-        if conn.h1.their_state == "SEND_BODY":  # a pipelined head a thread parsed: body read here
+        if conn.h1.their_state is SEND_BODY:  # a pipelined head a thread parsed: body read here
             conn.idle = False
             self._start_body(conn)
             return

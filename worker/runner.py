@@ -17,6 +17,7 @@ from worker.exchange import Exchange
 from worker.handlers.base import ClientDisconnected, Handler
 from worker.http.errors import ProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, Request
+from worker.http.state import DONE
 from worker.httpdate import http_date
 from worker.logformat import Entry
 
@@ -143,7 +144,7 @@ class Runner:
     def _consume_body(self, conn: Conn, ex: Exchange) -> bool:
         """Drop the unread rest of the body so the next request starts at a message boundary."""
         h1 = conn.h1
-        if ex.body.done or h1.their_state == "DONE":
+        if ex.body.done or h1.their_state is DONE:
             return True
         if ex.request.expect_continue and not ex.body.started:
             # The client is still waiting for 100 Continue and we answered without it: it may or may not

@@ -26,6 +26,7 @@ from tests.worker.http.driver import DATE, SMALL_LIMITS, run, split
 from worker.http.errors import LocalProtocolError
 from worker.http.events import Request
 from worker.http.protocol import H1Connection, Limits
+from worker.http.state import IDLE
 
 settings.register_profile(
     "ci",
@@ -110,7 +111,7 @@ def test_response_head_is_refused_or_well_formed(status, reason, headers, head_m
     try:
         head = conn.send_response(status, headers, reason, date=DATE)
     except LocalProtocolError:
-        assert conn.our_state == "IDLE"  # refused with no trace: a 500 can still be sent
+        assert conn.our_state is IDLE  # refused with no trace: a 500 can still be sent
         conn.send_response(500, [("Content-Length", "0")], date=DATE)
         return
     assert head.endswith(b"\r\n\r\n") and head.count(b"\r\n\r\n") == 1

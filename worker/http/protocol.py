@@ -92,11 +92,11 @@ class H1Connection:
     # --- state ---------------------------------------------------------------------------------
 
     @property
-    def their_state(self) -> str:
+    def their_state(self) -> st.State:
         return self._state.their_state
 
     @property
-    def our_state(self) -> str:
+    def our_state(self) -> st.State:
         return self._state.our_state
 
     @property
@@ -140,20 +140,20 @@ class H1Connection:
             raise RemoteProtocolError(str(self._error), self._error.status)
         their = self._state.their_state
         try:
-            if their == st.IDLE:
+            if their is st.IDLE:
                 return self._next_request()
-            if their == st.SEND_BODY:
+            if their is st.SEND_BODY:
                 event = self._reader(self._buf, self._eof)
                 if event is None:
                     return NEED_DATA
                 if type(event) is EndOfMessage:
-                    self._state.their("end")
+                    self._state.their(EndOfMessage)
                 return event
         except RemoteProtocolError as exc:
             self._error = exc
             self._state.remote_error()
             raise
-        if their == st.CLOSED:
+        if their is st.CLOSED:
             return ConnectionClosed()
         return PAUSED
 
@@ -167,7 +167,7 @@ class H1Connection:
             self._head.reset()
         if not buf:
             if self._eof:
-                self._state.their("eof")
+                self._state.their(ConnectionClosed)
                 return ConnectionClosed()
             return NEED_DATA
         end = self._head.find_end(buf)
@@ -179,7 +179,7 @@ class H1Connection:
         request = parse_request_head(buf, end, self._head, limits.max_body)
         del buf[:end]
         self.request = request
-        self._state.their("head")
+        self._state.their(Request)
         if not request.keep_alive:
             self._state.disable_keep_alive()
         if request.chunked:
@@ -203,8 +203,8 @@ class H1Connection:
             request is None
             or not request.expect_continue
             or self._continue_sent
-            or self._state.our_state != st.IDLE
-            or self._state.their_state != st.SEND_BODY
+            or self._state.our_state is not st.IDLE
+            or self._state.their_state is not st.SEND_BODY
         ):
             return b""
         self._continue_sent = True
@@ -215,8 +215,8 @@ class H1Connection:
     ) -> bytes:
         """Serialize a response head (framing per RFC 9112 §6); LocalProtocolError leaves no trace."""
         request = self.request
-        if request is None or self._state.our_state != st.IDLE:
-            raise LocalProtocolError(f"no response expected in state {self._state.our_state}")
+        if request is None or self._state.our_state is not st.IDLE:
+            raise LocalProtocolError(f"no response expected in state {self._state.our_state.name}")
         keep_alive = self._state.keep_alive
         if request.expect_continue and not self._continue_sent and self._body_pending():
             # RFC 9110 §10.1.1: a final answer without 100 Continue: the client may or may not send the
@@ -236,20 +236,20 @@ class H1Connection:
         self._writer = writer
         if not keep_alive:
             self._state.disable_keep_alive()
-        self._state.ours("head")
+        self._state.ours(st.ResponseHead)
         return head
 
     def _body_pending(self) -> bool:
         """Request body bytes are still to come (not merely an unread EndOfMessage)."""
-        if self._state.their_state != st.SEND_BODY:
+        if self._state.their_state is not st.SEND_BODY:
             return False
         reader = self._reader
         return not (type(reader) is ContentLengthReader and reader.remaining == 0)
 
     def send_data(self, data: bytes) -> bytes:
         """Frame body bytes (chunked: size line + CRLF; HEAD/204/304: dropped; empty: b"")."""
-        if self._state.our_state != st.SEND_BODY or self._writer is None:
-            raise LocalProtocolError(f"cannot send body data in state {self._state.our_state}")
+        if self._state.our_state is not st.SEND_BODY or self._writer is None:
+            raise LocalProtocolError(f"cannot send body data in state {self._state.our_state.name}")
         try:
             return self._writer.write(data)
         except LocalProtocolError:
@@ -259,8 +259,8 @@ class H1Connection:
     def frame_data(self, count: int) -> tuple[bytes, bytes] | None:
         """Framing for ``count`` body bytes the I/O layer sends itself (sendfile): (prefix, suffix) to
         write around them, or None when the response has no body (HEAD, 204, 304)."""
-        if self._state.our_state != st.SEND_BODY or self._writer is None:
-            raise LocalProtocolError(f"cannot send body data in state {self._state.our_state}")
+        if self._state.our_state is not st.SEND_BODY or self._writer is None:
+            raise LocalProtocolError(f"cannot send body data in state {self._state.our_state.name}")
         try:
             return self._writer.frame(count)
         except LocalProtocolError:
@@ -269,12 +269,14 @@ class H1Connection:
 
     def send_end(self) -> bytes:
         """End the response: ``0\\r\\n\\r\\n`` when chunked; a short Content-Length body forces close."""
-        if self._state.our_state != st.SEND_BODY or self._writer is None:
-            raise LocalProtocolError(f"cannot end the response in state {self._state.our_state}")
+        if self._state.our_state is not st.SEND_BODY or self._writer is None:
+            raise LocalProtocolError(
+                f"cannot end the response in state {self._state.our_state.name}"
+            )
         out, complete = self._writer.finish()
         if not complete:
             self._state.disable_keep_alive()
-        self._state.ours("end")
+        self._state.ours(EndOfMessage)
         return out
 
     def error_response(self, exc: ProtocolError, *, date: bytes) -> bytes:
@@ -282,10 +284,10 @@ class H1Connection:
 
         Returns b"" when a response head was already sent: all that is left to do then is close.
         """
-        if isinstance(exc, RemoteProtocolError) and self._state.their_state != st.ERROR:
+        if isinstance(exc, RemoteProtocolError) and self._state.their_state is not st.ERROR:
             self._error = self._error or exc
             self._state.remote_error()
-        head_sent = self._state.our_state != st.IDLE
+        head_sent = self._state.our_state is not st.IDLE
         self._state.error_sent()
         if head_sent:
             return b""

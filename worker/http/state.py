@@ -2,36 +2,67 @@
 
 Each side (``their`` = the client's request, ``our`` = our response) moves through::
 
-    IDLE --request/response head--> SEND_BODY --end of message--> DONE
+    IDLE --head--> SEND_BODY --EndOfMessage--> DONE
 
-Keep-alive is not a loose boolean next to the states: when it is lost, a side that is (or later gets)
-``DONE`` becomes ``MUST_CLOSE``, and ``start_next_cycle`` is only possible from ``DONE``/``DONE``.
-``CLOSED`` is the client's clean EOF between requests; ``ERROR`` is a client protocol violation (or an
-error response was sent), after which nothing more is parsed (RFC 9112 §9.3: a message with bad framing
-leaves the connection unusable).
+Every change of state is a transition of the tables below, keyed by (state, event type): the event types
+are the core's own events (``Request``, ``EndOfMessage``, ``ConnectionClosed``), the error classes, and
+two markers for what only our side does (``ResponseHead``, ``ErrorResponse``). Keep-alive is not a loose
+boolean next to the states: when it is lost, a side that is (or later gets) ``DONE`` becomes
+``MUST_CLOSE``, and ``next_cycle`` is only possible from ``DONE``/``DONE``. ``CLOSED`` is the client's
+clean EOF between requests; ``ERROR`` is a client protocol violation (or an error response was sent),
+after which nothing more is parsed (RFC 9112 §9.3: a message with bad framing leaves the connection
+unusable).
 """
 
 from __future__ import annotations
 
-from worker.http.errors import LocalProtocolError
+import enum
 
-IDLE = "IDLE"
-SEND_BODY = "SEND_BODY"
-DONE = "DONE"
-MUST_CLOSE = "MUST_CLOSE"
-CLOSED = "CLOSED"
-ERROR = "ERROR"
+from worker.http.errors import LocalProtocolError, RemoteProtocolError
+from worker.http.events import ConnectionClosed, EndOfMessage, Request
 
-# Event names: "head" (request head parsed / response head sent), "end" (EndOfMessage parsed / sent).
-_THEIR_TRANSITIONS: dict[tuple[str, str], str] = {
-    (IDLE, "head"): SEND_BODY,
-    (SEND_BODY, "end"): DONE,
-    (IDLE, "eof"): CLOSED,
+
+class State(enum.Enum):
+    """The state of one side of the connection."""
+
+    IDLE = enum.auto()
+    SEND_BODY = enum.auto()
+    DONE = enum.auto()
+    MUST_CLOSE = enum.auto()
+    CLOSED = enum.auto()
+    ERROR = enum.auto()
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+IDLE, SEND_BODY, DONE, MUST_CLOSE, CLOSED, ERROR = State
+
+
+class ResponseHead:
+    """Event type: our response head was serialized."""
+
+
+class ErrorResponse:
+    """Event type: an error response went out (always with ``Connection: close``)."""
+
+
+_THEIR_TRANSITIONS: dict[tuple[State, type], State] = {
+    (IDLE, Request): SEND_BODY,
+    (SEND_BODY, EndOfMessage): DONE,
+    (IDLE, ConnectionClosed): CLOSED,
+    # A violation ends reading in whatever state it is found; after an error response nothing more is
+    # read either, but a client that already closed cleanly stays CLOSED.
+    **{(state, RemoteProtocolError): ERROR for state in State},
+    **{(state, ErrorResponse): CLOSED if state is CLOSED else ERROR for state in State},
 }
-_OUR_TRANSITIONS: dict[tuple[str, str], str] = {
-    (IDLE, "head"): SEND_BODY,
-    (SEND_BODY, "end"): DONE,
+_OUR_TRANSITIONS: dict[tuple[State, type], State] = {
+    (IDLE, ResponseHead): SEND_BODY,
+    (SEND_BODY, EndOfMessage): DONE,
+    **{(state, ErrorResponse): MUST_CLOSE for state in State},
 }
+# Events after which the connection is not reused (RFC 9112 §9.6).
+_ENDS_KEEP_ALIVE = frozenset((ConnectionClosed, RemoteProtocolError, ErrorResponse))
 
 
 class CycleState:
@@ -44,22 +75,26 @@ class CycleState:
         self.our_state = IDLE
         self.keep_alive = True
 
-    def their(self, event: str) -> None:
+    def their(self, event: type) -> None:
         """Advance the client's side; an impossible transition is a bug in the caller (500)."""
         new = _THEIR_TRANSITIONS.get((self.their_state, event))
         if new is None:
-            raise LocalProtocolError(f"client side cannot {event!r} in state {self.their_state}")
+            raise LocalProtocolError(
+                f"client side cannot {event.__name__} in state {self.their_state.name}"
+            )
         self.their_state = new
-        if new == CLOSED:
+        if event in _ENDS_KEEP_ALIVE:
             self.keep_alive = False
         self._settle()
 
-    def ours(self, event: str) -> None:
+    def ours(self, event: type) -> None:
         """Advance our side; e.g. sending body bytes before the head raises LocalProtocolError."""
         new = _OUR_TRANSITIONS.get((self.our_state, event))
         if new is None:
-            raise LocalProtocolError(f"cannot send {event!r} in state {self.our_state}")
+            raise LocalProtocolError(f"cannot send {event.__name__} in state {self.our_state.name}")
         self.our_state = new
+        if event in _ENDS_KEEP_ALIVE:
+            self.keep_alive = False
         self._settle()
 
     def disable_keep_alive(self) -> None:
@@ -69,29 +104,26 @@ class CycleState:
 
     def remote_error(self) -> None:
         """The client broke the protocol: nothing more is read from this connection."""
-        self.their_state = ERROR
-        self.disable_keep_alive()
+        self.their(RemoteProtocolError)
 
     def error_sent(self) -> None:
-        """An error response went out (always with ``Connection: close``): nothing more is read."""
-        if self.their_state != CLOSED:
-            self.their_state = ERROR
-        self.our_state = MUST_CLOSE
-        self.disable_keep_alive()
+        """An error response went out: nothing more is read, our side must close."""
+        self.their(ErrorResponse)
+        self.ours(ErrorResponse)
 
     def next_cycle(self) -> None:
         """DONE/DONE with keep-alive -> IDLE/IDLE (RFC 9112 §9.3 persistence); anything else is misuse."""
-        if not (self.keep_alive and self.their_state == DONE and self.our_state == DONE):
+        if not (self.keep_alive and self.their_state is DONE and self.our_state is DONE):
             raise LocalProtocolError(
-                f"cannot start a new cycle: their={self.their_state} our={self.our_state} "
-                f"keep_alive={self.keep_alive}"
+                f"cannot start a new cycle: their={self.their_state.name} "
+                f"our={self.our_state.name} keep_alive={self.keep_alive}"
             )
         self.their_state = IDLE
         self.our_state = IDLE
 
     def _settle(self) -> None:
         if not self.keep_alive:
-            if self.their_state == DONE:
+            if self.their_state is DONE:
                 self.their_state = MUST_CLOSE
-            if self.our_state == DONE:
+            if self.our_state is DONE:
                 self.our_state = MUST_CLOSE

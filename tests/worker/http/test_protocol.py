@@ -7,6 +7,7 @@ import pytest
 from tests.worker.http.cases import INVALID, VALID, Invalid, Valid
 from tests.worker.http.driver import DATE, MODES, Driver, same_request, splits
 from worker.http.errors import RemoteProtocolError
+from worker.http.state import CLOSED, ERROR, IDLE, MUST_CLOSE
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -36,10 +37,10 @@ def test_valid(case: Valid, mode: str) -> None:
     assert driver.error is None, driver.error
     check_requests(driver, case)
     if case.requests[-1].keep_alive:
-        assert driver.closed and driver.conn.their_state == "CLOSED"
+        assert driver.closed and driver.conn.their_state is CLOSED
     else:  # the first non-persistent request ends the connection; later bytes are never parsed
         assert driver.stopped and not driver.conn.keep_alive
-        assert driver.conn.their_state == "MUST_CLOSE" and driver.conn.our_state == "MUST_CLOSE"
+        assert driver.conn.their_state is MUST_CLOSE and driver.conn.our_state is MUST_CLOSE
 
 
 @pytest.mark.parametrize("mode", ["whole", "random:1"])
@@ -52,7 +53,7 @@ def test_valid_with_trailing_data(case: Valid, mode: str) -> None:
     data, eof = driver.conn.trailing_data
     assert not eof
     if case.requests[-1].keep_alive:
-        assert data == INCOMPLETE_NEXT and driver.conn.their_state == "IDLE"
+        assert data == INCOMPLETE_NEXT and driver.conn.their_state is IDLE
     else:
         assert data.endswith(INCOMPLETE_NEXT) and driver.stopped
 
@@ -90,7 +91,7 @@ def test_invalid(case: Invalid, mode: str) -> None:
     assert isinstance(exc, RemoteProtocolError), "no error"
     assert exc.status == case.status, f"{exc!r} ({exc.status})"
     assert len(driver.requests) == case.parsed
-    assert not conn.keep_alive and conn.their_state == "ERROR"
+    assert not conn.keep_alive and conn.their_state is ERROR
     # never a second request after an error: every later call raises again, even with new bytes
     for extra in (b"", b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"):
         conn.receive_data(extra)
@@ -100,7 +101,7 @@ def test_invalid(case: Invalid, mode: str) -> None:
     out = conn.error_response(exc, date=DATE)
     assert out.startswith(b"HTTP/1.1 %d " % case.status)
     assert b"\r\nConnection: close\r\n" in out
-    assert conn.our_state == "MUST_CLOSE" and not conn.keep_alive
+    assert conn.our_state is MUST_CLOSE and not conn.keep_alive
 
 
 def test_case_counts() -> None:

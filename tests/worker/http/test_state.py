@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import pytest
 
 from tests.worker.http.driver import DATE
@@ -15,7 +18,17 @@ from worker.http.events import (
     Request,
 )
 from worker.http.protocol import CONTINUE, H1Connection, Limits
-from worker.http.state import CycleState
+from worker.http.state import (
+    CLOSED,
+    DONE,
+    ERROR,
+    IDLE,
+    MUST_CLOSE,
+    SEND_BODY,
+    CycleState,
+    ResponseHead,
+    State,
+)
 
 GET = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 POST_EXPECT = b"POST / HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n"
@@ -28,44 +41,44 @@ def respond(conn: H1Connection, body: bytes = b"") -> bytes:
 
 def test_cycle_state_table() -> None:
     state = CycleState()
-    state.their("head")
-    state.ours("head")
-    assert (state.their_state, state.our_state) == ("SEND_BODY", "SEND_BODY")
+    state.their(Request)
+    state.ours(ResponseHead)
+    assert (state.their_state, state.our_state) == (SEND_BODY, SEND_BODY)
     with pytest.raises(LocalProtocolError):
         state.next_cycle()
     with pytest.raises(LocalProtocolError):
-        state.ours("head")
-    state.their("end")
-    state.ours("end")
+        state.ours(ResponseHead)
+    state.their(EndOfMessage)
+    state.ours(EndOfMessage)
     state.next_cycle()
-    assert (state.their_state, state.our_state, state.keep_alive) == ("IDLE", "IDLE", True)
-    state.their("head")
-    state.their("end")
+    assert (state.their_state, state.our_state, state.keep_alive) == (IDLE, IDLE, True)
+    state.their(Request)
+    state.their(EndOfMessage)
     state.disable_keep_alive()
-    assert state.their_state == "MUST_CLOSE"
-    state.ours("head")
-    state.ours("end")
-    assert state.our_state == "MUST_CLOSE"
+    assert state.their_state is MUST_CLOSE
+    state.ours(ResponseHead)
+    state.ours(EndOfMessage)
+    assert state.our_state is MUST_CLOSE
     with pytest.raises(LocalProtocolError):
         state.next_cycle()
 
 
 def test_states_through_a_cycle() -> None:
     conn = H1Connection()
-    assert (conn.their_state, conn.our_state, conn.request) == ("IDLE", "IDLE", None)
+    assert (conn.their_state, conn.our_state, conn.request) == (IDLE, IDLE, None)
     assert conn.next_event() is NEED_DATA
     conn.receive_data(GET)
     request = conn.next_event()
     assert isinstance(request, Request) and conn.request is request
-    assert conn.their_state == "SEND_BODY"
+    assert conn.their_state is SEND_BODY
     assert conn.next_event() == EndOfMessage()  # no body: EndOfMessage right away
-    assert conn.their_state == "DONE" and conn.next_event() is PAUSED
+    assert conn.their_state is DONE and conn.next_event() is PAUSED
     conn.send_response(200, [], date=DATE)
-    assert conn.our_state == "SEND_BODY"
+    assert conn.our_state is SEND_BODY
     conn.send_end()
-    assert conn.our_state == "DONE" and conn.keep_alive
+    assert conn.our_state is DONE and conn.keep_alive
     conn.start_next_cycle()
-    assert (conn.their_state, conn.our_state, conn.request) == ("IDLE", "IDLE", None)
+    assert (conn.their_state, conn.our_state, conn.request) == (IDLE, IDLE, None)
 
 
 def test_paused_until_next_cycle_and_pipelined_bytes_kept() -> None:
@@ -104,7 +117,7 @@ def test_early_response_then_drain_body() -> None:
     conn.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nab")
     conn.next_event()
     respond(conn, b"no")
-    assert conn.our_state == "DONE" and conn.their_state == "SEND_BODY"
+    assert conn.our_state is DONE and conn.their_state is SEND_BODY
     assert conn.next_event() == Data(b"ab")
     assert conn.next_event() is NEED_DATA
     conn.receive_data(b"cd" + GET)
@@ -119,7 +132,7 @@ def test_eof_between_requests() -> None:
     conn.receive_data(b"")
     assert isinstance(conn.next_event(), ConnectionClosed)
     assert isinstance(conn.next_event(), ConnectionClosed)
-    assert conn.their_state == "CLOSED" and not conn.keep_alive
+    assert conn.their_state is CLOSED and not conn.keep_alive
     conn.receive_data(GET)  # after EOF: ignored
     assert conn.trailing_data == (b"", True)
 
@@ -200,7 +213,7 @@ def test_keep_alive_follows_request() -> None:
     assert conn.next_event().keep_alive is False
     assert not conn.keep_alive
     conn.next_event()
-    assert conn.their_state == "MUST_CLOSE"
+    assert conn.their_state is MUST_CLOSE
     assert b"Connection: close" in respond(conn)
 
 
@@ -259,3 +272,47 @@ def test_expect_without_body_does_not_force_close() -> None:
     assert conn.next_event().expect_continue
     head = conn.send_response(200, [("Content-Length", "0")], date=DATE)  # EndOfMessage unread
     assert b"Connection: close" not in head and conn.keep_alive
+
+
+def test_errors_go_through_the_table() -> None:
+    state = CycleState()
+    state.their(Request)
+    state.remote_error()
+    assert (state.their_state, state.our_state, state.keep_alive) == (ERROR, IDLE, False)
+    state.error_sent()
+    assert (state.their_state, state.our_state) == (ERROR, MUST_CLOSE)
+    closed = CycleState()
+    closed.their(ConnectionClosed)
+    closed.error_sent()  # a clean EOF stays a clean EOF
+    assert (closed.their_state, closed.our_state, closed.keep_alive) == (CLOSED, MUST_CLOSE, False)
+    with pytest.raises(LocalProtocolError):
+        closed.their(Request)
+
+
+STATE_NAMES = {state.name for state in State}
+SOURCES = sorted(
+    path
+    for folder in ("worker", "tests/worker", "tests/fuzz")
+    for path in (Path(__file__).resolve().parents[3] / folder).rglob("*.py")
+)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_no_state_is_spelt_as_a_string(path: Path) -> None:
+    """States are compared as ``State`` members: a string like "DONE" would never equal one."""
+    tree = ast.parse(path.read_text())
+    docstrings = {
+        id(node.body[0].value)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+    }
+    bad = [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Constant)
+        and node.value in STATE_NAMES
+        and id(node) not in docstrings
+    ]
+    assert not bad, f"{path.name}: state names as strings on lines {bad}"

@@ -8,6 +8,7 @@ from tests.worker.http.driver import DATE
 from worker.http.errors import LocalProtocolError, RemoteProtocolError
 from worker.http.events import PAUSED, EndOfMessage, Request
 from worker.http.protocol import H1Connection
+from worker.http.state import DONE, ERROR, IDLE, MUST_CLOSE, SEND_BODY
 
 GET11 = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 GET10 = b"GET / HTTP/1.0\r\n\r\n"
@@ -50,7 +51,7 @@ def test_chunked_when_no_length_on_11() -> None:
     assert conn.send_data(b"x" * 300) == b"12c\r\n" + b"x" * 300 + b"\r\n"
     assert conn.send_data(b"") == b""  # never a 0-size chunk from send_data
     assert conn.send_end() == b"0\r\n\r\n"
-    assert conn.keep_alive and conn.our_state == "DONE"
+    assert conn.keep_alive and conn.our_state is DONE
 
 
 def test_close_delimited_on_10() -> None:
@@ -60,7 +61,7 @@ def test_close_delimited_on_10() -> None:
     assert "transfer-encoding" not in names(head)
     assert conn.send_data(b"raw bytes") == b"raw bytes"
     assert conn.send_end() == b""
-    assert not conn.keep_alive and conn.our_state == "MUST_CLOSE"
+    assert not conn.keep_alive and conn.our_state is MUST_CLOSE
 
 
 def test_keep_alive_10_client_with_length() -> None:
@@ -68,7 +69,7 @@ def test_keep_alive_10_client_with_length() -> None:
     head = conn.send_response(200, [("Content-Length", "2")], date=DATE)
     assert ("connection", "keep-alive") in fields(head)
     assert conn.send_data(b"ok") == b"ok" and conn.send_end() == b""
-    assert conn.keep_alive and conn.our_state == "DONE"
+    assert conn.keep_alive and conn.our_state is DONE
     conn.start_next_cycle()
 
 
@@ -99,7 +100,7 @@ def test_fixed_length_short_forces_close() -> None:
     conn.send_response(200, [("Content-Length", "10")], date=DATE)
     conn.send_data(b"abc")
     assert conn.send_end() == b""
-    assert not conn.keep_alive and conn.our_state == "MUST_CLOSE"
+    assert not conn.keep_alive and conn.our_state is MUST_CLOSE
     with pytest.raises(LocalProtocolError):
         conn.start_next_cycle()
 
@@ -153,9 +154,9 @@ def test_informational_then_final() -> None:
     conn = ready()
     early = conn.send_response(103, [("Link", "</a.css>; rel=preload")], date=DATE)
     assert early == b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
-    assert conn.our_state == "IDLE"
+    assert conn.our_state is IDLE
     head = conn.send_response(200, [("Content-Length", "0")], date=DATE)
-    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and conn.our_state == "SEND_BODY"
+    assert head.startswith(b"HTTP/1.1 200 OK\r\n") and conn.our_state is SEND_BODY
 
 
 def test_101_switching_protocols() -> None:
@@ -173,7 +174,7 @@ def test_app_connection_close() -> None:
     assert fields(head).count(("connection", "close")) == 1
     assert ("connection", "Close") not in fields(head)
     conn.send_end()
-    assert not conn.keep_alive and conn.our_state == "MUST_CLOSE"
+    assert not conn.keep_alive and conn.our_state is MUST_CLOSE
 
 
 def test_hop_by_hop_from_app_dropped() -> None:
@@ -241,7 +242,7 @@ def test_bad_app_header_refused_without_state_change(header: tuple) -> None:
     with pytest.raises(LocalProtocolError) as info:
         conn.send_response(200, [("Content-Type", "text/plain"), header], date=DATE)
     assert info.value.status == 500
-    assert conn.our_state == "IDLE" and conn.keep_alive
+    assert conn.our_state is IDLE and conn.keep_alive
     head = conn.send_response(500, [("Content-Length", "0")], date=DATE)  # the caller's fallback
     assert head.startswith(b"HTTP/1.1 500 Internal Server Error\r\n")
 
@@ -254,7 +255,7 @@ def test_bad_status_or_reason_refused(status: object, reason: str) -> None:
     conn = ready()
     with pytest.raises(LocalProtocolError):
         conn.send_response(status, [], reason, date=DATE)  # type: ignore[arg-type]
-    assert conn.our_state == "IDLE"
+    assert conn.our_state is IDLE
 
 
 def test_sending_out_of_order() -> None:
@@ -280,7 +281,7 @@ def test_request_close() -> None:
     head = conn.send_response(200, [("Content-Length", "0")], date=DATE)
     assert ("connection", "close") in fields(head)
     conn.send_end()
-    assert conn.our_state == "MUST_CLOSE" and conn.their_state == "MUST_CLOSE"
+    assert conn.our_state is MUST_CLOSE and conn.their_state is MUST_CLOSE
 
 
 def test_error_response_shape() -> None:
@@ -295,7 +296,7 @@ def test_error_response_shape() -> None:
     assert ("connection", "close") in got and ("date", DATE.decode()) in got
     assert ("content-type", "text/plain; charset=utf-8") in got
     assert ("content-length", str(len(body))) in got and body.startswith(b"400 Bad Request")
-    assert conn.their_state == "ERROR" and conn.our_state == "MUST_CLOSE" and not conn.keep_alive
+    assert conn.their_state is ERROR and conn.our_state is MUST_CLOSE and not conn.keep_alive
 
 
 def test_error_response_for_head_has_no_body() -> None:
@@ -309,7 +310,7 @@ def test_error_response_after_head_sent_is_empty() -> None:
     conn = ready()
     conn.send_response(200, [], date=DATE)
     assert conn.error_response(RemoteProtocolError("late", 408), date=DATE) == b""
-    assert not conn.keep_alive and conn.our_state == "MUST_CLOSE"
+    assert not conn.keep_alive and conn.our_state is MUST_CLOSE
 
 
 def test_error_response_for_timeout_stops_parsing() -> None:
@@ -355,5 +356,5 @@ def test_error_response_for_local_error_ends_reading() -> None:
     conn.next_event()
     out = conn.error_response(LocalProtocolError("bad header from app"), date=DATE)
     assert out.startswith(b"HTTP/1.1 500 ") and b"\r\nConnection: close\r\n" in out
-    assert (conn.their_state, conn.our_state, conn.keep_alive) == ("ERROR", "MUST_CLOSE", False)
+    assert (conn.their_state, conn.our_state, conn.keep_alive) == (ERROR, MUST_CLOSE, False)
     assert conn.next_event() is PAUSED  # no Data, no new request: the connection is closing
