@@ -1,4 +1,5 @@
-"""Listening sockets, created and owned by the supervisor (DESIGN §1, nginx's ``ngx_clone_listening``).
+"""Listening sockets, created and owned by the supervisor (docs/ARCHITECTURE.md, Processes; nginx's
+``ngx_clone_listening``).
 
 For every ``--bind`` address the supervisor opens, per worker slot, one SO_REUSEPORT socket; the kernel
 spreads new connections over them. Worker *i* inherits the slot-*i* sockets through fork and the supervisor

@@ -79,7 +79,7 @@ class AccessLog:
 
     Each line is one ``os.write`` on an ``O_APPEND`` descriptor: no user-space buffer, so a line either
     reaches the kernel or is dropped whole, lines from several workers never interleave, and closing
-    never has a buffer left to flush (a full disk used to turn every worker's exit into a traceback).
+    never has a buffer left to flush (so a full disk cannot turn a worker's exit into a traceback).
     A failed write (``ENOSPC``, ``EIO``...) never fails the request: the line is dropped and counted
     through ``on_error``, and the first failure is logged once (again after each reopen).
     """

@@ -1,6 +1,6 @@
 """The poller: an epoll set owned by the loop thread, plus a thread-safe ``call_soon``.
 
-Only the loop thread registers, modifies or polls (STYLE "one thread owns the poller"). Pool threads hand
+Only the loop thread registers, modifies or polls (docs/ARCHITECTURE.md, Threads). Pool threads hand
 work back with ``call_soon(fn, *args)``: the callback is appended to a deque and the loop is woken through an
 eventfd. The eventfd is written only when no wake-up is pending, so a burst of hand-backs costs one syscall.
 """

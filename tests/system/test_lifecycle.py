@@ -1,4 +1,4 @@
-"""Worker lifecycle beyond issue 3's list, on real processes: crash-loop backoff, boot errors and failed
+"""Worker lifecycle on real processes: crash-loop backoff, boot errors and failed
 reloads, recycling (max requests, memory), fast stop, pid file and log reopening, other bind modes.
 
 Fake worker targets (tests/apps/fake_workers.py) exercise the arbiter without the HTTP engine.

@@ -1,4 +1,4 @@
-"""Distributed Locust against a real cluster, with faults injected under load (issue 4).
+"""Distributed Locust against a real cluster, with faults injected under load.
 
 Two short runs of ``loadtests.run`` (1 Locust master + 2 Locust workers, 50 users, 20 s and 16 s) against a
 supervisor started by the ``run_supervisor`` fixture, serving ``loadtests.demoapp`` and its static assets:

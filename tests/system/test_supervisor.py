@@ -1,4 +1,4 @@
-"""The supervisor against REAL processes (issue 3, "What it must show").
+"""The supervisor against REAL processes: reload, stop, slot changes and crashes under client load.
 
 Each test starts ``python supervisor.py`` with the ``tests.apps.basic`` WSGI app through the
 ``run_supervisor`` fixture (tests/conftest.py), drives it with signals while client threads

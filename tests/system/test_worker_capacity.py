@@ -1,6 +1,6 @@
 """A real worker process: idle connections and slow clients must not consume its thread pool.
 
-Issue 2's capacity checks: 2,000 idle keep-alive connections against one worker with 4 threads, and slow
+The capacity checks: 2,000 idle keep-alive connections against one worker with 4 threads, and slow
 clients dribbling their heads one byte per 100 ms on more connections than there are threads, while a
 normal client is still answered promptly.
 """

@@ -1,4 +1,4 @@
-"""Issue 11's smaller worker findings, against a real supervisor: an access log on a full disk, accept
+"""Worker error paths against a real supervisor: an access log on a full disk, accept
 errors (EMFILE) logged at a bounded rate with a count, refused requests logged with their head."""
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def test_access_log_on_a_full_disk_warns_once_counts_and_exits_cleanly(run_super
     assert [_get(sup.url + "/") for _ in range(5)] == [200] * 5  # requests do not fail
     poll("5 access-log errors counted", lambda: _event(sup, "access_log_errors") == 5)
     old = sup.worker_pids()
-    sup.signal(signal.SIGHUP)  # the old worker exits: it used to print a traceback and exit 1
+    sup.signal(signal.SIGHUP)  # the old worker exits cleanly, with no traceback
     sup.wait_workers(1, exclude=old)
     sup.wait_for_output(rf"worker {old[0]} \(slot 0\) exited: exit code 0")
     assert _get(sup.url + "/") == 200

@@ -2,8 +2,8 @@
 
 ``build_handler`` is called once per worker process at boot (before the pool threads start); the handler
 it returns is immutable and called from every pool thread. ``load_app`` raises ``AppImportError`` with a
-one-line message that names the fix, which the worker reports to the supervisor (boot failure: exit
-non-zero, no crash loop - DESIGN §5).
+one-line message that names the fix, which the worker reports to the supervisor, which then exits
+non-zero instead of forking the same failure again (docs/ARCHITECTURE.md, Processes).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Everything here runs on the pool thread that owns the exchange; a ``WSGIHandler`` holds only immutable
 configuration and is shared by all threads.
 
-Error policy (DESIGN §4, STYLE "Absorb" 3):
+Error policy (docs/ARCHITECTURE.md, Errors):
 - app exception (or invalid status/headers, or CR/LF refused by the core) before the head is sent: log with
   traceback to ``webcluster.error`` and answer a bare 500; after: ``exchange.abort()`` (close, no finish).
 - the client went away (``ClientDisconnected`` from the exchange or from ``wsgi.input``; EPIPE, ECONNRESET,
@@ -263,7 +263,7 @@ class WSGIHandler:
         remote, scheme = peer_host, exchange.url_scheme
         environ: dict[str, Any] = _header_environ(request.headers)
         # Without any proxy header the policy's answer is (peer, scheme) whoever the peer is: skip it,
-        # it parses the peer address on every request (~6 us, a quarter of the hot path: BENCHMARKS.md).
+        # it would parse the peer address on every request, a large share of the hot path (BENCHMARKS.md).
         if self.forwarded is not None and not _PROXY_KEYS.isdisjoint(environ):
             remote, scheme = self.forwarded.resolve(peer_host, request.headers, scheme)
         if authority is not None:  # RFC 9112 §3.2.2: absolute-form authority replaces Host

@@ -627,7 +627,7 @@ def _invalid_request_line() -> list[Invalid]:
 
 
 def _invalid_semantics() -> list[Invalid]:
-    """Host, Expect and the limits (RFC 9112 §3.2, RFC 9110 §10.1.1, DESIGN §3 limits)."""
+    """Host, Expect and the limits (RFC 9112 §3.2, RFC 9110 §10.1.1, the defaults of ``Limits``)."""
     long_line = b"GET /" + b"a" * 51 + b" HTTP/1.1"  # 65 > 64
     return [
         Invalid("host_missing", b"GET / HTTP/1.1\r\n\r\n", 400),

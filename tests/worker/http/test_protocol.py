@@ -105,7 +105,7 @@ def test_invalid(case: Invalid, mode: str) -> None:
 
 
 def test_case_counts() -> None:
-    """The issue asks for at least 100 invalid cases, including every rejection status."""
+    """The invalid table covers at least 100 cases, including every rejection status."""
     assert len(INVALID) >= 100
     assert {c.status for c in INVALID} >= {400, 413, 414, 417, 431, 501, 505}
     assert any(len(c.requests) > 1 for c in VALID)
