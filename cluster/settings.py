@@ -180,6 +180,15 @@ SETTINGS: tuple[Setting, ...] = (
     _s("timeout", "float", 30.0, p.parse_duration, "timeouts", "--timeout", metavar=_SECONDS,
        validate=p.above_zero,
        help="A worker silent (no heartbeat) this long is killed and replaced."),
+    _s("request_timeout", "float", 0.0, p.parse_duration, "timeouts", "--request-timeout",
+       metavar=_SECONDS, validate=p.at_least(0, "0 = off"),
+       help="A request running longer than this is logged with its Python stack and counted; a "
+       "worker whose every thread is stuck (or whose queue waited this long) stops accepting, "
+       "answers its queue 503 and is replaced gracefully. 0 = off."),
+    _s("queue_timeout", "float", 0.0, p.parse_duration, "timeouts", "--queue-timeout",
+       metavar=_SECONDS, validate=p.at_least(0, "0 = off"),
+       help="A request that waited longer than this for a pool thread gets 503 with Retry-After "
+       "and never reaches the app (load shedding). 0 = off."),
     _s("max_requests", "int", 0, p.parse_int, "workers", "--max-requests", metavar=_N,
        validate=p.at_least(0, "0 = off"),
        help="Recycle a worker after this many requests; 0 = off."),

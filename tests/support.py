@@ -15,7 +15,9 @@ from dataclasses import replace
 from worker.handlers.base import Exchange
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
+from worker.stats import WorkerStats
 from worker.threadpool import ThreadPool
+from worker.watchdog import PoolWatch
 
 
 class Server:
@@ -31,7 +33,13 @@ class Server:
 
 @contextmanager
 def serve(
-    handler: Callable[[Exchange], None], threads: int = 4, host: str = "127.0.0.1", **kw
+    handler: Callable[[Exchange], None],
+    threads: int = 4,
+    host: str = "127.0.0.1",
+    *,
+    watch: PoolWatch | None = None,
+    stats: WorkerStats | None = None,
+    **kw,
 ) -> Iterator[Server]:
     lsock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -39,7 +47,7 @@ def serve(
     lsock.listen(1024)
     pool = ThreadPool(threads)
     settings = replace(LoopSettings(), **kw)
-    loop = Loop([lsock], Runner(handler, None, None), pool, settings)
+    loop = Loop([lsock], Runner(handler, stats, None, None, watch), pool, settings)
     t = threading.Thread(target=loop.run, daemon=True)
     t.start()
     try:

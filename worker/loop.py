@@ -48,6 +48,7 @@ from worker.runner import Runner
 from worker.threadpool import ThreadPool
 from worker.timers import DeadlineQueue
 from worker.tls import HS_DONE, HS_PLAIN_HTTP, HS_READ, HS_WRITE, TLSAcceptor, WantWrite
+from worker.watchdog import shed_response
 
 if TYPE_CHECKING:
     from worker.handlers.forwarded import ForwardedPolicy
@@ -150,6 +151,9 @@ class Loop:
         self._accepting = False
         self._accept_resume_at: float | None = None
         self._accept_errors = LogThrottle(ACCEPT_ERROR_LOG_INTERVAL)
+        # Queue waits (--queue-timeout, gone clients) and stuck pools (--request-timeout): worker.watchdog.
+        self._watch = runner.watch
+        self._saturated = False  # every pool thread stuck: accept nothing, answer the queue 503
         # Live connections by serial. Timer entries name a serial, never a Conn, so a closed connection
         # is freed at once instead of living (parser, buffers, socket) until its deadline passes.
         self._conns: dict[int, Conn] = {}
@@ -168,6 +172,10 @@ class Loop:
             (self._linger_q, self._on_linger_timeout),
             (self._drain_q, self._on_idle_timeout),
         )
+        queue_timeout = self._watch.queue_timeout if self._watch is not None else 0.0
+        if queue_timeout:
+            self._queue_q = DeadlineQueue(queue_timeout)
+            self._queues += ((self._queue_q, self._on_queue_timeout),)
         for lst in self._listeners:
             lst.sock.setblocking(False)
 
@@ -226,7 +234,7 @@ class Loop:
 
     # ---- accepting ------------------------------------------------------------------------
     def _start_accepting(self) -> None:
-        if self._accepting or self.stopping:
+        if self._accepting or self.stopping or self._saturated:
             return
         self._accepting = True
         self._accept_resume_at = None
@@ -438,7 +446,54 @@ class Loop:
     def _dispatch(self, conn: Conn) -> None:
         conn.state = BUSY
         conn.token += 1
+        watch = self._watch
+        if watch is not None:  # the wait for a thread is watched: worker.watchdog
+            if self._saturated:
+                self.shed(conn, "shed_stuck_pool", 0.0)  # no thread will be free in time
+                return
+            now = self.clock()
+            watch.enqueue(conn.serial, now)  # before submit: a thread may claim it at once
+            if watch.queue_timeout:
+                self._queue_q.add(conn.serial, conn.token, now)
         self.pool.submit(self.runner.run, conn)
+
+    # ---- load shedding (worker.watchdog) ------------------------------------------------------
+    def shed(self, conn: Conn, event: str, waited: float) -> None:
+        """Loop thread: answer a request that never reached the app 503 + Retry-After, then close.
+        The caller owns ``conn``: it claimed it from the queue, or never queued it."""
+        if conn.state == CLOSED:
+            return
+        response = shed_response(conn.h1, date=http_date())
+        conn.out += response
+        if self.runner.stats is not None:
+            self.runner.stats.count(event)
+        self.runner.record(conn, conn.h1.request, 503, waited, 0, len(response))
+        self._start_flush(conn, LINGERING)
+
+    def _on_queue_timeout(self, conn: Conn) -> None:
+        if conn.state == BUSY:  # still queued, unless a thread claimed it: then the claim fails
+            waited = self._watch.claim(conn.serial, self.clock())
+            if waited is not None:
+                self.shed(conn, "shed_queue_timeout", waited)
+
+    def set_saturated(self, saturated: bool) -> None:
+        """Loop thread (the watchdog's call_soon): while every pool thread is stuck, accept nothing
+        (new clients wait in the kernel queue for this slot's replacement) and answer the queue 503."""
+        self._saturated = saturated
+        if not saturated:
+            if self._accept_resume_at is None and len(self._conns) < self.settings.max_connections:
+                self._start_accepting()
+            return
+        self._pause_accepting()
+        self._shed_queued()
+
+    def _shed_queued(self) -> None:
+        now = self.clock()
+        for serial in list(self._watch.queued):
+            conn = self._conns.get(serial)
+            waited = self._watch.claim(serial, now)
+            if conn is not None and waited is not None:
+                self.shed(conn, "shed_stuck_pool", waited)
 
     def count_request(self, conn: Conn) -> None:
         """A new request starts on ``conn`` (owner thread): decide now whether it is the last one."""
@@ -650,6 +705,8 @@ class Loop:
 
     def _close_all(self) -> None:
         self._pause_accepting()
+        if self._watch is not None:
+            self._shed_queued()  # requests no thread started get a 503 rather than a reset
         for conn in list(self._conns.values()):
             if conn.state != BUSY:
                 self._close(conn)

@@ -29,9 +29,12 @@ from worker.runner import Runner
 from worker.threadpool import ThreadPool
 from worker.tls import TLSAcceptor, TLSConfigError, share_context, worker_context
 from worker.version import server_software
+from worker.watchdog import PoolWatch, Watchdog
 
 if TYPE_CHECKING:
     from cluster.config import Config
+    from worker.reporter import Reporter
+    from worker.stats import WorkerStats
 
 log = logging.getLogger("webcluster.error")
 
@@ -144,8 +147,12 @@ def run(
     stats = WorkerStats()
     loop: Loop | None = None
 
+    watchdog: Watchdog | None = None
+
     def gauges() -> dict:
-        return loop.gauges() if loop is not None else {}
+        if loop is None:
+            return {}
+        return {**loop.gauges(), "stuck_threads": watchdog.stuck if watchdog is not None else 0}
 
     reporter = (
         Reporter(channel, stats, gauges, slot=slot, generation=generation) if channel else None
@@ -187,9 +194,11 @@ def run(
             log.info("worker %d served %d requests: asking to be recycled", os.getpid(), budget)
             reporter.send_retire("max_requests")
 
+    # Always on: queued requests of clients that left are dropped (cheap); the rest per setting.
+    watch = PoolWatch(queue_timeout=cfg.queue_timeout, track_running=cfg.request_timeout > 0)
     loop = Loop(
         sockets,
-        Runner(handler, stats, access_log, inflight),
+        Runner(handler, stats, access_log, inflight, watch),
         pool,
         loop_settings_from(cfg),
         tick=tick,
@@ -198,6 +207,8 @@ def run(
         proxy_trust=ForwardedPolicy(cfg.forwarded_allow_ips) if cfg.proxy_protocol else None,
     )
     _install_signals(loop, access_log)
+    if cfg.request_timeout > 0:
+        watchdog = _start_watchdog(cfg, watch, loop, stats, reporter)
     if reporter is not None:
         reporter.send_ready()
     log.info("worker %d (slot %d, generation %d) serving", os.getpid(), slot, generation)
@@ -208,6 +219,30 @@ def run(
     if access_log is not None:
         access_log.close()
     return EXIT_OK
+
+
+def _start_watchdog(
+    cfg: Config, watch: PoolWatch, loop: Loop, stats: WorkerStats, reporter: Reporter | None
+) -> Watchdog:
+    """--request-timeout: a thread of its own watches the pool (the loop's heartbeat cannot see it).
+    What it decides is carried out by the loop thread, which owns the sockets and the pipe."""
+
+    def retire(reason: str) -> None:
+        log.warning("worker %d: %s; asking to be replaced", os.getpid(), reason)
+        if reporter is not None:
+            loop.poller.call_soon(reporter.send_retire, "request_timeout")
+
+    watchdog = Watchdog(
+        watch,
+        threads=cfg.threads,
+        request_timeout=cfg.request_timeout,
+        on_saturated=lambda saturated: loop.poller.call_soon(loop.set_saturated, saturated),
+        on_retire=retire,
+        count=stats.count,
+        queue_clock=loop.clock,
+    )
+    watchdog.start()
+    return watchdog
 
 
 def _request_budget(cfg: Config) -> int:

@@ -20,6 +20,7 @@ from worker.http.events import NEED_DATA, Request
 from worker.http.state import DONE
 from worker.httpdate import http_date
 from worker.logformat import Entry
+from worker.watchdog import PoolWatch, admission, peer_gone
 
 if TYPE_CHECKING:
     from worker.connection import Conn
@@ -42,20 +43,46 @@ class Runner:
         stats: WorkerStats | None,
         access_log: AccessLog | None,
         inflight: Inflight | None = None,
+        watch: PoolWatch | None = None,
     ) -> None:
         self.handler = handler
         self.stats = stats
         self.access_log = access_log
         self.inflight = inflight  # what each thread runs, for the supervisor's log if we die
+        # Queue waits and running requests, watched by worker.watchdog (None: not watched).
+        self.watch = watch
+        self._running = watch if watch is not None and watch.track_running else None
 
     def run(self, conn: Conn) -> None:
         """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
+        if self.watch is not None and not self._admit(conn, self.watch):
+            return
         close = True
         try:
             close = self._serve_all(conn)
         except Exception:  # a bug here must not leak the connection or the thread
             log.exception("error while serving a connection")
         conn.loop.poller.call_soon(conn.loop.resume, conn, close)
+
+    def _admit(self, conn: Conn, watch: PoolWatch) -> bool:
+        """Before the app: take ownership of the queued request, then run it unless it waited longer
+        than --queue-timeout (the loop answers 503) or its client has gone (dropped, logged as 499)."""
+        loop = conn.loop
+        waited = watch.claim(conn.serial, loop.clock())
+        if waited is None:
+            return False  # the loop owns it: it answered 503 while the request waited
+        verdict = admission(waited, watch.queue_timeout)
+        if verdict == "run" or (verdict == "check" and not peer_gone(conn.fd)):
+            return True
+        if verdict == "shed":
+            loop.poller.call_soon(loop.shed, conn, "shed_queue_timeout", waited)
+            return False
+        conn.broken = True  # nobody can read an answer: the app never sees the request
+        if self.stats is not None:
+            self.stats.count("client_gone")
+        self.record(conn, conn.h1.request, 499, waited, 0, 0)  # nginx's "client closed request"
+        loop.poller.call_soon(loop.resume, conn, True)
+        return False
 
     def _serve_all(self, conn: Conn) -> bool:
         """Serve requests while they are buffered; return True when the connection must close."""
@@ -94,6 +121,9 @@ class Runner:
         inflight = self.inflight
         if inflight is not None:
             inflight.begin(request.method, request.target)
+        running = self._running
+        if running is not None:
+            running.begin(request, start)  # the watchdog's clock is perf_counter too
         try:
             self.handler(ex)
             if not ex.aborted:
@@ -102,6 +132,9 @@ class Runner:
             conn.broken = True
         except Exception as exc:
             self._on_error(conn, ex, exc)
+        finally:
+            if running is not None:
+                running.end()
         if inflight is not None:
             inflight.end()
         if conn.body_error is not None and not ex.headers_sent and not conn.broken:
