@@ -283,9 +283,19 @@ class Arbiter:
         if self._stop_deadline is not None and (graceful or self._kill_deadline is not None):
             return  # already stopping at least as fast
         self._healthy, self._drain_until = False, None
+        if self._stop_deadline is None:
+            self._close_listeners()  # after --drain-delay, if any: the balancer has moved on
         self._stop_deadline = now + (self.cfg.graceful_timeout if graceful else FAST_STOP_S)
         log.info("%s stop: %d workers", "graceful" if graceful else "fast", len(self.workers))
         self.lifecycle.stop_all(graceful)
+
+    def _close_listeners(self) -> None:
+        """Stopping for good: close our copies of the listening sockets; the workers close theirs on
+        TERM/QUIT. New clients are then refused at once (nginx closes its listeners on a graceful stop
+        too) instead of waiting in a backlog nobody will accept from; accepted connections finish."""
+        if self._listeners is not None:
+            self._listeners.close()
+            log.info("listening sockets closed: new connections are refused")
 
     def _halt(self, code: int) -> None:
         """Fast stop, then exit with ``code`` (a worker could not boot: no crash loop)."""

@@ -698,6 +698,12 @@ class Loop:
         self._stop_deadline = now + self.settings.graceful_timeout
         self._pause_accepting()
         self._accept_resume_at = None
+        # This worker never accepts again: drop its references to the listening sockets. While the
+        # supervisor lives it holds its own, so the queue waits for the slot's next worker; when we
+        # were orphaned (PR_SET_PDEATHSIG) ours were the last, so new clients are refused at once
+        # instead of waiting in a backlog nobody accepts from, and the port is free for a restart.
+        for lst in self._listeners:
+            lst.sock.close()
         for conn in list(self._conns.values()):
             if conn.state == READING and conn.idle:
                 conn.token += 1

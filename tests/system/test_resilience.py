@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import re
 import signal
+import socket
+import threading
 import time
 
 import pytest
 
 from cluster.policy import RESPAWN_INTERVAL_S
 from loadtests.crashstorm import normal, storm
-from tests.conftest import poll
-from tests.system.test_supervisor import get, spawned
+from tests.conftest import free_port, poll
+from tests.system.test_supervisor import APP, get, spawned
 
 pytestmark = pytest.mark.timeout(90)
 FAULTY = ("--app", "tests.apps.faulty:app")
@@ -81,3 +83,74 @@ def test_respawn_rate_of_a_crashing_ready_worker_is_bounded(run_supervisor):
     assert "before it was ready" not in sup.stderr()
     sup.signal(signal.SIGTERM)
     assert sup.wait(10) == 0
+
+
+# -- listeners close at once when a worker stops serving for good --------------------------------------
+
+
+def _slow_request(port: int, mark, seconds: float, box: dict) -> threading.Thread:
+    def run() -> None:
+        try:
+            resp = get(port, f"/sleep?seconds={seconds}&mark={mark}", timeout=30)
+            box["status"], box["body"] = resp.status, resp.body
+        except Exception as exc:  # reported by the assertion of the test
+            box["error"] = repr(exc)
+
+    client = threading.Thread(target=run, daemon=True)
+    client.start()
+    poll("the request to reach the app", mark.exists)
+    return client
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False  # a connect that hangs in a backlog times out: not refused
+    return False
+
+
+def test_sigterm_refuses_new_connections_at_once(run_supervisor, tmp_path):
+    """SIGTERM with a request in flight: new clients are refused at once (before: they hung 6.5 s in a
+    backlog nobody accepted from, then were reset); the request in flight still finishes."""
+    sup = run_supervisor("--procs", "2", "--threads", "4", *APP)
+    box: dict = {}
+    client = _slow_request(sup.port, tmp_path / "in-app", 3, box)
+    sent = time.monotonic()
+    sup.signal(signal.SIGTERM)
+    poll("new connections refused", lambda: _refused(sup.port), timeout=5, interval=0.02)
+    refused_after = time.monotonic() - sent
+    assert refused_after < 2.0, refused_after
+    assert sup.wait(15) == 0, sup.output()
+    client.join(10)
+    assert box.get("status") == 200 and box.get("body") == b"slept", box
+    assert "listening sockets closed" in sup.stderr()
+    print(f"refused {refused_after:.2f}s after TERM")
+
+
+def test_new_supervisor_serves_at_once_after_kill9_with_a_request_in_flight(
+    run_supervisor, tmp_path
+):
+    """kill -9 of the supervisor while a request runs: the orphaned worker closes its listener at once
+    (PR_SET_PDEATHSIG -> TERM) and finishes the request, so a new supervisor on the same port starts
+    and serves (before: 'address already in use' until the orphan's drain ended)."""
+    port = free_port()
+    bind = ("--bind", f"127.0.0.1:{port}")
+    sup = run_supervisor("--procs", "2", "--threads", "4", *bind, *APP)
+    sup.wait_workers(2)
+    box: dict = {}
+    client = _slow_request(port, tmp_path / "in-app", 4, box)
+    sup.popen.kill()
+    killed = time.monotonic()
+    sup.wait(10)
+    again = run_supervisor("--procs", "2", "--threads", "4", *bind, *APP, ready=False)
+    poll("the new supervisor to serve", lambda: get(port, "/", timeout=2).status == 200, timeout=10)
+    serving_after = time.monotonic() - killed
+    assert again.popen.poll() is None, again.output()
+    assert serving_after < 6.0, serving_after  # mostly the new supervisor's own start-up
+    again.wait_workers(2)
+    client.join(15)
+    assert box.get("status") == 200 and box.get("body") == b"slept", box
+    print(f"new supervisor served {serving_after:.2f}s after kill -9 of the old one")
