@@ -22,6 +22,7 @@ from cluster.listeners import BindError, Listeners
 from cluster.policy import WorkerState
 from cluster.process import WorkerTarget
 from cluster.signals import SignalQueue, signal_name
+from worker.hooks import Hooks, HooksError, load_hooks
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -54,6 +55,7 @@ class Arbiter:
         self._exit_code: int | None = None
         self._halt_code = 0  # exit code once the workers are gone after a stop or a halt
         self._next_tick = 0.0
+        self.hooks: Hooks | None = None  # --hooks, imported at start
         self._reloader: Any = None  # cluster.reloader.Reloader with --reload
 
     def _worker_target(self) -> WorkerTarget:
@@ -72,6 +74,9 @@ class Arbiter:
         except BindError as exc:
             log.error("%s", exc)
             self._exit_code = 1
+        except HooksError as exc:
+            log.error("%s", exc)
+            self._exit_code = 2  # a setting that does not work, like any other bad setting
         except KeyboardInterrupt:  # a signal arrived before the handlers were installed
             self._exit_code = 0
         finally:
@@ -79,6 +84,9 @@ class Arbiter:
         return self._exit_code
 
     def _start(self) -> None:
+        self.hooks = load_hooks(self.cfg.hooks, self.cfg.chdir)
+        if self.hooks is not None:
+            self.hooks.call("on_starting", self)
         self._listeners, self._target = boot.open_sockets(self.cfg, self._target)
         self.lifecycle.listeners = self._listeners
         self._signals.install()
@@ -236,6 +244,8 @@ class Arbiter:
             self._stats.set_generation(self.generation)
         boot.setup_logging(new)
         log.info("reloading: generation %d, %d workers", self.generation, self.desired)
+        if self.hooks is not None:
+            self.hooks.call("on_reload", self)
 
     def handle_ttin(self) -> None:
         self.desired += 1

@@ -67,15 +67,17 @@ def preload(cfg: Config) -> Any:
 
 
 def check_config(cfg: Config) -> int:
-    """Load what a worker loads at boot (TLS context, the app, static mounts) in this process."""
+    """Load what a worker loads at boot (TLS context, hooks, the app, static mounts) here."""
     from cluster.boot import plural
     from worker.handlers.dispatch import AppImportError
+    from worker.hooks import HooksError, load_hooks
     from worker.main import load_handler, tls_from
     from worker.tls import TLSConfigError
 
     try:
         tls_from(cfg)
-    except TLSConfigError as exc:
+        load_hooks(cfg.hooks, cfg.chdir)
+    except (TLSConfigError, HooksError) as exc:
         print(f"webcluster: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     try:

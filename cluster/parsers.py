@@ -315,22 +315,6 @@ def _writable_path(value: object) -> str:
     return path
 
 
-def parse_log_format(value: object) -> str | None:
-    """An ``--access-log-format`` (gunicorn's ``%(atom)s`` syntax), checked by compiling it; empty = the
-    default (Apache combined)."""
-    from worker.logformat import compile_format  # the worker's own compiler: one definition
-
-    text = parse_optional_text(value)
-    if text is None:
-        return None
-    try:
-        compile_format(text)
-    except ValueError as exc:
-        problem, _, fix = str(exc).partition("; ")
-        raise InvalidValue(problem, fix or "see the atoms in README, Logs") from None
-    return text
-
-
 def optional_output(value: object) -> str | None:
     """A file to create (its directory must exist), ``-`` for stderr, or empty for unset."""
     text = parse_optional_text(value)

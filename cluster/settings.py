@@ -34,7 +34,7 @@ from worker.version import server_software
 
 SECTIONS = (
     "server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin",
-    "development",
+    "development", "hooks and metrics",
 )  # fmt: skip
 ENV_PREFIX = "WEBCLUSTER_"
 
@@ -76,6 +76,32 @@ class Setting:
 
 def _cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+def _parse_log_format(value: object) -> str | None:
+    """An ``--access-log-format``, checked by compiling it; empty = the default (Apache combined)."""
+    from worker.logformat import compile_format  # the worker's own compiler: one definition
+
+    text = p.parse_optional_text(value)
+    if text is None:
+        return None
+    try:
+        compile_format(text)
+    except ValueError as exc:
+        problem, _, fix = str(exc).partition("; ")
+        raise p.InvalidValue(problem, fix or "see the atoms in README, Logs") from None
+    return text
+
+
+def _parse_statsd_host(value: object) -> str | None:
+    """``HOST:PORT`` or ``[IPv6]:PORT`` of a statsd daemon (UDP); empty = off."""
+    text = p.parse_optional_text(value)
+    if text is None:
+        return None
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise p.InvalidValue(f"{text!r} is not HOST:PORT", "write e.g. 127.0.0.1:8125")
+    return text
 
 
 _OPT = "str | None"
@@ -162,7 +188,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("access_log", _OPT, None, p.optional_output, "logging", "--access-log", metavar="FILE",
        default_doc="off",
        help="Access log file (- = stdout), in Apache combined format unless --access-log-format."),
-    _s("access_log_format", _OPT, None, p.parse_log_format, "logging", "--access-log-format",
+    _s("access_log_format", _OPT, None, _parse_log_format, "logging", "--access-log-format",
        metavar="FORMAT", default_doc="Apache combined",
        help="Access-log line in gunicorn's syntax, e.g. '%(h)s \"%(r)s\" %(s)s %(M)sms'; atoms: h l "
        "u t r m U q H s B b f a T M D L p {Header}i {Header}o {VAR}e (README, Logs)."),
@@ -260,6 +286,16 @@ SETTINGS: tuple[Setting, ...] = (
        "--admin-allow-ips", metavar="LIST",
        help="Comma list of IPs/networks that may read /stats, /metrics and the dashboard (others "
        "get 403; /healthz answers anyone); * = all."),
+    _s("hooks", _OPT, None, p.parse_optional_text, "hooks and metrics", "--hooks",
+       metavar="MODULE",
+       help="Module (dotted name, or a .py file) whose optional functions on_starting, on_reload, "
+       "post_fork, worker_exit, pre_request and post_request are called (README, Hooks)."),
+    _s("statsd_host", _OPT, None, _parse_statsd_host, "hooks and metrics", "--statsd-host",
+       metavar="HOST:PORT", default_doc="off",
+       help="Send gunicorn's statsd metrics (gunicorn.requests, gunicorn.request.duration, "
+       "gunicorn.request.status.<code>, gunicorn.workers...) over UDP to HOST:PORT."),
+    _s("statsd_prefix", "str", "", p.parse_header_text, "hooks and metrics", "--statsd-prefix",
+       metavar="PREFIX", help="Prefix of every statsd metric name, e.g. myapp (a dot is added)."),
 )
 # fmt: on
 

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from worker.accesslog import AccessLog
 from worker.handlers.dispatch import AppImportError, build_handler, load_app
 from worker.handlers.forwarded import ForwardedPolicy
+from worker.hooks import HooksError, RequestHooks, ServerInfo, WorkerInfo, load_hooks
 from worker.http.protocol import Limits
 from worker.inflight import Inflight
 from worker.ipc import EXIT_BOOT_ERROR
@@ -157,12 +158,19 @@ def run(
     reporter = (
         Reporter(channel, stats, gauges, slot=slot, generation=generation) if channel else None
     )
+    me = WorkerInfo(os.getpid(), slot, generation, cfg)
+    server = ServerInfo(cfg, os.getppid())
     try:
+        hooks = load_hooks(
+            cfg.hooks, cfg.chdir
+        )  # imported by the supervisor: already in sys.modules
+        if hooks is not None:
+            hooks.call("post_fork", server, me)
         # After the privilege drop: the key must be readable by --user. Loaded per worker so that a
         # HUP reload picks up renewed certificates (and a bad one rolls the reload back).
         tls = tls_from(cfg)
         handler = load_handler(cfg, multiprocess=cfg.procs > 1, preloaded=preloaded)
-    except (AppImportError, TLSConfigError) as exc:
+    except (AppImportError, TLSConfigError, HooksError) as exc:
         log.error("worker %d failed to boot: %s", os.getpid(), exc)
         if reporter is not None:
             reporter.send_boot_error(str(exc))
@@ -198,7 +206,14 @@ def run(
     watch = PoolWatch(queue_timeout=cfg.queue_timeout, track_running=cfg.request_timeout > 0)
     loop = Loop(
         sockets,
-        Runner(handler, stats, access_log, inflight, watch),
+        Runner(
+            handler,
+            stats,
+            access_log,
+            inflight,
+            watch,
+            RequestHooks(hooks, me) if hooks is not None and hooks.per_request else None,
+        ),
         pool,
         loop_settings_from(cfg),
         tick=tick,
@@ -215,6 +230,8 @@ def run(
     loop.run()
     if reporter is not None:
         reporter.flush()  # the last second of counters, so the supervisor's totals stay exact
+    if hooks is not None:
+        hooks.call("worker_exit", server, me)
     log.info("worker %d exiting", os.getpid())
     if access_log is not None:
         access_log.close()

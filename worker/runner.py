@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from worker.accesslog import AccessLog, format_line, refused_head
 from worker.exchange import Exchange
 from worker.handlers.base import ClientDisconnected, Handler
+from worker.hooks import RequestHooks
 from worker.http.errors import ProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, Request
 from worker.http.state import DONE
@@ -44,6 +45,7 @@ class Runner:
         access_log: AccessLog | None,
         inflight: Inflight | None = None,
         watch: PoolWatch | None = None,
+        hooks: RequestHooks | None = None,
     ) -> None:
         self.handler = handler
         self.stats = stats
@@ -52,6 +54,7 @@ class Runner:
         # Queue waits and running requests, watched by worker.watchdog (None: not watched).
         self.watch = watch
         self._running = watch if watch is not None and watch.track_running else None
+        self.hooks = hooks  # --hooks pre_request/post_request; None when the module has neither
 
     def run(self, conn: Conn) -> None:
         """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
@@ -124,6 +127,9 @@ class Runner:
         running = self._running
         if running is not None:
             running.begin(request, start)  # the watchdog's clock is perf_counter too
+        hooks = self.hooks
+        if hooks is not None:
+            hooks.before(request)  # absorbs what the hook raises: the request is still answered
         try:
             self.handler(ex)
             if not ex.aborted:
@@ -139,7 +145,10 @@ class Runner:
             inflight.end()
         if conn.body_error is not None and not ex.headers_sent and not conn.broken:
             self._send_error(conn, ex, conn.body_error)
-        self._record(conn, ex, request, time.perf_counter() - start, conn.bytes_in - in_before)
+        duration = time.perf_counter() - start
+        self._record(conn, ex, request, duration, conn.bytes_in - in_before)
+        if hooks is not None:
+            hooks.after(request, ex.status or 500, ex.response_headers, ex.bytes_out, duration)
         if conn.broken or ex.aborted or conn.body_error is not None:
             return False
         return self._consume_body(conn, ex)
