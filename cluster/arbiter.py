@@ -23,6 +23,7 @@ from cluster.policy import WorkerState
 from cluster.process import WorkerTarget
 from cluster.signals import SignalQueue, signal_name
 from worker.hooks import Hooks, HooksError, load_hooks
+from worker.statsd import Statsd, StatsdError, install_log_counter
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -56,6 +57,7 @@ class Arbiter:
         self._halt_code = 0  # exit code once the workers are gone after a stop or a halt
         self._next_tick = 0.0
         self.hooks: Hooks | None = None  # --hooks, imported at start
+        self._statsd: Statsd | None = None  # --statsd-host: gunicorn.workers each tick
         self._reloader: Any = None  # cluster.reloader.Reloader with --reload
 
     def _worker_target(self) -> WorkerTarget:
@@ -74,7 +76,7 @@ class Arbiter:
         except BindError as exc:
             log.error("%s", exc)
             self._exit_code = 1
-        except HooksError as exc:
+        except (HooksError, StatsdError) as exc:
             log.error("%s", exc)
             self._exit_code = 2  # a setting that does not work, like any other bad setting
         except KeyboardInterrupt:  # a signal arrived before the handlers were installed
@@ -85,6 +87,9 @@ class Arbiter:
 
     def _start(self) -> None:
         self.hooks = load_hooks(self.cfg.hooks, self.cfg.chdir)
+        if self.cfg.statsd_host:
+            self._statsd = Statsd(self.cfg.statsd_host, self.cfg.statsd_prefix)
+            install_log_counter(self._statsd)
         if self.hooks is not None:
             self.hooks.call("on_starting", self)
         self._listeners, self._target = boot.open_sockets(self.cfg, self._target)
@@ -162,6 +167,8 @@ class Arbiter:
 
     def _tick(self, now: float) -> None:
         self._next_tick = now + TICK_S
+        if self._statsd is not None:
+            self._statsd.gauge("gunicorn.workers", len(self.workers))
         if self._reloader is not None and self._stop_deadline is None:
             if self._reloader.poll(self.cfg):
                 self.handle_hup()

@@ -27,6 +27,7 @@ from worker.ipc import EXIT_BOOT_ERROR
 from worker.logformat import compile_format
 from worker.loop import Loop, LoopSettings
 from worker.runner import Runner
+from worker.statsd import Statsd, StatsdError, install_log_counter
 from worker.threadpool import ThreadPool
 from worker.tls import TLSAcceptor, TLSConfigError, share_context, worker_context
 from worker.version import server_software
@@ -161,16 +162,16 @@ def run(
     me = WorkerInfo(os.getpid(), slot, generation, cfg)
     server = ServerInfo(cfg, os.getppid())
     try:
-        hooks = load_hooks(
-            cfg.hooks, cfg.chdir
-        )  # imported by the supervisor: already in sys.modules
+        statsd = Statsd(cfg.statsd_host, cfg.statsd_prefix) if cfg.statsd_host else None
+        install_log_counter(statsd)  # also drops a counter inherited from the supervisor
+        hooks = load_hooks(cfg.hooks, cfg.chdir)  # the supervisor imported it: in sys.modules
         if hooks is not None:
             hooks.call("post_fork", server, me)
         # After the privilege drop: the key must be readable by --user. Loaded per worker so that a
         # HUP reload picks up renewed certificates (and a bad one rolls the reload back).
         tls = tls_from(cfg)
         handler = load_handler(cfg, multiprocess=cfg.procs > 1, preloaded=preloaded)
-    except (AppImportError, TLSConfigError, HooksError) as exc:
+    except (AppImportError, TLSConfigError, HooksError, StatsdError) as exc:
         log.error("worker %d failed to boot: %s", os.getpid(), exc)
         if reporter is not None:
             reporter.send_boot_error(str(exc))
@@ -213,6 +214,7 @@ def run(
             inflight,
             watch,
             RequestHooks(hooks, me) if hooks is not None and hooks.per_request else None,
+            statsd,
         ),
         pool,
         loop_settings_from(cfg),

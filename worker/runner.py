@@ -21,6 +21,7 @@ from worker.http.events import NEED_DATA, Request
 from worker.http.state import DONE
 from worker.httpdate import http_date
 from worker.logformat import Entry
+from worker.statsd import Statsd
 from worker.watchdog import PoolWatch, admission, peer_gone
 
 if TYPE_CHECKING:
@@ -46,6 +47,7 @@ class Runner:
         inflight: Inflight | None = None,
         watch: PoolWatch | None = None,
         hooks: RequestHooks | None = None,
+        statsd: Statsd | None = None,
     ) -> None:
         self.handler = handler
         self.stats = stats
@@ -55,6 +57,7 @@ class Runner:
         self.watch = watch
         self._running = watch if watch is not None and watch.track_running else None
         self.hooks = hooks  # --hooks pre_request/post_request; None when the module has neither
+        self.statsd = statsd  # --statsd-host
 
     def run(self, conn: Conn) -> None:
         """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
@@ -218,6 +221,8 @@ class Runner:
         """
         if self.stats is not None:
             self.stats.record(status, duration, bytes_in, bytes_out)
+        if self.statsd is not None:
+            self.statsd.request(status, duration)
         if self.access_log is None:
             return
         if request is None:
