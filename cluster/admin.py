@@ -20,18 +20,18 @@ import os
 import selectors
 import socket
 import threading
-import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from email.utils import formatdate
 from typing import Protocol
 
+from cluster.addresses import split_address
 from cluster.dashboard import PAGE
 from cluster.stats import StatsSnapshot
 from worker.handlers.forwarded import ForwardedPolicy
 from worker.http.errors import RemoteProtocolError
 from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage, Request
 from worker.http.protocol import H1Connection, Limits
+from worker.httpdate import http_date
 from worker.ipc import EVENT_FIELDS, STATUS_CLASSES
 
 log = logging.getLogger(__name__)
@@ -396,11 +396,6 @@ def _converse(
         conn.sendall(h1.error_response(exc, date=http_date()))
 
 
-def http_date() -> bytes:
-    """IMF-fixdate for the Date header (RFC 9110 §5.6.7); a few requests a second need no cache."""
-    return formatdate(time.time(), usegmt=True).encode("ascii")
-
-
 def _respond(h1: H1Connection, resp: AdminResponse) -> bytes:
     headers = [
         ("Content-Type", resp.content_type),
@@ -417,16 +412,15 @@ def _respond(h1: H1Connection, resp: AdminResponse) -> bytes:
 
 def _listen(spec: str) -> socket.socket:
     """Bind and listen on ``spec``; the socket is non-blocking for the accept loop."""
-    if spec.startswith("unix:"):
+    address = split_address(spec, allow_fd=False)
+    if address.kind == "unix":
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        target: object = spec[5:]
+        target: object = address.path
     else:
-        host, _, port = spec.rpartition(":")
-        host = host.strip("[]")
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        target = (host, int(port))
+        target = (address.host, address.port)
     try:
         sock.bind(target)
         sock.listen(64)

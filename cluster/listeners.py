@@ -34,6 +34,9 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from cluster.addresses import BindAddress, split_address
+from cluster.parsers import InvalidValue
+
 # Linux socket options absent from the socket module.
 SO_ATTACH_REUSEPORT_CBPF = 51
 SO_DETACH_REUSEPORT_BPF = 68
@@ -47,43 +50,11 @@ class BindError(Exception):
     """A listening socket could not be created; ``str()`` is the one-line message for the user."""
 
 
-@dataclass(frozen=True)
-class BindAddress:
-    """One parsed ``--bind`` value: ``kind`` is "tcp" (host, port), "unix" (path) or "fd" (fd)."""
-
-    raw: str
-    kind: str
-    host: str = ""
-    port: int = 0
-    path: str = ""
-    fd: int = -1
-
-    def display(self, port: int | None = None) -> str:
-        """The address as the user writes it, with ``port`` (the bound one) when given."""
-        if self.kind == "unix":
-            return f"unix:{self.path}"
-        if self.kind == "fd":
-            return f"fd://{self.fd}"
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{host}:{self.port if port is None else port}"
-
-
-def parse_bind(text: str) -> BindAddress:
-    """Parse ``HOST:PORT``, ``[V6]:PORT``, ``:PORT`` (all IPv4), ``unix:/path`` or ``fd://N``."""
-    if text.startswith("unix:"):
-        if not text[5:]:
-            raise BindError(f"bind {text!r}: missing socket path; write unix:/path/to.sock")
-        return BindAddress(text, "unix", path=text[5:])
-    if text.startswith("fd://"):
-        if not text[5:].isdigit():
-            raise BindError(f"bind {text!r}: fd:// needs a descriptor number, e.g. fd://3")
-        return BindAddress(text, "fd", fd=int(text[5:]))
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise BindError(f"bind {text!r}: expected HOST:PORT, [IPv6]:PORT, unix:/path or fd://N")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    return BindAddress(text, "tcp", host=host or "0.0.0.0", port=int(port))
+def _address(text: str) -> BindAddress:
+    try:
+        return split_address(text)
+    except InvalidValue as exc:
+        raise BindError(f"bind {text!r}: {exc}") from None
 
 
 def systemd_fds(environ: Mapping[str, str], pid: int) -> list[int]:
@@ -239,7 +210,7 @@ class Listeners:
                 os.environ.pop(key, None)
             addresses = [BindAddress(f"fd://{fd}", "fd", fd=fd) for fd in fds]
         else:
-            addresses = [parse_bind(b) for b in binds]
+            addresses = [_address(b) for b in binds]
         reuse = reuse_port and hasattr(socket, "SO_REUSEPORT")
         wildcard4 = {a.port for a in addresses if a.kind == "tcp" and a.host == "0.0.0.0"}
         self = cls([], backlog, owner_uid)

@@ -42,7 +42,7 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
-def _text(value: object, fix: str) -> str:
+def as_text(value: object, fix: str) -> str:
     if not isinstance(value, str):
         raise InvalidValue(f"expected a string, got {value!r}", fix)
     return value.strip()
@@ -107,7 +107,7 @@ def parse_choice(*choices: str) -> Parser:
     """A parser accepting one of ``choices`` (case-insensitive), returned in lower case."""
 
     def parse(value: object) -> str:
-        word = _text(value, f"write one of {', '.join(choices)}").lower()
+        word = as_text(value, f"write one of {', '.join(choices)}").lower()
         if word not in choices:
             raise InvalidValue(f"{value!r} is not allowed", f"use one of {', '.join(choices)}")
         return word
@@ -118,7 +118,7 @@ def parse_choice(*choices: str) -> Parser:
 def parse_header_text(value: object) -> str:
     """Printable ASCII safe to put in a header value (RFC 9110 §5.5 field-value; obs-text is left out
     because it is deprecated and the writer encodes Latin-1): no CR, LF or other controls."""
-    text = _text(value, "write plain text")
+    text = as_text(value, "write plain text")
     if not all(c == "\t" or " " <= c <= "~" for c in text):
         raise InvalidValue(
             f"{value!r} has a control or non-ASCII character", "use printable ASCII only"
@@ -128,7 +128,7 @@ def parse_header_text(value: object) -> str:
 
 def parse_ciphers(value: object) -> str:
     """An OpenSSL cipher string that selects at least one cipher (checked by OpenSSL itself)."""
-    text = _text(value, "write an OpenSSL cipher string such as ECDHE+AESGCM")
+    text = as_text(value, "write an OpenSSL cipher string such as ECDHE+AESGCM")
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(text)
     except ssl.SSLError:
@@ -138,7 +138,7 @@ def parse_ciphers(value: object) -> str:
 
 def parse_optional_text(value: object) -> str | None:
     """Any string; the empty string means unset (None)."""
-    return _text(value, "write a string, or an empty string to unset") or None
+    return as_text(value, "write a string, or an empty string to unset") or None
 
 
 # --- validators ------------------------------------------------------------------------------
@@ -173,7 +173,7 @@ def items(value: object, what: str) -> list[str]:
     raise InvalidValue(f"expected a list of {what}, got {value!r}", "use an array of strings")
 
 
-def _unique(values: Iterable[str], what: str) -> tuple[str, ...]:
+def unique(values: Iterable[str], what: str) -> tuple[str, ...]:
     seen: list[str] = []
     for v in values:
         if v in seen:
@@ -195,84 +195,14 @@ def parse_ip_list(value: object) -> tuple[str, ...]:
                 f"{item!r} is not an IP address or network",
                 "write e.g. 127.0.0.1,10.0.0.0/8,::1 or *",
             ) from None
-    return _unique(result, "address")
-
-
-# --- addresses -------------------------------------------------------------------------------
-
-_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
-_BIND_FORMS = "write HOST:PORT, [IPv6]:PORT, unix:/path or fd://N"
-
-
-def _port(text: str, address: str) -> None:
-    if not text.isdigit() or not 0 <= int(text) <= 65535:
-        raise InvalidValue(f"{address!r} has a bad port {text!r}", "use a port from 0 to 65535")
-
-
-def _host(host: str, address: str) -> None:
-    if not host:
-        raise InvalidValue(
-            f"{address!r} has no host", "write 0.0.0.0:PORT for every IPv4 interface"
-        )
-    if ":" in host:
-        raise InvalidValue(f"{address!r} has an IPv6 host without brackets", "write [::1]:PORT")
-    try:
-        if re.fullmatch(r"[\d.]+", host):  # looks numeric: must be a real IPv4 address
-            ipaddress.IPv4Address(host)
-        elif not _HOSTNAME.fullmatch(host) or len(host) > 253:
-            raise ValueError(host)
-    except ValueError:
-        raise InvalidValue(f"{address!r} has an invalid host {host!r}", _BIND_FORMS) from None
-
-
-def parse_address(value: object, *, allow_fd: bool = True) -> str:
-    """One listening address, checked syntactically: ``HOST:PORT``, ``[v6]:PORT``, ``unix:/path``,
-    ``fd://N`` (an inherited descriptor, e.g. systemd socket activation). Returned unchanged."""
-    address = _text(value, _BIND_FORMS)
-    if address.startswith("unix:"):
-        if not address[5:]:
-            raise InvalidValue(f"{address!r} has no path", "write unix:/run/webcluster.sock")
-    elif address.startswith("fd://") and allow_fd:
-        if not address[5:].isdigit():
-            raise InvalidValue(f"{address!r} has a bad descriptor", "write fd://3 (a number)")
-    elif address.startswith("["):
-        host, sep, port = address[1:].partition("]:")
-        try:
-            ipaddress.IPv6Address(host)
-        except ValueError:
-            raise InvalidValue(
-                f"{address!r} is not a valid [IPv6]:PORT", "write e.g. [::1]:8080"
-            ) from None
-        _port(port if sep else "", address)
-    else:
-        host, sep, port = address.rpartition(":")
-        if not sep:
-            raise InvalidValue(f"{address!r} has no port", _BIND_FORMS)
-        _host(host, address)
-        _port(port, address)
-    return address
-
-
-def parse_bind(value: object) -> tuple[str, ...]:
-    """One or more listening addresses (see ``parse_address``); duplicates are refused."""
-    addresses = _unique((parse_address(a) for a in items(value, "addresses")), "address")
-    if not addresses:
-        raise InvalidValue("no address given", _BIND_FORMS)
-    return addresses
-
-
-def parse_admin(value: object) -> str:
-    """``off`` (no admin endpoint) or one address (not ``fd://``)."""
-    if isinstance(value, str) and value.strip().lower() == "off":
-        return "off"
-    return parse_address(value, allow_fd=False)
+    return unique(result, "address")
 
 
 # --- paths, modules, users -------------------------------------------------------------------
 
 
 def _path(value: object) -> str:
-    return os.path.abspath(os.path.expanduser(_text(value, "write a path")))
+    return os.path.abspath(os.path.expanduser(as_text(value, "write a path")))
 
 
 def existing_dir(value: object) -> str:
@@ -300,12 +230,12 @@ def optional_file(value: object) -> str | None:
 
 def parse_file_list(value: object) -> tuple[str, ...]:
     """Existing readable files (an array, a repeated flag or a comma list), made absolute."""
-    return _unique((str(optional_file(v)) for v in items(value, "files")), "file")
+    return unique((str(optional_file(v)) for v in items(value, "files")), "file")
 
 
 def parse_dir_list(value: object) -> tuple[str, ...]:
     """Existing directories (an array, a repeated flag or a comma list), made absolute."""
-    return _unique((existing_dir(v) for v in items(value, "directories")), "directory")
+    return unique((existing_dir(v) for v in items(value, "directories")), "directory")
 
 
 def _writable_path(value: object) -> str:
@@ -345,7 +275,7 @@ def parse_app(value: object) -> str | None:
 
 def parse_root_path(value: object) -> str:
     """A URL prefix for SCRIPT_NAME: empty, or starting with ``/`` (a trailing ``/`` is dropped)."""
-    text = _text(value, "write a path like /app")
+    text = as_text(value, "write a path like /app")
     if text and not text.startswith("/"):
         raise InvalidValue(f"{text!r} does not start with /", "write e.g. /app")
     return parse_header_text(text.rstrip("/"))

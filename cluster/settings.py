@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from cluster import addresses as addr
 from cluster import parsers as p
 from worker.http.protocol import Limits
 from worker.tls import DEFAULT_CIPHERS
@@ -121,7 +122,7 @@ def _s(
 
 # fmt: off
 SETTINGS: tuple[Setting, ...] = (
-    _s("bind", "tuple[str, ...]", ("127.0.0.1:8080",), p.parse_bind, "server", "--bind/-b",
+    _s("bind", "tuple[str, ...]", ("127.0.0.1:8080",), addr.parse_bind, "server", "--bind/-b",
        metavar="ADDR", repeatable=True,
        help="Address to listen on: HOST:PORT, [IPv6]:PORT, unix:/path or fd://N (an inherited "
        "socket). Repeat the flag (comma list in the environment) to listen on several. Under systemd "
@@ -227,7 +228,7 @@ SETTINGS: tuple[Setting, ...] = (
     _s("reuse_port", "bool", True, p.parse_bool, "server", "--reuse-port", metavar=None,
        switch=True,
        help="One SO_REUSEPORT listening socket per worker slot (--no-reuse-port: one shared socket)."),
-    _s("admin", "str", "127.0.0.1:9180", p.parse_admin, "admin", "--admin", metavar="ADDR",
+    _s("admin", "str", "127.0.0.1:9180", addr.parse_admin, "admin", "--admin", metavar="ADDR",
        help="Address of the admin endpoint (/metrics, /stats, /healthz, dashboard), or off."),
     _s("config", _OPT, None, p.optional_file, "server", "--config", metavar="FILE",
        in_file=False, help="TOML file of settings (keys = setting names); CLI and env override it."),

@@ -11,10 +11,8 @@ import sys
 import pytest
 
 from cluster.listeners import (
-    BindAddress,
     BindError,
     Listeners,
-    parse_bind,
     raise_nofile_limit,
     systemd_fds,
 )
@@ -53,31 +51,9 @@ def wait_queued(lst: Listeners, slots, total: int) -> dict[int, int]:
     return poll(f"{total} queued connections", counts, 5.0)
 
 
-PARSE = [
-    ("127.0.0.1:8080", BindAddress("127.0.0.1:8080", "tcp", host="127.0.0.1", port=8080)),
-    (":8080", BindAddress(":8080", "tcp", host="0.0.0.0", port=8080)),
-    ("[::]:8080", BindAddress("[::]:8080", "tcp", host="::", port=8080)),
-    ("[::1]:0", BindAddress("[::1]:0", "tcp", host="::1", port=0)),
-    ("localhost:80", BindAddress("localhost:80", "tcp", host="localhost", port=80)),
-    ("unix:/tmp/x.sock", BindAddress("unix:/tmp/x.sock", "unix", path="/tmp/x.sock")),
-    ("fd://3", BindAddress("fd://3", "fd", fd=3)),
-]
-
-
-@pytest.mark.parametrize("text,expected", PARSE)
-def test_parse_bind(text, expected):
-    assert parse_bind(text) == expected
-
-
-@pytest.mark.parametrize("text", ["8080", "host:", "host:http", "1.2.3.4:70000", "unix:", "fd://x"])
-def test_parse_bind_rejects(text):
-    with pytest.raises(BindError):
-        parse_bind(text)
-
-
-def test_display_uses_bound_port():
-    assert parse_bind("[::1]:0").display(4242) == "[::1]:4242"
-    assert parse_bind("unix:/run/a.sock").display() == "unix:/run/a.sock"
+def test_a_bad_address_is_a_bind_error():
+    with pytest.raises(BindError, match="bind 'host:http'"):
+        Listeners.open(["host:http"], slots=1, backlog=8)
 
 
 def test_systemd_fds_only_for_our_pid():

@@ -35,19 +35,12 @@ from urllib.parse import unquote_to_bytes
 from worker.handlers.base import Exchange
 from worker.handlers.target import split_target
 from worker.http.events import Request
+from worker.http.writers import REASONS
 
 log = logging.getLogger("webcluster.error")
 
 _BLOCK_SIZE = 65536
 _ALLOWED_METHODS = "GET, HEAD"
-_REASONS = {
-    301: "Moved Permanently",
-    403: "Forbidden",
-    404: "Not Found",
-    405: "Method Not Allowed",
-    412: "Precondition Failed",
-    416: "Range Not Satisfiable",
-}
 _EXTRA_TYPES = {
     ".js": "text/javascript",  # RFC 9239
     ".mjs": "text/javascript",
@@ -257,7 +250,7 @@ def _send_body(exchange: Exchange, file: BinaryIO, offset: int, count: int) -> b
 
 def _reply(exchange: Exchange, status: int, headers: list[tuple[str, str]] | None = None) -> None:
     """A short plain-text response for errors and redirects."""
-    reason = _REASONS[status]
+    reason = REASONS[status]
     body = f"{status} {reason}\n".encode()
     exchange.start_response(
         status,

@@ -29,6 +29,7 @@ from worker.handlers.base import ClientDisconnected, Exchange
 from worker.handlers.forwarded import ForwardedPolicy
 from worker.handlers.target import split_target
 from worker.http.errors import RemoteProtocolError
+from worker.http.writers import parse_content_length
 
 log = logging.getLogger("webcluster.error")
 
@@ -37,8 +38,6 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # PEP 3333: status is "NNN reason". CR/LF in the reason is left to the core, which refuses it with
 # LocalProtocolError (one place decides what may go on the wire); we answer 500 either way.
 _STATUS = re.compile(r"([1-9][0-9][0-9]) (.*)", re.DOTALL)
-# Framing belongs to the server (RFC 9112 §6.1): an app-supplied Transfer-Encoding would double-chunk.
-_DROPPED_RESPONSE_HEADERS = frozenset({"transfer-encoding"})
 _BLOCK_SIZE = 65536
 # The headers ForwardedPolicy.resolve reads, as environ keys (names with "_" never reach either).
 _PROXY_KEYS = frozenset(("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO"))
@@ -160,13 +159,8 @@ def _check_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]
         name, value = item
         if type(name) is not str or type(value) is not str:
             raise TypeError(f"response header names and values must be str, got {item!r}")
-        lname = name.lower()
-        if lname in _DROPPED_RESPONSE_HEADERS:
-            continue
-        if lname == "content-length":
-            if not value.strip().isdigit() or not value.strip().isascii():
-                raise ValueError(f"invalid Content-Length {value!r}")
-            length = int(value)
+        if name.lower() == "content-length":
+            length = parse_content_length(value)
         checked.append((name, value))
     return checked, length
 

@@ -15,7 +15,14 @@ from worker.http.errors import LocalProtocolError
 from worker.http.events import Request
 from worker.http.grammar import BAD_VALUE_CHAR_RE, CONTENT_LENGTH_RE, TOKEN_RE
 
-REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus}
+# The one table of reason phrases (RFC 9110 §15), with the names RFC 9110 gave the codes that
+# http.HTTPStatus still calls by their RFC 7231/7233 names.
+REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus} | {
+    413: "Content Too Large",
+    414: "URI Too Long",
+    416: "Range Not Satisfiable",
+    422: "Unprocessable Content",
+}
 # Fields the application may not set as-is: framing and persistence belong to the connection.
 _WATCHED = frozenset(
     ("content-length", "connection", "transfer-encoding", "keep-alive", "date", "server")
@@ -109,6 +116,15 @@ def status_line(status: int, reason: str) -> str:
     return f"HTTP/1.1 {status} {reason}\r\n"
 
 
+def parse_content_length(value: str) -> int:
+    """An application's Content-Length value: digits only, around optional whitespace (RFC 9110
+    §8.6); anything else is a LocalProtocolError (answered 500, never sent)."""
+    value = value.strip(" \t")
+    if not CONTENT_LENGTH_RE.fullmatch(value):
+        raise LocalProtocolError(f"invalid Content-Length {value!r} from the application")
+    return int(value)
+
+
 class _AppHeaders:
     """The application's headers, validated, with the framing-relevant ones pulled out."""
 
@@ -134,14 +150,10 @@ class _AppHeaders:
     def _watched(self, lname: str, value: str) -> bool:
         """Record a framing-relevant field; True if it is written as given."""
         if lname == "content-length":
-            value = value.strip(" \t")
-            if not CONTENT_LENGTH_RE.fullmatch(value):
-                raise LocalProtocolError("invalid Content-Length from the application")
-            if self.content_length is not None:
-                if int(value) != self.content_length:
-                    raise LocalProtocolError("conflicting Content-Length values")
-                return False
-            self.content_length = int(value)
+            length = parse_content_length(value)
+            if self.content_length is not None and length != self.content_length:
+                raise LocalProtocolError("conflicting Content-Length values")
+            self.content_length = length
             return False  # rewritten by the framing code (dropped for 1xx/204)
         if lname == "connection":
             self.connection += [t.strip(" \t").lower() for t in value.split(",")]
