@@ -84,6 +84,8 @@ class Lifecycle:
                     limit = action.slot if limit < 0 else min(limit, action.slot)
             elif isinstance(action, policy.Stop):
                 self.stop(self.workers[action.pid], action.reason, action.detail, now)
+            elif isinstance(action, policy.Abort):
+                self.abort(self.workers[action.pid], action.detail, now)
             elif isinstance(action, policy.Kill):
                 self.kill(self.workers[action.pid], action.detail)
             elif isinstance(action, policy.StartDrain):
@@ -138,6 +140,20 @@ class Lifecycle:
         if self.stats is not None:
             self.stats.set_state(w.pid, "draining")
         w.signal(signal.SIGTERM)
+
+    def abort(self, w: WorkerProcess, detail: str, now: float) -> None:
+        """SIGABRT to a silent worker: its faulthandler writes every thread's Python stack to the
+        error log (what was it stuck in?) and the process dies; the policy sends SIGKILL if not."""
+        log.warning(
+            "worker %d (slot %d) silent: %s; SIGABRT (stacks follow in the error log)",
+            w.pid, w.slot, detail,
+        )  # fmt: skip
+        w.state = WorkerState.ABORTED
+        w.stop_requested_at = now
+        w.kill_detail = detail
+        if self.stats is not None:
+            self.stats.set_state(w.pid, "aborted")
+        w.signal(signal.SIGABRT)
 
     def kill(self, w: WorkerProcess, detail: str) -> None:
         """SIGKILL now (a hung worker); its slot is refilled when it is reaped."""

@@ -10,8 +10,9 @@ Rules:
   ready put their slot in exponential backoff (:func:`after_exit`);
 - reload and recycling replace workers *one at a time*: the replacement is spawned next to the old worker
   and the old one gets TERM only once the replacement is ready, so capacity never drops;
-- a worker silent for ``timeout`` seconds is killed (SIGKILL), as is one still draining after
-  ``graceful_timeout`` (+ a small grace);
+- a worker silent for ``timeout`` seconds gets SIGABRT, so that it writes every thread's Python stack
+  to the error log (faulthandler), then SIGKILL ABORT_GRACE_S later if it is still there; its slot is
+  refilled at once. One still draining after ``graceful_timeout`` (+ a small grace) is killed;
 - a slot at or above ``desired`` (TTOU) is drained: new connections are steered away, its worker is
   stopped once the accept queue is empty, then its sockets are closed;
 - a worker that cannot import the app halts the supervisor, or rolls a reload back; a worker that was
@@ -34,10 +35,12 @@ class WorkerState(enum.Enum):
     READY = "ready"  # accepting connections
     DRAINING = "draining"  # sent TERM: finishing in-flight requests, exits by graceful_timeout
     STOPPING = "stopping"  # sent QUIT or KILL: expected to vanish now
+    ABORTED = "aborted"  # silent: sent SIGABRT so it dumps its stacks; SIGKILL after ABORT_GRACE_S
 
 
-BOOTING, READY, DRAINING, STOPPING = (
+BOOTING, READY, DRAINING, STOPPING, ABORTED = (
     WorkerState.BOOTING, WorkerState.READY, WorkerState.DRAINING, WorkerState.STOPPING,
+    WorkerState.ABORTED,
 )  # fmt: skip
 
 
@@ -60,6 +63,9 @@ RESPAWN_INTERVAL_S = 0.2
 BACKOFF_MIN_S = 0.1
 BACKOFF_MAX_S = 30.0
 KILL_GRACE_S = 2.0  # after graceful_timeout the worker should have exited by itself
+ABORT_GRACE_S = (
+    1.0  # a silent worker gets SIGABRT (stacks to the error log), then SIGKILL after this
+)
 DRAIN_SETTLE_S = 0.2  # handshakes still in flight when steering starts finish within this
 DRAIN_POLL_S = 0.05
 
@@ -74,7 +80,7 @@ class WorkerView:
     state: WorkerState = READY
     started_at: float = 0.0
     last_heartbeat: float | None = None
-    stop_requested_at: float | None = None
+    stop_requested_at: float | None = None  # when it was sent TERM (DRAINING) or SIGABRT (ABORTED)
     # Set when the worker should be replaced (replacement first, then drain): "max_requests",
     # "max_worker_memory", or the reason a worker's own ``retire`` message gives.
     retire_reason: str | None = None
@@ -130,6 +136,15 @@ class Stop:
 
 
 @dataclass(frozen=True)
+class Abort:
+    """SIGABRT now (a silent worker dumps its threads' stacks and dies); SIGKILL follows if needed."""
+
+    pid: int
+    reason: ExitReason
+    detail: str
+
+
+@dataclass(frozen=True)
 class Kill:
     """SIGKILL now."""
 
@@ -159,7 +174,7 @@ class CloseSlot:
     slot: int
 
 
-Action = Spawn | Stop | Kill | StartDrain | CancelDrain | CloseSlot
+Action = Spawn | Stop | Abort | Kill | StartDrain | CancelDrain | CloseSlot
 
 
 # -- the decision -------------------------------------------------------------------------------------
@@ -184,6 +199,10 @@ def _liveness(c: Cluster, now: float) -> list[Action]:
             if now - last > c.timeout:
                 silent = f"no heartbeat for {now - last:.1f}s (timeout {c.timeout:g}s)"
                 detail = silent if w.state is READY else f"booting, {silent}"
+                out.append(Abort(w.pid, ExitReason.TIMEOUT, detail))
+        elif w.state is ABORTED and w.stop_requested_at is not None:
+            if now - w.stop_requested_at > ABORT_GRACE_S:
+                detail = f"still running {ABORT_GRACE_S:g}s after SIGABRT"
                 out.append(Kill(w.pid, ExitReason.TIMEOUT, detail))
         elif w.state is DRAINING and w.stop_requested_at is not None:
             if now - w.stop_requested_at > c.graceful_timeout + KILL_GRACE_S:
@@ -269,6 +288,8 @@ def next_deadline(c: Cluster, now: float) -> float | None:
             times.append(max(w.started_at, w.last_heartbeat or 0.0) + c.timeout)
         elif w.state is DRAINING and w.stop_requested_at is not None:
             times.append(w.stop_requested_at + c.graceful_timeout + KILL_GRACE_S)
+        elif w.state is ABORTED and w.stop_requested_at is not None:
+            times.append(w.stop_requested_at + ABORT_GRACE_S)
     times += [b.not_before for b in c.backoff.values() if b.not_before > now]
     waiting = {w.slot for w in c.workers if w.state in (BOOTING, READY)}
     for slot, drain in c.draining.items():

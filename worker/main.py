@@ -6,6 +6,7 @@ The supervisor forks and calls ``run()`` in the child. This is the only module o
 
 from __future__ import annotations
 
+import faulthandler
 import gc
 import logging
 import os
@@ -223,7 +224,8 @@ def run(
         tls=tls,
         proxy_trust=ForwardedPolicy(cfg.forwarded_allow_ips) if cfg.proxy_protocol else None,
     )
-    _install_signals(loop, access_log)
+    _enable_faulthandler(cfg.error_log)
+    _install_signals(loop, access_log, cfg.error_log)
     if cfg.request_timeout > 0:
         watchdog = _start_watchdog(cfg, watch, loop, stats, reporter)
     if reporter is not None:
@@ -270,11 +272,23 @@ def _request_budget(cfg: Config) -> int:
     return cfg.max_requests + random.randint(0, max(cfg.max_requests_jitter, 0))
 
 
-def _reopen_logs(access_log: AccessLog | None) -> None:
+def _enable_faulthandler(error_log: str | None) -> None:
+    """On SIGABRT (the supervisor's answer to a silent worker) or a fatal error, write every thread's
+    Python stack to the error log before the process dies: what the worker was stuck in. Works while
+    another thread holds the GIL, which is exactly when the loop thread cannot send heartbeats."""
+    if error_log in (None, "", "-"):
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+        return
+    # A descriptor of its own: the logging handler closes and reopens its file on USR1.
+    faulthandler.enable(file=open(error_log, "a"), all_threads=True)  # noqa: SIM115 - kept open
+
+
+def _reopen_logs(access_log: AccessLog | None, error_log: str | None) -> None:
     """USR1 (logrotate): reopen the access log and the error-log files this process inherited."""
     if access_log is not None:
         access_log.reopen()
-    for handler in logging.getLogger().handlers:
+    _enable_faulthandler(error_log)  # the previous file object is released by faulthandler
+    for handler in logging.getLogger("webcluster").handlers:
         if isinstance(handler, logging.FileHandler):
             handler.acquire()
             try:
@@ -283,12 +297,13 @@ def _reopen_logs(access_log: AccessLog | None) -> None:
                 handler.release()
 
 
-def _install_signals(loop: Loop, access_log: AccessLog | None) -> None:
+def _install_signals(loop: Loop, access_log: AccessLog | None, error_log: str | None) -> None:
     """Handlers only queue work for the loop thread (they run between bytecodes of that thread)."""
     signal.signal(signal.SIGTERM, lambda *_: loop.stop(graceful=True))
     signal.signal(signal.SIGINT, lambda *_: loop.stop(graceful=False))
     signal.signal(signal.SIGQUIT, lambda *_: loop.stop(graceful=False))
-    signal.signal(signal.SIGUSR1, lambda *_: loop.poller.call_soon(_reopen_logs, access_log))
+    reopen = loop.poller.call_soon
+    signal.signal(signal.SIGUSR1, lambda *_: reopen(_reopen_logs, access_log, error_log))
     # The supervisor's --drain-delay: the host is leaving its load balancer, keep-alives must end.
     signal.signal(signal.SIGUSR2, lambda *_: loop.drain())
     for name in ("SIGHUP", "SIGTTIN", "SIGTTOU", "SIGWINCH"):

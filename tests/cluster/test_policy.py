@@ -5,11 +5,14 @@ from __future__ import annotations
 import pytest
 
 from cluster.policy import (
+    ABORT_GRACE_S,
+    ABORTED,
     BOOTING,
     DRAINING,
     READY,
     RESPAWN_INTERVAL_S,
     STOPPING,
+    Abort,
     Backoff,
     CloseSlot,
     Cluster,
@@ -218,11 +221,21 @@ def test_classify_exit(kw, expected):
 
 LIVENESS = [
     ("heartbeat fresh", (w(10, 0, hb=NOW - 29),), []),
-    ("heartbeat stale -> kill", (w(10, 0, hb=NOW - 31),), [("Kill", 10), ("Spawn", 0)]),
+    ("heartbeat stale -> abort, refill", (w(10, 0, hb=NOW - 31),), [("Abort", 10), ("Spawn", 0)]),
     (
-        "booting too long -> kill",
+        "booting too long -> abort",
         (w(10, 0, state=BOOTING, started=NOW - 31, hb=None),),
-        [("Kill", 10), ("Spawn", 0)],
+        [("Abort", 10), ("Spawn", 0)],
+    ),
+    (
+        "aborted within the grace: wait for it to die",
+        (w(10, 0, state=ABORTED, hb=NOW - 40, stop_requested_at=NOW - 0.5), w(11, 0, started=NOW)),
+        [],
+    ),
+    (
+        "aborted and still there -> kill",
+        (w(10, 0, state=ABORTED, hb=NOW - 40, stop_requested_at=NOW - 1.5), w(11, 0, started=NOW)),
+        [("Kill", 10)],
     ),
     ("booting within timeout", (w(10, 0, state=BOOTING, started=NOW - 5, hb=None),), []),
     (
@@ -247,10 +260,24 @@ def test_liveness(workers, expected):
     assert kinds(decide(c, NOW)) == expected
 
 
-def test_kill_reason_names_the_silence():
-    (kill, _) = decide(Cluster(1, 1, (w(10, 0, hb=NOW - 42),), timeout=5), NOW)
-    assert isinstance(kill, Kill) and kill.reason is ExitReason.TIMEOUT
-    assert "42.0s" in kill.detail and "timeout 5s" in kill.detail
+def test_abort_reason_names_the_silence():
+    (abort, _) = decide(Cluster(1, 1, (w(10, 0, hb=NOW - 42),), timeout=5), NOW)
+    assert isinstance(abort, Abort) and abort.reason is ExitReason.TIMEOUT
+    assert "42.0s" in abort.detail and "timeout 5s" in abort.detail
+
+
+def test_kill_after_abort_says_so():
+    aborted = w(10, 0, state=ABORTED, hb=NOW - 42, stop_requested_at=NOW - 2)
+    (kill, spawn) = decide(Cluster(1, 1, (aborted,), timeout=5), NOW)
+    assert kill == Kill(10, ExitReason.TIMEOUT, f"still running {ABORT_GRACE_S:g}s after SIGABRT")
+    assert spawn == Spawn(0, "slot empty")  # an aborted worker does not hold its slot
+
+
+def test_next_deadline_of_an_aborted_worker():
+    aborted = w(10, 0, state=ABORTED, hb=NOW - 42, stop_requested_at=NOW - 0.25)
+    assert next_deadline(Cluster(1, 1, (aborted,), timeout=0), NOW) == pytest.approx(
+        NOW - 0.25 + ABORT_GRACE_S
+    )
 
 
 def test_timeout_zero_disables_heartbeat_kill():

@@ -154,3 +154,39 @@ def test_new_supervisor_serves_at_once_after_kill9_with_a_request_in_flight(
     client.join(15)
     assert box.get("status") == 200 and box.get("body") == b"slept", box
     print(f"new supervisor served {serving_after:.2f}s after kill -9 of the old one")
+
+
+# -- a silent worker: SIGABRT (stacks in the error log), then SIGKILL ---------------------------------
+
+
+def test_silent_worker_dumps_its_stacks_before_it_is_replaced(run_supervisor, tmp_path):
+    """A request holds the GIL (C code that never returns): the loop thread sends no heartbeat. After
+    --timeout the supervisor sends SIGABRT; the worker's faulthandler writes every thread's Python
+    stack to the error log, naming the app's line; the slot is refilled and serves."""
+    error_log = tmp_path / "error.log"
+    sup = run_supervisor(
+        "--procs", "1", "--threads", "2", "--timeout", "2", "--error-log", str(error_log), *FAULTY
+    )
+    (victim,) = sup.wait_workers(1)
+    mark = tmp_path / "in-app"
+    client = threading.Thread(
+        target=lambda: _outcome_of(sup.port, f"/hold-gil?mark={mark}"), daemon=True
+    )
+    client.start()
+    poll("the request to reach the app", mark.exists)
+    sup.wait_workers(1, exclude=[victim], timeout=20)
+    text = error_log.read_text()
+    assert re.search(rf"worker {victim} \(slot 0\) silent: no heartbeat for [\d.]+s", text), text
+    assert "Fatal Python error: Aborted" in text, text
+    assert re.search(r'File ".*tests/apps/faulty\.py", line \d+ in app', text), text
+    assert re.search(rf"worker {victim} \(slot 0\) exited: killed by SIGABRT", text), text
+    assert re.search(rf"worker {victim} \(slot 0\) was running GET /hold-gil", text), text
+    assert get(sup.port, "/").status == 200
+    assert sup.stats()["exits"].get("timeout") == 1
+
+
+def _outcome_of(port: int, path: str) -> None:
+    try:
+        get(port, path, timeout=30)
+    except OSError:
+        pass  # the worker is killed under the request: expected
