@@ -26,7 +26,7 @@ from typing import Protocol
 
 from cluster.addresses import split_address
 from cluster.dashboard import PAGE
-from cluster.stats import StatsSnapshot
+from cluster.snapshot import StatsSnapshot
 from worker.handlers.forwarded import ForwardedPolicy
 from worker.http.errors import RemoteProtocolError
 from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage, Request

@@ -15,8 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from cluster.listeners import BindError, Listeners, raise_nofile_limit, tcp_migrate_req_enabled
+from cluster.listeners import BindError, Listeners, raise_nofile_limit
 from cluster.process import WorkerTarget
+from cluster.steering import tcp_migrate_req_enabled
 from worker.version import version
 
 try:  # stats and admin are separate subsystems; the supervisor works without them

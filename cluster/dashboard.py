@@ -1,7 +1,7 @@
 """The admin dashboard: one self-contained HTML page (inline CSS, inline JS drawing inline SVG).
 
 It loads nothing from anywhere else (the admin server also sends a Content-Security-Policy that forbids
-it) and polls ``stats`` (the /stats JSON of cluster.stats.StatsSnapshot.to_dict) once a second.
+it) and polls ``stats`` (the /stats JSON of cluster.snapshot.StatsSnapshot.to_dict) once a second.
 Hooks for tests: worker rows are ``<tr data-pid=... data-slot=...>`` in ``#workers``; the charts are
 ``svg#chart-rps`` and ``svg#chart-latency`` with ``data-points`` / ``data-last-t`` / ``data-scale`` /
 ``data-plot-top`` / ``data-plot-bottom``, one ``path[data-series]`` per series and a

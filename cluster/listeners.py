@@ -7,43 +7,28 @@ keeps its own copy open for the whole run, so connections queued on slot *i* sur
 or reload of its worker: the next process of slot *i* accepts them. Unix sockets, ``fd://N``, systemd
 socket activation and ``--no-reuse-port`` use one socket shared by every slot.
 
-Removing a slot (TTOU) is the delicate case. On Linux, closing the last reference of a listener resets the
-connections still in its accept queue (unless ``net.ipv4.tcp_migrate_req=1``, Linux >= 5.14, migrates them
-to another listener of the group). So a removed slot is first *steered away*: a classic-BPF program attached
-with SO_ATTACH_REUSEPORT_CBPF picks only among the remaining sockets of the reuse-port group; the retiring
-worker keeps accepting until the queue, read with TCP_INFO (``tcpi_unacked`` is the accept-queue length of a
-listener), is empty; only then is the worker stopped and the socket closed. The program returns an index
-into the kernel's socket array of the group; the kernel appends a socket when it starts listening and, when
-one closes, moves the last socket into its place, which :class:`_Group` mirrors in ``order``. Where this is
-unavailable (not Linux, or the program is refused) the slot is closed after its worker drained, and a
-connection arriving in that window may be reset: the documented limit.
+Removing a slot (TTOU) first steers new connections away from it (cluster/steering.py), so that its
+worker can drain the accept queue before the socket is closed.
 
 Called only from the supervisor's main thread.
 """
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import os
 import resource
 import socket
 import stat
-import struct
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from cluster import steering
 from cluster.addresses import BindAddress, split_address
 from cluster.parsers import InvalidValue
 
-# Linux socket options absent from the socket module.
-SO_ATTACH_REUSEPORT_CBPF = 51
-SO_DETACH_REUSEPORT_BPF = 68
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
-
-_BPF_LD_W_ABS, _BPF_ALU_MOD_K, _BPF_JEQ_K, _BPF_RET_K, _BPF_RET_A = 0x20, 0x94, 0x15, 0x06, 0x16
-_SKF_AD_RANDOM = (-0x1000 + 56) & 0xFFFFFFFF  # SKF_AD_OFF + SKF_AD_RANDOM: a random u32
 
 
 class BindError(Exception):
@@ -93,15 +78,6 @@ def raise_nofile_limit() -> int:
     return soft
 
 
-def tcp_migrate_req_enabled() -> bool:
-    """True when the kernel migrates a closing listener's queue within its reuse-port group."""
-    try:
-        with open("/proc/sys/net/ipv4/tcp_migrate_req") as f:
-            return f.read().strip() == "1"
-    except OSError:
-        return False
-
-
 def _bind_error(address: BindAddress, exc: OSError) -> BindError:
     where = address.display()
     if exc.errno == errno.EADDRINUSE:
@@ -124,25 +100,6 @@ def _resolve(address: BindAddress) -> tuple[int, tuple]:
         raise BindError(f"cannot resolve {address.display()}: {exc.strerror}") from None
     family, _, _, _, sockaddr = infos[0]
     return family, sockaddr
-
-
-def _program(active: Sequence[int]) -> tuple[bytes, ctypes.Array]:
-    """cBPF: pick a random index among ``active`` (kernel indices of the sockets to use)."""
-    code = [(_BPF_LD_W_ABS, 0, 0, _SKF_AD_RANDOM), (_BPF_ALU_MOD_K, 0, 0, len(active))]
-    if list(active) == list(range(len(active))):
-        code.append((_BPF_RET_A, 0, 0, 0))
-    else:
-        for i, index in enumerate(active):
-            code += [(_BPF_JEQ_K, 0, 1, i), (_BPF_RET_K, 0, 0, index)]
-        code.append((_BPF_RET_K, 0, 0, active[0]))
-    insns = b"".join(struct.pack("=HBBI", *insn) for insn in code)
-    buf = ctypes.create_string_buffer(insns, len(insns))
-    # struct sock_fprog {unsigned short len; struct sock_filter *filter;}: the kernel copies the
-    # instructions during setsockopt, so the caller keeps ``buf`` alive only until the call returns.
-    fprog = struct.pack(
-        "HL" if struct.calcsize("P") == 8 else "HI", len(code), ctypes.addressof(buf)
-    )
-    return fprog, buf
 
 
 @dataclass
@@ -356,11 +313,10 @@ class Listeners:
         anchor = group.slots[group.order[0]]
         try:
             if active and len(active) < len(group.order):
-                fprog, _buf = _program(active)  # _buf must outlive the setsockopt call
-                anchor.setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_CBPF, fprog)
+                steering.attach(anchor, active)
                 group.steered = True
             elif group.steered:
-                anchor.setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+                steering.detach(anchor)
                 group.steered = False
         except OSError:
             group.steered = False  # kernel without reuse-port BPF: the documented reset window
@@ -373,10 +329,9 @@ class Listeners:
             if sock is None:
                 continue
             try:
-                info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+                total += steering.accept_queue_length(sock)
             except (OSError, AttributeError):
                 return None
-            total += struct.unpack_from("8B6I", info)[12]  # tcpi_unacked = sk_ack_backlog
         return total
 
     def close_slot(self, slot: int) -> None:

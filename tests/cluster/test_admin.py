@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 import pytest
 
 from cluster.admin import AdminServer, render_metrics, route
-from cluster.stats import ProcInfo, StatsAggregator, StatsSnapshot
+from cluster.snapshot import ProcInfo, StatsSnapshot
+from cluster.stats import StatsAggregator
 from worker import ipc
 from worker.stats import WorkerStats
 

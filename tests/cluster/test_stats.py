@@ -10,13 +10,8 @@ import time
 
 import pytest
 
-from cluster.stats import (
-    Counters,
-    ProcInfo,
-    PsutilProcInfo,
-    StatsAggregator,
-    quantile,
-)
+from cluster.snapshot import Counters, ProcInfo, quantile
+from cluster.stats import PsutilProcInfo, StatsAggregator
 from worker import ipc
 from worker.stats import WorkerStats
 
