@@ -297,8 +297,16 @@ class AdminServer:
         name = self._sock.getsockname()
         return name if isinstance(name, str) else (name[0], name[1])
 
-    def start(self) -> None:
-        self._sock = _listen(self._spec)
+    @property
+    def listening_socket(self) -> socket.socket | None:
+        """The bound socket (handed to the new supervisor of a binary upgrade)."""
+        return self._sock
+
+    def start(self, sock: socket.socket | None = None) -> None:
+        """Bind (or serve ``sock``, an inherited listening socket) and start the accept thread."""
+        if sock is not None:
+            sock.setblocking(False)
+        self._sock = sock if sock is not None else _listen(self._spec)
         self._thread = threading.Thread(target=self._serve, name="admin-accept", daemon=True)
         self._thread.start()
 

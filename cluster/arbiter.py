@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import signal
 import time
 from typing import Any
 
-from cluster import boot, policy
+from cluster import boot, policy, sdnotify, upgrade
 from cluster.config import ConfigError, reload_config
 from cluster.lifecycle import Exit, Lifecycle
 from cluster.listeners import BindError, Listeners
@@ -30,7 +31,8 @@ log = logging.getLogger("webcluster.supervisor")
 TICK_S = 1.0  # stats sampling, RSS check
 FAST_STOP_S = 2.0  # INT/QUIT: workers exit at once; KILL whoever is still there after this
 REAP_AFTER_KILL_S = 5.0
-RESHAPING = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU)  # ignored once stopping
+UPGRADE_TIMEOUTS = 2  # the new supervisor's workers must be ready within this many --timeout
+RESHAPING = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)  # ignored once stopping
 
 
 class Arbiter:
@@ -59,6 +61,10 @@ class Arbiter:
         self.hooks: Hooks | None = None  # --hooks, imported at start
         self._statsd: Statsd | None = None  # --statsd-host: gunicorn.workers each tick
         self._reloader: Any = None  # cluster.reloader.Reloader with --reload
+        self._handoff: upgrade.Handoff | None = None  # we are the new supervisor of an upgrade
+        self._upgrade: upgrade.Upgrade | None = None  # we started a successor (USR2)
+        self._handed_over = False  # the successor serves: stop without STOPPING=1 or unlinking
+        self._announce = True  # READY=1 (or "ready" to the old supervisor) once the workers serve
 
     def _worker_target(self) -> WorkerTarget:
         self._target = self._target or boot.default_target()
@@ -92,12 +98,13 @@ class Arbiter:
             install_log_counter(self._statsd)
         if self.hooks is not None:
             self.hooks.call("on_starting", self)
-        self._listeners, self._target = boot.open_sockets(self.cfg, self._target)
+        self._handoff = upgrade.take_handoff()
+        self._listeners, self._target = boot.open_sockets(self.cfg, self._target, self._handoff)
         self.lifecycle.listeners = self._listeners
         self._signals.install()
         self.workers.watch(self._signals.fileno())
         self._stats, self._admin, admin_url = boot.start_admin(
-            self.cfg, self.generation, lambda: self._healthy
+            self.cfg, self.generation, lambda: self._healthy, self._handoff and self._handoff.admin
         )
         self.lifecycle.stats = self._stats
         if self.cfg.reload:
@@ -137,8 +144,12 @@ class Arbiter:
             self._tick(now)
         if self._drain_until is not None and now >= self._drain_until:
             self._begin_stop(graceful=True)
+        if self._upgrade is not None:
+            self._check_upgrade(now)
         if self._stop_deadline is not None:
             self._check_stop(now)
+        elif self._announce:
+            self._check_ready()
         self._healthy = (
             self._stop_deadline is None
             and self._drain_until is None
@@ -157,6 +168,8 @@ class Arbiter:
         deadlines = [self._next_tick]
         if self._drain_until is not None:
             deadlines.append(self._drain_until)
+        if self._upgrade is not None:
+            deadlines.append(self._upgrade.deadline)
         if self._stop_deadline is not None:
             deadlines.append(self._kill_deadline or self._stop_deadline)
         else:
@@ -253,6 +266,67 @@ class Arbiter:
         log.info("reloading: generation %d, %d workers", self.generation, self.desired)
         if self.hooks is not None:
             self.hooks.call("on_reload", self)
+        sdnotify.notify(*sdnotify.reloading())
+        self._announce = True
+
+    def _check_ready(self) -> None:
+        """Once the current generation is complete: READY=1 to systemd, or, in an upgrade, the pid
+        file and "ready" to the old supervisor (which tells systemd and leaves)."""
+        ready = [w for w in self.workers if w.generation == self.generation]
+        if len(ready) < self.desired or any(w.state is not WorkerState.READY for w in ready):
+            return
+        self._announce = False
+        if self._handoff is None:
+            sdnotify.notify("READY=1", f"MAINPID={os.getpid()}")
+            return
+        if self.cfg.pid:
+            boot.write_pid_file(self.cfg.pid)
+        self._handoff.announce_ready()
+        self._handoff = None
+        log.info("upgrade: %d workers ready; the old supervisor hands over", len(ready))
+
+    def handle_usr2(self) -> None:
+        """Binary upgrade: start a new supervisor on our sockets; see cluster/upgrade.py."""
+        if self._upgrade is not None:
+            log.warning("upgrade to pid %d already under way: SIGUSR2 ignored", self._upgrade.pid)
+            return
+        admin = self._admin.listening_socket if self._admin is not None else None
+        deadline = time.monotonic() + UPGRADE_TIMEOUTS * self.cfg.timeout
+        sdnotify.notify(*sdnotify.reloading())
+        try:
+            self._upgrade = upgrade.start(self._listeners, admin, deadline)
+        except OSError as exc:
+            log.error("upgrade failed: cannot fork the new supervisor (%s); still serving", exc)
+            sdnotify.notify("READY=1")
+            return
+        self.workers.watch(self._upgrade.fileno())
+        log.info("upgrade: started the new supervisor, pid %d", self._upgrade.pid)
+
+    def _check_upgrade(self, now: float) -> None:
+        up = self._upgrade
+        assert up is not None
+        done = up.read()
+        if done is None and now < up.deadline:
+            return
+        self.workers.unwatch(up.fileno())
+        up.close()
+        self._upgrade = None
+        if done:
+            log.info(
+                "upgrade: the new supervisor (pid %d) serves; this one drains and exits", up.pid
+            )
+            sdnotify.notify(f"MAINPID={up.pid}", "READY=1")
+            self._handed_over = True
+            upgrade.keep_unix_files(self._listeners)  # the new supervisor serves on them
+            self._begin_stop(graceful=True)
+            return
+        if done is None:  # still booting at the deadline: give up on it
+            os.kill(up.pid, signal.SIGQUIT)
+            why = f"no ready workers within {UPGRADE_TIMEOUTS * self.cfg.timeout:.0f}s, stopped it"
+        else:
+            why = f"it exited before its workers were ready ({self.workers.exit_status(up.pid)})"
+        log.error("upgrade failed: the new supervisor (pid %d): %s; still serving", up.pid, why)
+        sdnotify.notify("READY=1")
 
     def handle_ttin(self) -> None:
         self.desired += 1
@@ -300,6 +374,8 @@ class Arbiter:
         if self._stop_deadline is not None and (graceful or self._kill_deadline is not None):
             return  # already stopping at least as fast
         self._healthy, self._drain_until = False, None
+        if not self._handed_over:  # after a handover the service goes on, under the new pid
+            sdnotify.notify("STOPPING=1")
         if self._stop_deadline is None:
             self._close_listeners()  # after --drain-delay, if any: the balancer has moved on
         self._stop_deadline = now + (self.cfg.graceful_timeout if graceful else FAST_STOP_S)

@@ -32,23 +32,32 @@ LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"  # gunico
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
 
 
-def open_sockets(cfg: Any, target: WorkerTarget | None) -> tuple[Listeners, WorkerTarget | None]:
+def open_sockets(
+    cfg: Any, target: WorkerTarget | None, handoff: Any = None
+) -> tuple[Listeners, WorkerTarget | None]:
     """umask, descriptor limit, listening sockets, pid file, then the privilege drop.
 
+    ``handoff``: the sockets of a binary upgrade (:mod:`cluster.upgrade`), adopted instead of binding;
+    the pid file is then written once the new workers are ready, not here.
     Returns the listeners and the worker target (imported here when privileges are dropped).
     Raises :class:`BindError` with a one-line message."""
     if cfg.umask is not None:
         os.umask(cfg.umask)
     raise_nofile_limit()
     uid, gid = resolve_ids(cfg.user, cfg.group)
-    listeners = Listeners.open(
-        cfg.bind,
-        slots=cfg.procs,
-        backlog=cfg.backlog,
-        reuse_port=cfg.reuse_port,
-        owner_uid=uid,  # so that TTIN can still add a slot's socket after the switch
-    )
-    if cfg.pid:
+    if handoff is not None:
+        from cluster.upgrade import inherit_listeners
+
+        listeners = inherit_listeners(handoff, cfg.backlog, uid)
+    else:
+        listeners = Listeners.open(
+            cfg.bind,
+            slots=cfg.procs,
+            backlog=cfg.backlog,
+            reuse_port=cfg.reuse_port,
+            owner_uid=uid,  # so that TTIN can still add a slot's socket after the switch
+        )
+    if cfg.pid and handoff is None:
         write_pid_file(cfg.pid)
     if uid is not None or gid is not None:
         # Import the worker code while still privileged: after the drop, an interpreter or
@@ -60,17 +69,22 @@ def open_sockets(cfg: Any, target: WorkerTarget | None) -> tuple[Listeners, Work
     return listeners, target
 
 
-def start_admin(cfg: Any, generation: int, healthy: Callable[[], bool]) -> tuple[Any, Any, str]:
+def start_admin(
+    cfg: Any, generation: int, healthy: Callable[[], bool], sock: Any = None
+) -> tuple[Any, Any, str]:
     """(stats aggregator, admin server, its URL for the banner); (None, None, "off") when disabled.
 
-    Raises :class:`BindError` when the admin address is taken."""
+    ``sock``: the admin socket inherited in a binary upgrade. Raises :class:`BindError` when the
+    admin address is taken."""
     if cfg.admin == "off" or StatsAggregator is None:
+        if sock is not None:
+            sock.close()
         return None, None, "off"
     stats = StatsAggregator()
     stats.set_generation(generation)
     admin = AdminServer(cfg.admin, stats, healthy, allow_ips=cfg.admin_allow_ips)
     try:
-        admin.start()
+        admin.start(sock)
     except OSError as exc:
         raise BindError(
             f"admin address {cfg.admin} is unavailable ({exc.strerror or exc}); "

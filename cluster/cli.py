@@ -22,6 +22,9 @@ EXIT_CONFIG = 2  # a bad setting (argparse's usage-error status)
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve (the default) or run the command named on the command line; return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
+    from cluster.upgrade import remember_command
+
+    remember_command()  # before --preload's --chdir: USR2 runs this command again from here
     try:
         cfg, origins = explain_config(args)
     except ConfigError as exc:

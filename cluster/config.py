@@ -206,6 +206,9 @@ Signals (kill -SIGNAL $(cat PIDFILE), to the supervisor):
   INT, QUIT  fast stop
   TTIN/TTOU  one worker slot more / less
   USR1       reopen the log files (after logrotate); forwarded to the workers
+  USR2       binary upgrade: start a new supervisor (new code, new Python) on the same sockets;
+             the old one drains and exits once the new workers are ready, or keeps serving if
+             the new one fails to boot
 
 Exit status: 0 stopped, 1 cannot bind, 2 invalid configuration, 3 the app cannot be imported."""
 

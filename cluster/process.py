@@ -172,6 +172,7 @@ class WorkerTable:
     def __init__(self) -> None:
         self.selector = selectors.DefaultSelector()
         self._workers: dict[int, WorkerProcess] = {}
+        self._others: dict[int, int] = {}  # exit status of other children, by pid
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -188,6 +189,20 @@ class WorkerTable:
     def watch(self, fd: int) -> None:
         """Also wake :meth:`wait` when ``fd`` is readable (the signal queue)."""
         self.selector.register(fd, selectors.EVENT_READ, None)
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd`` (before closing it)."""
+        self.selector.unregister(fd)
+
+    def exit_status(self, pid: int) -> str:
+        """How ``pid``, a child that is not a worker (an upgrade's new supervisor), exited."""
+        status = self._others.pop(pid, None)
+        if status is None:
+            try:
+                _, status = os.waitpid(pid, 0)  # it closed its pipe: exiting, if not gone already
+            except ChildProcessError:
+                return "exit status unknown"
+        return describe_status(status)[2]
 
     def spawn(
         self,
@@ -243,7 +258,9 @@ class WorkerTable:
             if pid == 0:
                 return out
             w = self._workers.pop(pid, None)
-            if w is not None:  # a boot_error sent just before exiting is still in the pipe
+            if w is None:
+                self._others[pid] = status
+            else:  # a boot_error sent just before exiting is still in the pipe
                 messages = self.read(w) if w.reader is not None else []
                 self._close_pipe(w)  # even if a child of the worker keeps it open
                 out.append((w, status, messages))

@@ -22,6 +22,7 @@ HANDLED: tuple[signal.Signals, ...] = (
     signal.SIGTTIN,
     signal.SIGTTOU,
     signal.SIGUSR1,
+    signal.SIGUSR2,
     signal.SIGCHLD,
 )
 
