@@ -388,7 +388,10 @@ class Arbiter:
         too) instead of waiting in a backlog nobody will accept from; accepted connections finish."""
         if self._listeners is not None:
             self._listeners.close()
-            log.info("listening sockets closed: new connections are refused")
+            if self._handed_over:
+                log.info("closed this supervisor's copies of the sockets; the new one serves them")
+            else:
+                log.info("listening sockets closed: new connections are refused")
 
     def _halt(self, code: int) -> None:
         """Fast stop, then exit with ``code`` (a worker could not boot: no crash loop)."""
