@@ -62,7 +62,7 @@ class Arbiter:
         self._statsd: Statsd | None = None  # --statsd-host: gunicorn.workers each tick
         self._reloader: Any = None  # cluster.reloader.Reloader with --reload
         self._handoff: upgrade.Handoff | None = None  # we are the new supervisor of an upgrade
-        self._upgrade: upgrade.Upgrade | None = None  # we started a successor (USR2)
+        self._upgrade: upgrade.Upgrade | None = None  # the successor we started (USR2)
         self._handed_over = False  # the successor serves: stop without STOPPING=1 or unlinking
         self._announce = True  # READY=1 (or "ready" to the old supervisor) once the workers serve
 
@@ -291,42 +291,19 @@ class Arbiter:
             log.warning("upgrade to pid %d already under way: SIGUSR2 ignored", self._upgrade.pid)
             return
         admin = self._admin.listening_socket if self._admin is not None else None
-        deadline = time.monotonic() + UPGRADE_TIMEOUTS * self.cfg.timeout
-        sdnotify.notify(*sdnotify.reloading())
-        try:
-            self._upgrade = upgrade.start(self._listeners, admin, deadline)
-        except OSError as exc:
-            log.error("upgrade failed: cannot fork the new supervisor (%s); still serving", exc)
-            sdnotify.notify("READY=1")
-            return
-        self.workers.watch(self._upgrade.fileno())
-        log.info("upgrade: started the new supervisor, pid %d", self._upgrade.pid)
+        timeout = UPGRADE_TIMEOUTS * self.cfg.timeout
+        self._upgrade = upgrade.begin(self._listeners, admin, timeout, self.workers)
 
     def _check_upgrade(self, now: float) -> None:
-        up = self._upgrade
-        assert up is not None
-        done = up.read()
-        if done is None and now < up.deadline:
+        assert self._upgrade is not None
+        done = self._upgrade.finish(now, self.workers)
+        if done is None:
             return
-        self.workers.unwatch(up.fileno())
-        up.close()
         self._upgrade = None
-        if done:
-            log.info(
-                "upgrade: the new supervisor (pid %d) serves; this one drains and exits", up.pid
-            )
-            sdnotify.notify(f"MAINPID={up.pid}", "READY=1")
+        if done:  # the new supervisor serves on our sockets and told systemd its pid
             self._handed_over = True
-            upgrade.keep_unix_files(self._listeners)  # the new supervisor serves on them
+            upgrade.keep_unix_files(self._listeners)
             self._begin_stop(graceful=True)
-            return
-        if done is None:  # still booting at the deadline: give up on it
-            os.kill(up.pid, signal.SIGQUIT)
-            why = f"no ready workers within {UPGRADE_TIMEOUTS * self.cfg.timeout:.0f}s, stopped it"
-        else:
-            why = f"it exited before its workers were ready ({self.workers.exit_status(up.pid)})"
-        log.error("upgrade failed: the new supervisor (pid %d): %s; still serving", up.pid, why)
-        sdnotify.notify("READY=1")
 
     def handle_ttin(self) -> None:
         self.desired += 1

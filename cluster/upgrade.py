@@ -22,14 +22,17 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import signal
 import socket
 import stat
 import sys
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cluster import signals
+from cluster import sdnotify, signals
 from cluster.listeners import BindAddress, Listeners, _Group
+from cluster.process import WorkerTable
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -50,14 +53,38 @@ def remember_command() -> None:
 class Upgrade:
     """The successor being started: its pid and the read end of its "ready" pipe."""
 
-    def __init__(self, pid: int, ready_fd: int, deadline: float) -> None:
+    def __init__(self, pid: int, ready_fd: int, deadline: float, timeout: float) -> None:
         self.pid = pid
         self.ready_fd = ready_fd
         self.deadline = deadline
+        self.timeout = timeout
         self._buffer = b""
 
     def fileno(self) -> int:
         return self.ready_fd
+
+    def finish(self, now: float, workers: WorkerTable) -> bool | None:
+        """Called by the arbiter's loop: True once the successor is ready (systemd is told its
+        pid), False when it failed (logged; the caller keeps serving), None while it boots."""
+        done = self.read()
+        if done is None and now < self.deadline:
+            return None
+        workers.unwatch(self.ready_fd)
+        self.close()
+        if done:
+            log.info(
+                "upgrade: the new supervisor (pid %d) serves; this one drains and exits", self.pid
+            )
+            sdnotify.notify(f"MAINPID={self.pid}", "READY=1")
+            return True
+        if done is None:  # still booting at the deadline: give up on it
+            os.kill(self.pid, signal.SIGQUIT)
+            why = f"no ready workers within {self.timeout:.0f}s, stopped it"
+        else:
+            why = f"it exited before its workers were ready ({workers.exit_status(self.pid)})"
+        log.error("upgrade failed: the new supervisor (pid %d): %s; still serving", self.pid, why)
+        sdnotify.notify("READY=1")  # ends the RELOADING=1 of begin(): we are the service still
+        return False
 
     def read(self) -> bool | None:
         """True once "ready" arrived, False at EOF without it (the successor died), else None."""
@@ -74,7 +101,25 @@ class Upgrade:
         os.close(self.ready_fd)
 
 
-def start(listeners: Listeners, admin: socket.socket | None, deadline: float) -> Upgrade:
+def begin(
+    listeners: Listeners, admin: socket.socket | None, timeout: float, workers: WorkerTable
+) -> Upgrade | None:
+    """USR2: start the successor and watch its pipe in the arbiter's selector (None if fork fails)."""
+    sdnotify.notify(*sdnotify.reloading())
+    try:
+        up = start(listeners, admin, time.monotonic() + timeout, timeout)
+    except OSError as exc:
+        log.error("upgrade failed: cannot fork the new supervisor (%s); still serving", exc)
+        sdnotify.notify("READY=1")
+        return None
+    workers.watch(up.fileno())
+    log.info("upgrade: started the new supervisor, pid %d", up.pid)
+    return up
+
+
+def start(
+    listeners: Listeners, admin: socket.socket | None, deadline: float, timeout: float
+) -> Upgrade:
     """Fork and exec the successor with the sockets; returns at once (raises OSError if fork fails)."""
     named = handoff_sockets(listeners, admin)
     read_fd, write_fd = os.pipe()
@@ -85,7 +130,7 @@ def start(listeners: Listeners, admin: socket.socket | None, deadline: float) ->
     if pid == 0:  # pragma: no cover - child, ends in exec or _exit
         _exec_successor([*named, (PREFIX + "ready", write_fd)])
     os.close(write_fd)
-    return Upgrade(pid, read_fd, deadline)
+    return Upgrade(pid, read_fd, deadline, timeout)
 
 
 def handoff_sockets(listeners: Listeners, admin: socket.socket | None) -> list[tuple[str, int]]:
