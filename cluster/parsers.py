@@ -43,8 +43,8 @@ _FALSE = frozenset({"0", "false", "no", "off"})
 
 
 def as_text(value: object, fix: str) -> str:
-    if not isinstance(value, str):
-        raise InvalidValue(f"expected a string, got {value!r}", fix)
+    if not isinstance(value, str) or "\0" in value:  # a NUL cannot reach a path or a name lookup
+        raise InvalidValue(f"expected a string without NUL, got {value!r}", fix)
     return value.strip()
 
 

@@ -308,6 +308,11 @@ BAD = [
     ("pid", "/nonexistent/dir/x.pid"),
     ("user", "no-such-user-webcluster"),
     ("group", "no-such-group-webcluster"),
+    ("group", "\xff\x00)o#\x00"),  # found by tests/fuzz/fuzz_config.py: ValueError, not a refusal
+    ("user", "root\x00"),
+    ("certfile", "cert\x00.pem"),
+    ("root", "/tmp\x00"),
+    ("server_header", "a\x00b"),
 ]
 
 
