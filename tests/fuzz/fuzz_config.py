@@ -55,7 +55,10 @@ def toml_document(fdp: atheris.FuzzedDataProvider) -> None:
 def command_line(fdp: atheris.FuzzedDataProvider) -> None:
     argv: list[str] = []
     for _ in range(fdp.ConsumeIntInRange(0, 4)):
-        argv += [FLAGS[fdp.ConsumeIntInRange(0, len(FLAGS) - 1)], fdp.ConsumeUnicodeNoSurrogates(24)]
+        argv += [
+            FLAGS[fdp.ConsumeIntInRange(0, len(FLAGS) - 1)],
+            fdp.ConsumeUnicodeNoSurrogates(24),
+        ]
     environ = {}
     for _ in range(fdp.ConsumeIntInRange(0, 2)):
         setting = SETTINGS[fdp.ConsumeIntInRange(0, len(SETTINGS) - 1)]
