@@ -23,6 +23,7 @@ from worker.http.headers import build_request, check_target, parse_field_lines
 # HTTP/1.x minor versions other than 0 are answered as 1.1 (RFC 9110 §2.5: a recipient "SHOULD process"
 # a higher minor version "as if it were the highest minor version ... to which the recipient is conformant").
 _VERSIONS = {"HTTP/1.0": "1.0", "HTTP/1.1": "1.1"}
+_NOT_IN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
 
 
 class HeadScanner:
@@ -328,5 +329,9 @@ class ChunkedReader:
             self._trailers.scan_lines(buf, end)  # raises the first error in stream order
             raise RemoteProtocolError("malformed trailer section")
         trailers = parse_field_lines(lines)
+        if any(name in _NOT_IN_TRAILERS for name, _ in trailers):
+            # RFC 9110 §6.5.1: framing and routing fields cannot be trailers; a proxy that merges
+            # trailers into the head would see a second Content-Length / Transfer-Encoding / Host.
+            raise RemoteProtocolError("framing or Host field in the trailer section")
         del buf[:end]
         return EndOfMessage(trailers)

@@ -535,6 +535,12 @@ def _invalid_chunks() -> list[Invalid]:
         Invalid("trailer_obs_fold", chunked(b"0\r\nX: y\r\n z\r\n\r\n"), 400),
         Invalid("trailer_space_in_name", chunked(b"0\r\nX Y: z\r\n\r\n"), 400),
         Invalid("trailer_nul", chunked(b"0\r\nX: \x00\r\n\r\n"), 400),
+        # RFC 9110 §6.5.1; llhttp refuses these too (found by tests/differential).
+        Invalid("trailer_content_length", chunked(b"0\r\nContent-Length: 9\r\n\r\n"), 400),
+        Invalid(
+            "trailer_transfer_encoding", chunked(b"0\r\nTransfer-Encoding: chunked\r\n\r\n"), 400
+        ),
+        Invalid("trailer_host", chunked(b"0\r\nX: 1\r\nhost: b\r\n\r\n"), 400),
         Invalid("trailer_too_large", chunked(b"0\r\nX: " + b"t" * 58 + b"\r\n\r\n"), 431, SMALL),
         Invalid(
             "trailer_too_large_no_end", chunked(b"0\r\nA: 1\r\nB: 2\r\nC: " + b"t" * 60), 431, SMALL
