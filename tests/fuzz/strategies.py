@@ -19,7 +19,10 @@ VCHARS = "".join(chr(c) for c in range(0x21, 0x7F))
 VALUE_EDGE = VCHARS + "".join(chr(c) for c in range(0x80, 0x100))
 VALUE_INNER = VALUE_EDGE + " \t"
 # Headers whose value changes framing or persistence: set only deliberately, never at random.
-SPECIAL = {"host", "content-length", "transfer-encoding", "connection", "expect", "te", "trailer"}
+SPECIAL = {
+    *("host", "content-length", "transfer-encoding", "connection", "expect", "te", "trailer"),
+    "upgrade",
+}
 OWS = st.sampled_from(["", " ", "\t", "  ", " \t "])
 
 tokens = st.text(alphabet=TCHARS, min_size=1, max_size=12)
@@ -123,6 +126,7 @@ def requests(draw, *, http10: bool = True) -> Generated:
         body=body,
         trailers=tuple((name.lower(), value) for name, value in trailers),
         chunked=chunked,
+        keep_alive=method != "CONNECT",  # CONNECT ends the connection (worker/http/headers.py)
     )
     return Generated(raw, expected)
 

@@ -17,7 +17,8 @@ to leave no room for request smuggling, i.e. for two parsers to disagree on wher
 * Host (RFC 9112 §3.2): required on 1.1, at most one, value must be ``uri-host [":" port]``.
 * Expect (RFC 9110 §10.1.1): only ``100-continue`` (case-insensitive); anything else -> 417. A 1.0
   client's expectation is ignored ("MUST ignore") but still validated.
-* Connection (RFC 9112 §9.3): 1.1 persists unless ``close``; 1.0 only with ``keep-alive``.
+* Connection (RFC 9112 §9.3): 1.1 persists unless ``close``; 1.0 only with ``keep-alive``; CONNECT
+  and requests carrying ``Upgrade`` never persist (a proxy may have turned the connection into a tunnel).
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ from worker.http.grammar import (
 )
 
 # Names that need a look; everything else passes straight through.
-_SPECIAL = frozenset(("host", "content-length", "transfer-encoding", "connection", "expect"))
+_SPECIAL = frozenset(
+    ("host", "content-length", "transfer-encoding", "connection", "expect", "upgrade")
+)
 # 18 decimal digits always fit in 63 bits; longer (after leading zeros) is larger than any body limit.
 _MAX_LENGTH_DIGITS = 18
 
@@ -108,6 +111,8 @@ def build_request(
                 codings.append(value)
             elif name == "connection":
                 connection.append(value.lower())
+            elif name == "upgrade":
+                connection.append("close")  # see _keep_alive
             else:
                 expect.append(value)
     _check_host(hosts, version)
@@ -121,8 +126,8 @@ def build_request(
         request.chunked = True
     elif lengths:
         request.content_length = _content_length(lengths, max_body)
-    if connection or version == "1.0":
-        request.keep_alive = _keep_alive(connection, version)
+    if connection or version == "1.0" or method == "CONNECT":
+        request.keep_alive = _keep_alive(connection, version) and method != "CONNECT"
     if expect:
         request.expect_continue = _expect_continue(expect) and version == "1.1"
     return request
@@ -158,7 +163,12 @@ def _content_length(values: list[str], max_body: int) -> int:
 
 
 def _keep_alive(connection: list[str], version: str) -> bool:
-    """RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive" (and no "close")."""
+    """RFC 9112 §9.3: 1.1 persists unless "close"; 1.0 only with "keep-alive" (and no "close").
+
+    CONNECT and any request with ``Upgrade`` (RFC 9110 §9.3.6, §7.8) end the connection after their
+    response: we never switch protocols, but a proxy in front may already treat the connection as a
+    tunnel (llhttp stops parsing HTTP there), and bytes it passes on raw must not be read as requests.
+    """
     tokens = [item.strip(" \t") for value in connection for item in value.split(",")]
     if "close" in tokens:
         return False

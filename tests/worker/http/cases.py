@@ -121,7 +121,17 @@ def _valid_basic() -> list[Valid]:
         Valid(
             "connect_authority",
             head(b"Host: example.com:443", request_line=b"CONNECT example.com:443 HTTP/1.1"),
-            (Req("CONNECT", "example.com:443"),),
+            (Req("CONNECT", "example.com:443", keep_alive=False),),
+        ),
+        Valid(  # what follows a CONNECT may be a tunnel for a proxy in front: never read as HTTP
+            "connect_then_pipelined_get_unread",
+            head(b"Host: example.com:443", request_line=b"CONNECT example.com:443 HTTP/1.1") + GET,
+            (Req("CONNECT", "example.com:443", keep_alive=False),),
+        ),
+        Valid(  # likewise after a request asking for another protocol (we never switch)
+            "upgrade_then_pipelined_get_unread",
+            head(HOST[:-2], b"Connection: Upgrade", b"Upgrade: websocket") + GET,
+            (Req(keep_alive=False),),
         ),
         Valid(
             "absolute_form",
