@@ -52,6 +52,7 @@ class Outcome:
     messages: list[Message] = field(default_factory=list)
     end: str = "closed"
     detail: str = ""
+    heads: list[bytes] = field(default_factory=list)  # webcluster only: each message's raw head
 
 
 _CASELESS = frozenset(("transfer-encoding", "connection", "expect"))
@@ -79,11 +80,14 @@ def _webcluster(stream: bytes) -> Outcome:
     conn.receive_data(b"")
     head: Request | None = None
     body: list[bytes] = []
+    start = 0  # where the current message starts in the stream
     try:
         while True:
             event = conn.next_event()
             if type(event) is Request:
                 head, body = event, []
+                end = len(stream) - len(conn.trailing_data[0])
+                out.heads.append(stream[start:end])
             elif type(event) is Data:
                 body.append(event.data)
             elif type(event) is EndOfMessage:
@@ -99,6 +103,7 @@ def _webcluster(stream: bytes) -> Outcome:
                 )
                 conn.send_response(404, [("Content-Length", "0")], date=DATE)
                 conn.send_end()
+                start = len(stream) - len(conn.trailing_data[0])
             elif event is PAUSED:
                 if not conn.keep_alive:
                     out.end = "stopped"
