@@ -27,7 +27,7 @@ from typing import Any
 
 from loadtests.cluster import REPO, Cluster, ClusterError
 from loadtests.faults import Fault, FaultLog, schedule
-from loadtests.fleet import LoadShape, LocustFleet
+from loadtests.locusts import LoadShape, LocustFleet
 from loadtests.plot import plot_run
 from loadtests.report import (
     MIB,

@@ -37,8 +37,11 @@ class LoadShape:
 class LocustFleet:
     """Master + workers. ``prefix`` is the results path prefix of Locust's CSV files."""
 
-    def __init__(self, shape: LoadShape, results: Path) -> None:
+    def __init__(self, shape: LoadShape, results: Path, wrap: tuple[str, ...] = ()) -> None:
         self.shape = shape
+        self.wrap = list(
+            wrap
+        )  # a command prefix, e.g. ("ip", "netns", "exec", NS) (it execs: same pid)
         self.results = results
         self.prefix = results / "locust"
         self.html = results / "locust-report.html"
@@ -91,7 +94,9 @@ class LocustFleet:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         log = (self.results / log_name).open("ab")
         self._logs.append(log)
-        return subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [*self.wrap, *cmd], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
 
     def running(self) -> bool:
         return self.master is not None and self.master.poll() is None

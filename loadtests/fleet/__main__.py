@@ -1,0 +1,7 @@
+"""``python -m loadtests.fleet --help``."""
+
+import sys
+
+from loadtests.fleet.runner import main
+
+sys.exit(main())
