@@ -5,7 +5,8 @@ any of these; a missing one costs nothing:
 
 - ``on_starting(server)``: in the supervisor, before the sockets are bound;
 - ``on_reload(server)``: in the supervisor, on HUP once the new configuration is read;
-- ``post_fork(server, worker)``: in a new worker, before it imports the app;
+- ``post_fork(server, worker)``: in a new worker, before it imports the app (``--preload``: already
+  imported by the supervisor);
 - ``worker_exit(server, worker)``: in a worker, after it served its last request;
 - ``pre_request(worker, req)``: on the pool thread, before the handler runs;
 - ``post_request(worker, req, resp)``: on the pool thread, after the response was handed to the kernel.
