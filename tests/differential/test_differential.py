@@ -60,7 +60,8 @@ def test_each_exception_is_pinned_by_an_example(name):
 
 
 def test_what_webcluster_refuses_after_the_fixes():
-    """Found by this harness and fixed: framing fields in trailers; HTTP read after CONNECT/Upgrade."""
+    """Found by this harness and fixed: framing fields in trailers; HTTP read after CONNECT/Upgrade;
+    a CONNECT with content."""
     trailer = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nContent-Length: 9\r\n\r\n"
     assert frame("webcluster", trailer).end == "rejected"
     assert frame("llhttp", trailer).end == "rejected"
@@ -69,6 +70,10 @@ def test_what_webcluster_refuses_after_the_fixes():
         out = frame("webcluster", first + b"GET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (out.end, len(out.messages)) == ("stopped", 1)
         assert frame("llhttp", first + b"GET / HTTP/1.1\r\n\r\n").end == "upgrade"
+    # A CONNECT with content: llhttp reads the bytes after the head as the tunnel, not a body.
+    connect = b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello"
+    assert frame("webcluster", connect).end == "rejected"
+    assert frame("llhttp", connect).messages[0].body == b""
 
 
 def test_the_comparison_sees_each_kind_of_disagreement():

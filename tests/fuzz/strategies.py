@@ -100,8 +100,10 @@ def requests(draw, *, http10: bool = True) -> Generated:
     if version == "1.1" or draw(st.booleans()):
         fields.append((draw(st.sampled_from(["Host", "host", "HOST"])), "example.com:8080"))
     fields += draw(st.lists(st.tuples(field_names, field_values()), max_size=6))
-    body = draw(st.binary(max_size=300))
-    chunked = version == "1.1" and draw(st.booleans())
+    body = (
+        b"" if method == "CONNECT" else draw(st.binary(max_size=300))
+    )  # no content (RFC 9110 §9.3.6)
+    chunked = version == "1.1" and method != "CONNECT" and draw(st.booleans())
     trailers: list[tuple[str, str]] = []
     if chunked:
         fields.append(

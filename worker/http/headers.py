@@ -126,6 +126,10 @@ def build_request(
         request.chunked = True
     elif lengths:
         request.content_length = _content_length(lengths, max_body)
+    if method == "CONNECT" and (request.chunked or request.content_length):
+        # RFC 9110 §9.3.6: a CONNECT request has no content; llhttp reads what follows the head as
+        # the tunnel, so a body we would read is bytes another parser hands to the far end.
+        raise RemoteProtocolError("CONNECT with content (RFC 9110 §9.3.6)")
     if connection or version == "1.0" or method == "CONNECT":
         request.keep_alive = _keep_alive(connection, version) and method != "CONNECT"
     if expect:

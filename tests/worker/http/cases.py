@@ -619,6 +619,22 @@ def _invalid_request_line() -> list[Invalid]:
             400,
         ),
         Invalid("connect_origin_form", head(HOST[:-2], request_line=b"CONNECT / HTTP/1.1"), 400),
+        Invalid(  # found by tests/differential: llhttp frames these bytes as the tunnel, not a body
+            "connect_with_content",
+            head(b"Host: a:443", b"Content-Length: 5", request_line=b"CONNECT a:443 HTTP/1.1")
+            + b"hello",
+            400,
+        ),
+        Invalid(
+            "connect_chunked",
+            head(
+                b"Host: a:443",
+                b"Transfer-Encoding: chunked",
+                request_line=b"CONNECT a:443 HTTP/1.1",
+            )
+            + b"0\r\n\r\n",
+            400,
+        ),
         Invalid(
             "connect_no_port", head(HOST[:-2], request_line=b"CONNECT example.com HTTP/1.1"), 400
         ),
