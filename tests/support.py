@@ -55,7 +55,6 @@ def serve(
     finally:
         loop.stop(graceful=False)
         t.join(5)
-        pool.shutdown(1)
         lsock.close()
 
 

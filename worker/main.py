@@ -257,7 +257,9 @@ def _start_watchdog(
         watch,
         threads=cfg.threads,
         request_timeout=cfg.request_timeout,
-        on_saturated=lambda saturated: loop.poller.call_soon(loop.set_saturated, saturated),
+        on_saturated=lambda saturated: loop.poller.call_soon(
+            loop.shedding.set_saturated, saturated
+        ),
         on_retire=retire,
         count=stats.count,
         queue_clock=loop.clock,

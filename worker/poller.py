@@ -84,10 +84,6 @@ class Poller:
         except BlockingIOError:
             pass
 
-    def close(self) -> None:
-        self._epoll.close()
-        os.close(self._wake_fd)
-
     # --- any thread -----------------------------------------------------------------------
     def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread soon. Safe from any thread and from signal handlers."""

@@ -3,7 +3,7 @@
 SYNCHRONOUS: ``Runner.run`` is the pool-thread entry point. The loop has already parsed a complete request
 head; the thread runs the handler, finishes the response, consumes what the app left of the body, and either
 serves the next request already buffered (pipelining, RFC 9112 §9.3.2: answered in order, no wait for a socket
-event) or returns the connection to the loop with ``Loop.resume``.
+event) or returns the connection to the loop with ``Host.hand_back``.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from worker.http.state import DONE
 from worker.httpdate import http_date
 from worker.logformat import Entry
 from worker.statsd import Statsd
+from worker.transport import reads_body_first
 from worker.watchdog import PoolWatch, admission, peer_gone
 
 if TYPE_CHECKING:
@@ -68,26 +69,26 @@ class Runner:
             close = self._serve_all(conn)
         except Exception:  # a bug here must not leak the connection or the thread
             log.exception("error while serving a connection")
-        conn.loop.poller.call_soon(conn.loop.resume, conn, close)
+        conn.host.hand_back(conn, close)
 
     def _admit(self, conn: Conn, watch: PoolWatch) -> bool:
         """Before the app: take ownership of the queued request, then run it unless it waited longer
         than --queue-timeout (the loop answers 503) or its client has gone (dropped, logged as 499)."""
-        loop = conn.loop
-        waited = watch.claim(conn.serial, loop.clock())
+        host = conn.host
+        waited = watch.claim(conn.serial, host.clock())
         if waited is None:
             return False  # the loop owns it: it answered 503 while the request waited
         verdict = admission(waited, watch.queue_timeout)
         if verdict == "run" or (verdict == "check" and not peer_gone(conn.fd)):
             return True
         if verdict == "shed":
-            loop.poller.call_soon(loop.shed, conn, "shed_queue_timeout", waited)
+            host.shed(conn, "shed_queue_timeout", waited)
             return False
         conn.broken = True  # nobody can read an answer: the app never sees the request
         if self.stats is not None:
             self.stats.count("client_gone")
         self.record(conn, conn.h1.request, 499, waited, 0, 0)  # nginx's "client closed request"
-        loop.poller.call_soon(loop.resume, conn, True)
+        host.hand_back(conn, True)
         return False
 
     def _serve_all(self, conn: Conn) -> bool:
@@ -100,7 +101,9 @@ class Runner:
             if conn.broken or not h1.keep_alive:
                 return True
             h1.start_next_cycle()
-            if conn.file_left:  # the loop sends that file, then reads on (pipelined bytes are kept)
+            if (
+                conn.out.file_left
+            ):  # the loop sends that file, then reads on (pipelined bytes are kept)
                 return False
             try:
                 event = h1.next_event()
@@ -115,8 +118,8 @@ class Runner:
                 return False
             if type(event) is not Request:  # ConnectionClosed
                 return True
-            conn.loop.count_request(conn)
-            if conn.loop.reads_body_first(event):
+            conn.host.begin_request(conn)
+            if reads_body_first(event):
                 return False  # the loop reads its body, so a slow body holds no thread
 
     def _serve_one(self, conn: Conn, request: Request) -> bool:

@@ -2,7 +2,7 @@
 
 The pool never grows: ``size`` threads are started once. The queue holds at most one entry per connection
 (a connection is queued only while the loop has handed it off), so its length is bounded by
-``--max-connections``. Shutdown puts one sentinel per thread.
+``--max-connections``. The threads are daemons: they end with the worker process.
 """
 
 from __future__ import annotations
@@ -14,8 +14,6 @@ from collections.abc import Callable
 from typing import Any
 
 log = logging.getLogger("webcluster.error")
-
-_STOP = object()
 
 
 class ThreadPool:
@@ -51,10 +49,7 @@ class ThreadPool:
         get = self._queue.get
         lock = self._busy_lock
         while True:
-            item = get()
-            if item is _STOP:
-                return
-            fn, arg = item
+            fn, arg = get()
             with lock:
                 self._busy += 1
             try:
@@ -64,10 +59,3 @@ class ThreadPool:
             finally:
                 with lock:
                     self._busy -= 1
-
-    def shutdown(self, timeout: float | None = None) -> None:
-        """Stop every thread after the tasks already queued; wait up to ``timeout`` in total."""
-        for _ in self._threads:
-            self._queue.put(_STOP)
-        for t in self._threads:
-            t.join(timeout)

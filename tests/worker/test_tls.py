@@ -186,7 +186,6 @@ def serve_tls(
     finally:
         loop.stop(graceful=False)
         t.join(5)
-        pool.shutdown(1)
         lsock.close()
 
 

@@ -258,13 +258,13 @@ def test_a_saturated_pool_sheds_its_queue_and_accepts_nothing_until_it_recovers(
             "len(srv.loop.runner.watch.queued) == 1",
             lambda: len(srv.loop.runner.watch.queued) == 1,
         )
-        srv.loop.poller.call_soon(srv.loop.set_saturated, True)
+        srv.loop.poller.call_soon(srv.loop.shedding.set_saturated, True)
         assert read_response(queued)[0] == 503
         waiting = _send(srv, "/waiting")  # the kernel completes the handshake; nobody accepts it
         waiting.settimeout(0.3)
         with pytest.raises(TimeoutError):
             waiting.recv(1)
-        srv.loop.poller.call_soon(srv.loop.set_saturated, False)
+        srv.loop.poller.call_soon(srv.loop.shedding.set_saturated, False)
         gate.release.set()
         waiting.settimeout(10)
         assert read_response(blocker)[0] == 200

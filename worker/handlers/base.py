@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
+from worker.http.errors import LocalProtocolError
 from worker.http.events import Request
 
 
@@ -62,3 +63,18 @@ class ClientDisconnected(ConnectionError):
 
     Not an application error: handlers stop, call the app iterable's close(), and do not log a traceback.
     """
+
+
+READ_BLOCK = 65536
+
+
+def copy_file(file: BinaryIO, offset: int, count: int, write: Callable[[bytes], None]) -> None:
+    """The read-and-write fallback where ``sendfile`` cannot be used (TLS): ``count`` bytes of ``file``
+    from ``offset``, in blocks. Raises LocalProtocolError if the file is shorter than that."""
+    file.seek(offset)
+    while count > 0:
+        block = file.read(min(READ_BLOCK, count))
+        if not block:
+            raise LocalProtocolError("file shorter than announced")
+        write(block)
+        count -= len(block)

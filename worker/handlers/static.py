@@ -32,14 +32,14 @@ from email.utils import formatdate, mktime_tz, parsedate_tz
 from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
 
-from worker.handlers.base import Exchange
+from worker.handlers.base import Exchange, copy_file
 from worker.handlers.target import split_target
+from worker.http.errors import LocalProtocolError
 from worker.http.events import Request
 from worker.http.writers import REASONS
 
 log = logging.getLogger("webcluster.error")
 
-_BLOCK_SIZE = 65536
 _ALLOWED_METHODS = "GET, HEAD"
 _EXTRA_TYPES = {
     ".js": "text/javascript",  # RFC 9239
@@ -231,16 +231,12 @@ def _send_body(exchange: Exchange, file: BinaryIO, offset: int, count: int) -> b
     try:
         if exchange.can_sendfile:
             exchange.sendfile(file, offset, count)
-            return True
-        file.seek(offset)
-        while count > 0:
-            block = file.read(min(_BLOCK_SIZE, count))
-            if not block:  # the file shrank under us: the promised length cannot be kept
-                log.warning("file %s shrank while being sent", getattr(file, "name", "?"))
-                exchange.abort()
-                return False
-            exchange.write(block)
-            count -= len(block)
+        else:
+            copy_file(file, offset, count, exchange.write)
+    except LocalProtocolError:  # the file shrank under us: the promised length cannot be kept
+        log.warning("file %s shrank while being sent", getattr(file, "name", "?"))
+        exchange.abort()
+        return False
     except OSError as exc:  # client went away (EPIPE, ECONNRESET, send timeout) or a read error
         log.debug("static response aborted: %r", exc)
         exchange.abort()

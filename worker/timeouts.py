@@ -1,0 +1,125 @@
+"""What happens when a connection's deadline passes (loop thread).
+
+One ``DeadlineQueue`` per kind of timeout (``worker.timers``): head read (408, or a plain close for a
+connection that never sent a byte), request body (408), keep-alive idle, send (a client that stopped
+reading), linger after an error response, and the idle grace while draining. An entry acts only if its
+connection is still live and has not changed state since (same token, ``Loop.enter``).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from worker.http.errors import RemoteProtocolError
+from worker.outqueue import reset_on_close, unsent_bytes
+from worker.timers import DeadlineQueue
+from worker.transport import LoopSettings, State
+
+if TYPE_CHECKING:
+    from worker.connection import Conn
+    from worker.loop import Loop
+
+log = logging.getLogger("webcluster.error")
+
+HANDSHAKING, READING, BODY, BUSY = State.HANDSHAKING, State.READING, State.BODY, State.BUSY
+PROXY_HEADER = State.PROXY_HEADER
+FLUSHING, LINGERING = State.FLUSHING, State.LINGERING
+
+
+class Timeouts:
+    """The loop's deadline queues and what each does when an entry expires."""
+
+    def __init__(self, settings: LoopSettings, loop: Loop, queue_timeout: float = 0.0) -> None:
+        self._loop = loop
+        self.header = DeadlineQueue(settings.header_timeout)
+        self.body = DeadlineQueue(settings.body_timeout)
+        self.idle = DeadlineQueue(settings.keepalive)
+        self.send = DeadlineQueue(settings.send_timeout)
+        self.linger = DeadlineQueue(settings.linger_timeout)
+        self.drain = DeadlineQueue(settings.drain_idle_grace)
+        self._queues = (
+            (self.header, self._on_header_timeout),
+            (self.body, self._on_body_timeout),
+            (self.idle, self._on_idle_timeout),
+            (self.send, self._on_send_timeout),
+            (self.linger, self._on_linger_timeout),
+            (self.drain, self._on_idle_timeout),
+        )
+        # --queue-timeout: a request still waiting for a thread is answered 503 (worker.watchdog).
+        self.queue = DeadlineQueue(queue_timeout)
+        if queue_timeout:
+            self._queues += ((self.queue, self._on_queue_timeout),)
+
+    def next_deadline(self) -> float | None:
+        """The earliest deadline over every queue (stale entries included: they only wake us early)."""
+        deadlines = [d for q, _ in self._queues if (d := q.next_deadline()) is not None]
+        return min(deadlines) if deadlines else None
+
+    def run(self, now: float, live: dict[int, Any]) -> None:
+        """Pop every due entry; act on its connection if that is still live with the entry's token."""
+        for queue, action in self._queues:
+            deadline = queue.next_deadline()
+            if deadline is not None and deadline <= now:
+                for serial, token in queue.expired(now):
+                    conn = live.get(serial)
+                    if conn is not None and conn.token == token:
+                        action(conn)
+
+    def _on_header_timeout(self, conn: Conn) -> None:
+        loop = self._loop
+        if conn.state is not READING:
+            if conn.state is HANDSHAKING:
+                loop.close(conn)  # no TLS session yet, so no channel for a 408
+            elif conn.state is PROXY_HEADER:
+                loop.close(conn)
+                loop.preamble.rejected(None, f"no PROXY header in time from {conn.remote[0]}")
+            return
+        if conn.idle and not conn.h1.trailing_data[0]:
+            # A connection that never sent a byte gets no 408 (nginx does the same).
+            loop.close(conn)
+        else:
+            loop.fail(conn, RemoteProtocolError("request head timeout", 408))
+
+    def _on_body_timeout(self, conn: Conn) -> None:
+        loop = self._loop
+        if conn.state is BODY:
+            loop.fail(conn, RemoteProtocolError("request body timeout", 408))
+
+    def _on_idle_timeout(self, conn: Conn) -> None:
+        loop = self._loop
+        if conn.state is not READING or not conn.idle:
+            return
+        # The idle timer starts when the response is in the kernel, not when the client has it. A slow
+        # reader may still be reading megabytes; closing now would race its next request (it would see
+        # a reset). While the send queue still holds bytes and shrinks, give it another period.
+        unacked = unsent_bytes(conn.sock)
+        if unacked and unacked != conn.last_unsent:
+            conn.last_unsent = unacked
+            loop.enter(conn, READING, self.idle)
+            return
+        loop.close(conn)
+
+    def _on_send_timeout(self, conn: Conn) -> None:
+        loop = self._loop
+        if conn.state is not FLUSHING:
+            return
+        now = loop.clock()
+        if conn.out.file_left and now - conn.out.sent_at < self.send.duration:
+            # A file goes out as long as the client takes some of it every --send-timeout
+            # (checked once per period, so it is dropped 1-2 periods after it stops).
+            loop.enter(conn, FLUSHING, self.send, now)
+            return
+        reset_on_close(conn.fd)  # drop what the kernel still holds for it
+        log.info("closing %s: client did not read its response within --send-timeout", conn.remote)
+        loop.close(conn)
+
+    def _on_linger_timeout(self, conn: Conn) -> None:
+        loop = self._loop
+        if conn.state is LINGERING:
+            loop.close(conn)
+
+    def _on_queue_timeout(self, conn: Conn) -> None:
+        loop = self._loop
+        if conn.state is BUSY:  # still queued, unless a thread claimed it: then the claim fails
+            loop.shedding.on_queue_timeout(conn)
