@@ -1,0 +1,236 @@
+"""The loop's deadlines, driven by an injected clock and poller: no sleeps, no waiting for real time.
+
+``Loop(clock=..., poller=...)``: the clock is a ``FakeClock`` the test moves forward; the poller is the real
+epoll ``Poller`` that never blocks (it records the timeout the loop asked for and polls with 0), and the
+pool runs each request inline on the loop thread. ``Loop.step`` is one pass of the loop, so a test decides
+exactly when events are handled and timers run. Sockets are real loopback connections.
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from worker.handlers.base import Exchange
+from worker.loop import Loop, LoopSettings
+from worker.poller import Poller
+from worker.runner import Runner
+from worker.transport import State
+
+pytestmark = pytest.mark.timeout(30)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+class NoWaitPoller(Poller):
+    """The real epoll set, but ``poll`` never sleeps; the timeouts the loop asked for are kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[float] = []
+
+    def poll(self, timeout):
+        self.asked.append(timeout)
+        return super().poll(0)
+
+
+class InlinePool:
+    """Runs each request at once on the caller's (the loop's) thread."""
+
+    size, busy, queued = 1, 0, 0
+
+    def submit(self, fn, arg) -> None:
+        fn(arg)
+
+
+def hello(ex: Exchange) -> None:
+    ex.start_response(200, "OK", [("Content-Length", "5")])
+    ex.write(b"hello")
+
+
+class Harness:
+    def __init__(self, **settings) -> None:
+        self.lsock = socket.socket()
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.clock = FakeClock()
+        self.poller = NoWaitPoller()
+        self.loop = Loop([self.lsock], Runner(hello, None, None), InlinePool(),
+                         LoopSettings(**settings), poller=self.poller, clock=self.clock)  # fmt: skip
+        self.loop.acceptor.start()
+        self.clients: list[socket.socket] = []
+
+    def connect(self) -> socket.socket:
+        c = socket.create_connection(self.lsock.getsockname())  # blocking: MSG_DONTWAIT reads
+        self.clients.append(c)
+        self.settle()
+        return c
+
+    def settle(self, passes: int = 6) -> None:
+        """A few loop passes at the current (frozen) time: events in flight get handled."""
+        for _ in range(passes):
+            self.loop.step()
+
+    def later(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+        self.settle()
+
+    def conn(self):
+        (conn,) = self.loop._conns.values()
+        return conn
+
+    def close(self) -> None:
+        self.loop.close_all()
+        for c in self.clients:
+            c.close()
+        self.lsock.close()
+
+
+@pytest.fixture
+def harness():
+    made: list[Harness] = []
+
+    def make(**settings) -> Harness:
+        made.append(Harness(**settings))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def pending(c: socket.socket) -> bytes | None:
+    """What the server sent so far without waiting (b"" at EOF, None when nothing is there yet).
+
+    The client ACKs at once (TCP_QUICKACK): the keep-alive timer looks at unacknowledged bytes, and in
+    frozen time a delayed ACK would never come."""
+    c.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+    try:
+        return c.recv(65536, socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return None
+
+
+def test_idle_keep_alive_connection_closes_exactly_at_the_keepalive_timeout(harness):
+    h = harness(keepalive=5.0)
+    c = h.connect()
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.settle()
+    assert pending(c).endswith(b"\r\n\r\nhello")
+    assert h.conn().state is State.READING and h.conn().idle
+    h.later(4.9)
+    assert pending(c) is None and len(h.loop._conns) == 1
+    h.later(0.2)
+    assert pending(c) == b"" and not h.loop._conns
+
+
+def test_a_new_request_restarts_the_keepalive_period(harness):
+    h = harness(keepalive=5.0)
+    c = h.connect()
+    for _ in range(3):  # each request 4 s after the last: never idle for 5 s
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.settle()
+        assert pending(c).endswith(b"hello")
+        h.later(4.0)
+    assert len(h.loop._conns) == 1
+    h.later(1.1)
+    assert pending(c) == b""
+
+
+def test_half_sent_head_gets_408_at_the_header_timeout_then_lingers(harness):
+    h = harness(header_timeout=10.0, linger_timeout=2.0)
+    c = h.connect()
+    c.sendall(b"GET / HTTP/1.1\r\nHost:")
+    h.settle()
+    h.later(9.9)
+    assert pending(c) is None
+    h.later(0.2)
+    answer = pending(c)
+    assert answer.startswith(b"HTTP/1.1 408 ") and b"connection: close" in answer.lower()
+    # Our write side is shut (the client reads EOF after the 408), but the socket lingers so unread
+    # input cannot turn the close into a reset (RFC 9112 §9.6), for at most --linger-timeout.
+    assert pending(c) == b""
+    assert h.conn().state is State.LINGERING
+    h.later(1.9)
+    assert h.conn().state is State.LINGERING
+    h.later(0.2)
+    assert not h.loop._conns
+
+
+def test_lingering_ends_as_soon_as_the_client_closes(harness):
+    h = harness(header_timeout=10.0, linger_timeout=2.0)
+    c = h.connect()
+    c.sendall(b"GET / HTTP/1.1\r\nHost:")
+    h.settle()
+    h.later(10.1)
+    assert h.conn().state is State.LINGERING
+    c.shutdown(socket.SHUT_WR)
+    h.settle()
+    assert not h.loop._conns
+
+
+def test_connection_that_never_sends_a_byte_is_closed_without_a_408(harness):
+    h = harness(header_timeout=10.0)
+    c = h.connect()
+    h.later(10.1)
+    assert pending(c) == b"" and not h.loop._conns
+
+
+def test_body_preread_gets_408_at_the_body_timeout(harness):
+    h = harness(body_timeout=30.0, header_timeout=10.0)
+    c = h.connect()
+    c.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+    h.settle()
+    assert h.conn().state is State.BODY  # the loop holds it: no thread for a slow body
+    h.later(29.9)  # past the header timeout, which no longer applies
+    assert pending(c) is None
+    h.later(0.2)
+    assert pending(c).startswith(b"HTTP/1.1 408 ")
+
+
+def test_poll_waits_until_the_nearest_deadline_and_at_most_the_tick(harness):
+    h = harness(keepalive=0.25, header_timeout=10.0)
+    assert h.loop.poll_timeout(h.clock.now) == 1.0  # nothing due: the 1 s stats tick
+    c = h.connect()
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.settle()
+    assert pending(c).endswith(b"hello")
+    h.loop.step()
+    assert h.poller.asked[-1] == pytest.approx(0.25)  # the idle deadline, not the 10 s head one
+
+
+def test_graceful_stop_closes_idle_connections_after_the_grace(harness):
+    h = harness(keepalive=5.0, drain_idle_grace=1.0)
+    c = h.connect()
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.settle()
+    assert pending(c).endswith(b"hello")
+    h.loop.stop(graceful=True)
+    h.settle()
+    assert h.loop.stopping and pending(c) is None
+    h.later(1.1)
+    assert pending(c) == b"" and not h.loop._conns
+    assert h.loop.step() is False  # drained: the loop ends
+
+
+def test_a_stale_timer_entry_does_nothing_after_the_state_changed(harness):
+    # The head timer of a request that completed must not fire while its connection is idle.
+    h = harness(keepalive=20.0, header_timeout=10.0)
+    c = h.connect()
+    c.sendall(b"GET / HTTP/1.1\r\n")
+    h.settle()
+    c.sendall(b"Host: x\r\n\r\n")
+    h.settle()
+    assert pending(c).endswith(b"hello")
+    h.later(10.5)  # the old head deadline passes
+    assert pending(c) is None and len(h.loop._conns) == 1
