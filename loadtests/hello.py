@@ -8,6 +8,9 @@ For the static-file scenarios, servers without a file handler of their own (guni
 waitress reads it in blocks). The directory is ``$HELLO_STATIC_ROOT``; only plain file names directly in it
 are served. webcluster serves the same directory with its own static handler (``--static /static=DIR``) and
 nginx with ``alias``.
+
+``/flask/json`` is a small Flask application (imported on first use, so the other scenarios do not carry
+Flask): a JSON document of about 1.5 KiB, as a typical API endpoint returns.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ BODY = b"Hello, World!"
 _HEADERS = [("Content-Type", "text/plain"), ("Content-Length", str(len(BODY)))]
 _NOT_FOUND = b"not found\n"
 _STATIC_PREFIX = "/static/"
+_FLASK_PREFIX = "/flask/"
+_flask_app: Any = None
 
 
 def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
@@ -27,6 +32,8 @@ def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable
     path = environ.get("PATH_INFO", "/")
     if path.startswith(_STATIC_PREFIX):
         return _static(environ, start_response, path[len(_STATIC_PREFIX) :])
+    if path.startswith(_FLASK_PREFIX):
+        return (_flask_app or _make_flask_app())(environ, start_response)
     start_response("200 OK", list(_HEADERS))
     return [BODY]
 
@@ -57,3 +64,22 @@ def _blocks(f: Any) -> Iterable[bytes]:
     with f:
         while block := f.read(65536):
             yield block
+
+
+def _make_flask_app() -> Any:
+    global _flask_app
+    from flask import Flask, jsonify
+
+    flask_app = Flask("hello")
+    items = [
+        {"id": i, "name": f"item number {i}", "price": round(9.99 + i * 1.25, 2), "in_stock": i % 3 != 0,
+         "tags": ["alpha", "beta"] if i % 2 else ["gamma"]}
+        for i in range(18)
+    ]  # fmt: skip
+
+    @flask_app.get("/flask/json")
+    def json_items() -> Any:
+        return jsonify(items=items, count=len(items), page=1)
+
+    _flask_app = flask_app
+    return flask_app

@@ -1,4 +1,5 @@
-"""``python -m loadtests.bench``: webcluster vs gunicorn (gthread) vs waitress (vs nginx for static files).
+"""``python -m loadtests.bench``: webcluster vs gunicorn (gthread), waitress, granian (WSGI) and uWSGI, with
+nginx as the ceiling for static files and TLS.
 
 Examples::
 
@@ -33,7 +34,7 @@ from loadtests.bench.report import (
     to_json,
     write_section,
 )
-from loadtests.bench.servers import SERVERS, ServerConfig
+from loadtests.bench.servers import SERVERS, TLS_SERVERS, ServerConfig
 from loadtests.bench.wrk import have_wrk
 
 REPO = Path(__file__).resolve().parents[2]
@@ -66,6 +67,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma list: "
         + ", ".join(f"{k} ({v.title})" for k, v in SCENARIOS.items())
         + ", idle",
+    )
+    p.add_argument(
+        "--granian-threads",
+        type=int,
+        default=1,
+        help="granian --blocking-threads per worker (1 was its fastest WSGI setting on this machine)",
     )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
@@ -128,9 +135,15 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="webcluster-bench-") as tmp:
         work = Path(tmp)
         suites.make_static_files(work / "static")
-        cfg = ServerConfig(args.procs, args.threads, work / "static", work)
+        tls = any(SCENARIOS[s].tls for s in wrk_scenarios)
+        cfg = ServerConfig(args.procs, args.threads, work / "static", work,
+                           granian_threads=args.granian_threads,
+                           cert=suites.make_certificate(work) if tls else None)  # fmt: skip
+        servers = list(args.servers)
+        if tls:  # the same servers again with TLS, for the TLS scenarios
+            servers += [f"{s}-tls" for s in args.servers if s in TLS_SERVERS]
         if wrk_scenarios:
-            plan = suites.WrkPlan(args.servers, wrk_scenarios, args.rounds, args.duration,
+            plan = suites.WrkPlan(servers, wrk_scenarios, args.rounds, args.duration,
                                   args.warmup, args.wrk_threads)  # fmt: skip
             runs, facts = suites.run_wrk_suite(plan, cfg, say)
             meta.update(facts)
@@ -192,7 +205,8 @@ def _header(meta: dict[str, Any]) -> str:
         f"Measured {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs ({m['cpu_model']}), a machine "
         f"shared with other jobs (load average {m['loadavg']:.1f} at start, "
         f"{meta.get('loadavg_end', float('nan')):.1f} at end). Python {m['python']}, {m['wrk']}, "
-        f"gunicorn {m['gunicorn'].split()[-1]}, waitress {m['waitress']}, {m['nginx']}.\n\n"
+        f"gunicorn {m['gunicorn'].split()[-1]}, waitress {m['waitress']}, granian {m.get('granian', '?')}, "
+        f"uWSGI {m.get('uwsgi', '?')}, {m['nginx']}.\n\n"
         f"Command: `{meta['argv']}`"
     )
 
@@ -200,6 +214,13 @@ def _header(meta: dict[str, Any]) -> str:
 def _wrk_markdown(args: argparse.Namespace, summaries: list, meta: dict[str, Any]) -> str:
     rel = args.plot.relative_to(REPO) if args.plot.is_relative_to(REPO) else args.plot
     idle_mem = meta.get("idle_memory", {})
+    final_mem = meta.get("final_memory", {})
+    final_lines = [
+        f"- {name}: tree PSS {v['tree']['pss'] / 2**20:.1f} MiB; per worker RSS "
+        + ", ".join(f"{w['rss'] / 2**20:.1f}" for w in v["workers"])
+        + " MiB"
+        for name, v in final_mem.items()
+    ]
     mem_lines = [
         f"- {name}: tree PSS {v['tree']['pss'] / 2**20:.1f} MiB; per worker RSS "
         + ", ".join(f"{w['rss'] / 2**20:.1f}" for w in v["workers"])
@@ -219,7 +240,8 @@ def _wrk_markdown(args: argparse.Namespace, summaries: list, meta: dict[str, Any
             "",
             "Every row is the median of the rounds (min–max of requests/s beside it); errors are summed over"
             " the rounds (non-2xx + socket errors); CPU is what the server's whole process tree used during"
-            " one run (in cores = CPU s / run length); PSS is summed over the tree right after the run.",
+            " one run (psutil, user + system of every process; in cores = CPU s / run length), and CPU µs/req"
+            " is that divided by the requests wrk counted; PSS is summed over the tree right after the run.",
             "",
             results_table(summaries, meta["duration"]),
             "",
@@ -229,6 +251,11 @@ def _wrk_markdown(args: argparse.Namespace, summaries: list, meta: dict[str, Any
             "",
             *mem_lines,
             "",
+            *(
+                ["Memory of each server after the whole matrix:", "", *final_lines, ""]
+                if final_lines
+                else []
+            ),
             "Servers (PORT: a free port picked per run; WORKDIR: the run's temporary directory, whose `static/` holds `4k.bin` and `1m.bin`, 4 KiB and 1 MiB):",
             "",
             *cmds,

@@ -131,8 +131,11 @@ class _Opener:
             if err:
                 self._drop(fd, errno.errorcode.get(err, str(err)))
                 return
+            # The time is taken before the send: a lower bound of when the server starts its idle
+            # timer even if this thread is preempted right after the send (a loaded machine).
+            t_sent = time.monotonic()
             s.send(REQUEST)  # 31 bytes into an empty socket buffer: never partial
-            self.pending[fd] = (s, time.monotonic(), buf)
+            self.pending[fd] = (s, t_sent, buf)
             self.ep.modify(fd, select.EPOLLIN)
             return
         try:

@@ -25,6 +25,9 @@ class Scenario:
     connections: int
     close: bool = False
     static: bool = False  # nginx takes part (as the ceiling)
+    tls: bool = (
+        False  # https, against the NAME-tls servers (nginx's "/" answers "Hello, World!" itself)
+    )
 
 
 SCENARIOS: dict[str, Scenario] = {
@@ -34,6 +37,9 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("ka64", "hello, keep-alive, 64 conns", "/", 64),
         Scenario("ka256", "hello, keep-alive, 256 conns", "/", 256),
         Scenario("close64", "hello, Connection: close, 64 conns", "/", 64, close=True),
+        Scenario("flask64", "Flask JSON (1.5 KiB), keep-alive, 64 conns", "/flask/json", 64),
+        Scenario("tls64", "hello over TLS, keep-alive, 64 conns", "/", 64, tls=True),
+        Scenario("static13", "static 13-byte file, keep-alive, 64 conns", "/static/13b.txt", 64, static=True),
         Scenario("static4k", "static 4 KiB file, keep-alive, 64 conns", "/static/4k.bin", 64, static=True),
         Scenario("static1m", "static 1 MiB file, keep-alive, 64 conns", "/static/1m.bin", 64, static=True),
     )
@@ -54,7 +60,7 @@ class Run:
     non_2xx: int
     socket_errors: int
     error_detail: str
-    cpu_s: float  # CPU seconds the server's process tree used during the run
+    cpu_s: float  # CPU seconds the server's process tree used during the run (psutil, whole tree)
     pss: int  # bytes, summed over the tree, right after the run
     rss: int
 
@@ -76,6 +82,7 @@ class Summary:
     cpu_s: float
     pss: int
     rss: int
+    cpu_us: float = float("nan")  # median over rounds of server CPU per request, microseconds
 
 
 def summarize(runs: Iterable[Run]) -> list[Summary]:
@@ -101,18 +108,34 @@ def summarize(runs: Iterable[Run]) -> list[Summary]:
                 cpu_s=med(r.cpu_s for r in rs),
                 pss=max(r.pss for r in rs),
                 rss=max(r.rss for r in rs),
+                cpu_us=med(cpu_us_per_request(r) for r in rs),
             )
         )
     order = list(SCENARIOS)
-    servers = ("webcluster", "gunicorn", "waitress", "nginx")
-    out.sort(key=lambda s: (order.index(s.scenario), servers.index(s.server)))
+    out.sort(key=lambda s: (order.index(s.scenario), _server_order(s.server)))
     return out
+
+
+ORDER = ("webcluster", "gunicorn", "waitress", "granian", "uwsgi", "nginx")
+
+
+def _server_order(name: str) -> int:
+    return ORDER.index(name.removesuffix("-tls"))
+
+
+def is_ours(name: str) -> bool:
+    return name in ("webcluster", "webcluster-tls")
+
+
+def cpu_us_per_request(r: Run) -> float:
+    """Server CPU (whole process tree) per answered request, in microseconds."""
+    return r.cpu_s / r.requests * 1e6 if r.requests else float("nan")
 
 
 def ratio(summaries: list[Summary], s: Summary) -> float | None:
     """webcluster's median requests/s divided by ``s``'s, in the same scenario."""
     for w in summaries:
-        if w.scenario == s.scenario and w.server == "webcluster" and s.rps > 0:
+        if w.scenario == s.scenario and is_ours(w.server) and s.rps > 0:
             return w.rps / s.rps
     return None
 
@@ -125,24 +148,25 @@ def results_table(summaries: list[Summary], duration: float) -> str:
     """The markdown table: one row per scenario and server."""
     lines = [
         "| scenario | server | req/s (median) | min–max | webcluster ÷ server | p50 ms | p99 ms "
-        "| errors | CPU s per run (cores) | PSS MiB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| errors | CPU s per run (cores) | CPU µs/req | PSS MiB |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summaries:
         r = ratio(summaries, s)
-        ratio_text = "—" if s.server == "webcluster" or r is None else f"{r:.2f}×"
+        ratio_text = "—" if is_ours(s.server) or r is None else f"{r:.2f}×"
         errors = str(s.errors) + (f" ({s.error_detail})" if s.error_detail else "")
         lines.append(
             f"| {SCENARIOS[s.scenario].title} | {s.server} | {s.rps:,.0f} | "
             f"{s.rps_min:,.0f}–{s.rps_max:,.0f} | {ratio_text} | {_fmt_ms(s.p50_ms)} | "
             f"{_fmt_ms(s.p99_ms)} | {errors} | {s.cpu_s:.1f} ({s.cpu_s / duration:.2f}) | "
-            f"{s.pss / MIB:.0f} |"
+            f"{s.cpu_us:.0f} | {s.pss / MIB:.0f} |"
         )
     return "\n".join(lines)
 
 
 def console_table(summaries: list[Summary]) -> str:
-    rows = [("scenario", "server", "req/s", "wc÷", "p50ms", "p99ms", "errors", "cpu_s", "pssMiB")]
+    rows = [("scenario", "server", "req/s", "wc÷", "p50ms", "p99ms", "errors", "cpu_s", "cpu_us",
+             "pssMiB")]  # fmt: skip
     for s in summaries:
         r = ratio(summaries, s)
         rows.append(
@@ -150,11 +174,12 @@ def console_table(summaries: list[Summary]) -> str:
                 s.scenario,
                 s.server,
                 f"{s.rps:,.0f}",
-                "-" if s.server == "webcluster" or r is None else f"{r:.2f}",
+                "-" if is_ours(s.server) or r is None else f"{r:.2f}",
                 _fmt_ms(s.p50_ms),
                 _fmt_ms(s.p99_ms),
                 str(s.errors),
                 f"{s.cpu_s:.1f}",
+                f"{s.cpu_us:.0f}",
                 f"{s.pss / MIB:.0f}",
             )
         )
@@ -185,12 +210,13 @@ def plot(summaries: list[Summary], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     scenarios = [s for s in SCENARIOS if any(x.scenario == s for x in summaries)]
-    servers = [v for v in ("webcluster", "gunicorn", "waitress", "nginx")
-               if any(x.server == v for x in summaries)]  # fmt: skip
+    servers = sorted({x.server.removesuffix("-tls") for x in summaries}, key=ORDER.index)
     colors = {
         "webcluster": "#1f77b4",
         "gunicorn": "#2ca02c",
         "waitress": "#ff7f0e",
+        "granian": "#9467bd",
+        "uwsgi": "#8c564b",
         "nginx": "#7f7f7f",
     }
     fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 7), sharex=True)
@@ -199,7 +225,7 @@ def plot(summaries: list[Summary], path: Path, title: str) -> None:
         xs, rps, p99 = [], [], []
         for j, sc in enumerate(scenarios):
             for s in summaries:
-                if s.scenario == sc and s.server == server:
+                if s.scenario == sc and s.server.removesuffix("-tls") == server:
                     xs.append(j + (i - (len(servers) - 1) / 2) * width)
                     rps.append(s.rps)
                     p99.append(s.p99_ms)

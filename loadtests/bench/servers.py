@@ -10,6 +10,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -20,8 +21,10 @@ import psutil
 
 REPO = Path(__file__).resolve().parent.parent.parent
 LOADTESTS = REPO / "loadtests"
-SERVERS = ("webcluster", "gunicorn", "waitress", "nginx")
-PYTHON_SERVERS = SERVERS[:3]
+SERVERS = ("webcluster", "gunicorn", "waitress", "granian", "uwsgi", "nginx")
+PYTHON_SERVERS = SERVERS[:5]
+# Servers that also run the TLS scenario, each as a second instance "NAME-tls" with the bench certificate.
+TLS_SERVERS = ("webcluster", "gunicorn", "granian", "nginx")
 
 
 @dataclass(frozen=True)
@@ -33,21 +36,53 @@ class ServerConfig:
     static_root: Path  # files served under /static/
     workdir: Path  # logs, nginx config
     webcluster_extra: tuple[str, ...] = ()  # e.g. ("--keepalive", "75") for the idle test
+    granian_threads: int = (
+        1  # granian --blocking-threads (its fastest WSGI setting here: see BENCHMARKS.md)
+    )
+    cert: tuple[Path, Path] | None = None  # (certificate, key) for the NAME-tls servers
+
+
+def base_name(name: str) -> str:
+    """``webcluster-tls`` -> ``webcluster``."""
+    return name.removesuffix("-tls")
 
 
 def command(name: str, port: int, cfg: ServerConfig) -> list[str]:
-    """The command line that starts ``name`` on 127.0.0.1:``port`` (cwd: the repository root)."""
+    """The command line that starts ``name`` on 127.0.0.1:``port`` (cwd: the repository root).
+
+    Every server runs as a user would start it: its defaults, plus processes, threads, bind and the app.
+    ``NAME-tls`` is the same server with the bench certificate."""
     bind = f"127.0.0.1:{port}"
+    tls = name.endswith("-tls")
+    cert, key = (str(p) for p in cfg.cert) if tls and cfg.cert else ("", "")
+    name = base_name(name)
     if name == "webcluster":
         return [
             sys.executable, "supervisor.py", "--procs", str(cfg.procs), "--threads", str(cfg.threads),
             "--app", "hello:app", "--chdir", "loadtests", "--static", f"/static={cfg.static_root}",
-            "--bind", bind, "--admin", "off", *cfg.webcluster_extra,
+            "--bind", bind, "--admin", "127.0.0.1:0", *cfg.webcluster_extra,
+            *(["--certfile", cert, "--keyfile", key] if tls else []),
         ]  # fmt: skip
     if name == "gunicorn":
         return [
             sys.executable, "-m", "gunicorn", "-w", str(cfg.procs), "-k", "gthread",
             "--threads", str(cfg.threads), "--chdir", "loadtests", "-b", bind, "hello:app",
+            *(["--certfile", cert, "--keyfile", key] if tls else []),
+        ]  # fmt: skip
+    if name == "granian":
+        return [
+            sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(cfg.procs),
+            "--blocking-threads", str(cfg.granian_threads), "--host", "127.0.0.1", "--port", str(port),
+            "--no-access-log", *(["--ssl-certificate", cert, "--ssl-keyfile", key] if tls else []),
+            "hello:app",
+        ]  # fmt: skip
+    if name == "uwsgi":
+        # --http-socket: uWSGI's own HTTP parser in each worker, no router process; it closes every
+        # connection after its response, so it takes part in the Connection: close scenarios only.
+        return [
+            "uwsgi", "--http-socket", bind, "--master", "--processes", str(cfg.procs),
+            "--threads", str(cfg.threads), "--pythonpath", "loadtests", "--module", "hello:app",
+            "--disable-logging", "--die-on-term", "--need-app",
         ]  # fmt: skip
     if name == "waitress":
         # waitress is one process by design: it gets --threads, and no --procs equivalent exists
@@ -56,13 +91,13 @@ def command(name: str, port: int, cfg: ServerConfig) -> list[str]:
             "hello:app",
         ]  # fmt: skip
     if name == "nginx":
-        conf = _nginx_conf(port, cfg)
+        conf = _nginx_conf(port, cfg, tls)
         return ["nginx", "-p", str(cfg.workdir), "-e", str(cfg.workdir / "nginx-error.log"),
                 "-c", str(conf)]  # fmt: skip
     raise ValueError(f"unknown server {name!r}")
 
 
-def _nginx_conf(port: int, cfg: ServerConfig) -> Path:
+def _nginx_conf(port: int, cfg: ServerConfig, tls: bool = False) -> Path:
     """nginx with the machine's best static settings: sendfile, no access log, worker_processes=procs."""
     work = cfg.workdir
     user = (
@@ -73,6 +108,8 @@ def _nginx_conf(port: int, cfg: ServerConfig) -> Path:
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
     )
     conf = work / f"nginx-{port}.conf"
+    tls_conf = (f"\n        ssl_certificate {cfg.cert[0]};\n        ssl_certificate_key {cfg.cert[1]};"
+                if tls and cfg.cert else "")  # fmt: skip
     conf.write_text(
         f"""daemon off;
 master_process on;
@@ -88,7 +125,7 @@ http {{
     keepalive_requests 1000;
     default_type application/octet-stream;
 {temps}    server {{
-        listen 127.0.0.1:{port} backlog=2048;
+        listen 127.0.0.1:{port}{" ssl" if tls else ""} backlog=2048;{tls_conf}
         location /static/ {{ alias {cfg.static_root}/; }}
         location / {{ return 200 "Hello, World!"; }}
     }}
@@ -137,7 +174,11 @@ class Server:
         self.processes()  # remember the tree for stop()
 
     def _probe(self) -> bool:
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+        if self.name.endswith("-tls"):
+            ctx = ssl._create_unverified_context()  # the bench's self-signed certificate
+            conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=2, context=ctx)
+        else:
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
         try:
             conn.request("GET", "/", headers={"Connection": "close"})
             return conn.getresponse().status == 200

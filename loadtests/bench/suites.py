@@ -40,6 +40,19 @@ def make_static_files(root: Path) -> None:
     block = bytes(range(256)) * 16  # 4 KiB
     (root / "4k.bin").write_bytes(block)
     (root / "1m.bin").write_bytes(block * 256)
+    (root / "13b.txt").write_bytes(b"Hello, World!")
+
+
+def make_certificate(workdir: Path) -> tuple[Path, Path]:
+    """A self-signed P-256 certificate for 127.0.0.1/localhost (PKCS#8 key, which granian needs)."""
+    cert, key = workdir / "cert.pem", workdir / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "2", "-subj", "/CN=localhost",
+         "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return cert, key
 
 
 def display(argv: list[str], workdir: Path | None = None) -> str:
@@ -47,6 +60,12 @@ def display(argv: list[str], workdir: Path | None = None) -> str:
     for the run's temporary directory (static files in WORKDIR/static, nginx config and logs)."""
     text = shlex.join(["python" if a == sys.executable else a for a in argv])
     return text.replace(str(workdir), "WORKDIR") if workdir is not None else text
+
+
+def shown_command(name: str, cfg: ServerConfig) -> str:
+    """The command as BENCHMARKS.md shows it: PORT for the port, WORKDIR for the temporary directory;
+    webcluster's admin listener takes any free port (``:0``)."""
+    return display(command(name, 54321, cfg), cfg.workdir).replace("54321", "PORT")
 
 
 @contextlib.contextmanager
@@ -66,8 +85,22 @@ def started(names: list[str], cfg: ServerConfig, say: Say) -> Iterator[dict[str,
 
 
 def participants(scenario: str, servers: list[str]) -> list[str]:
-    """nginx runs only the static scenarios (it serves no WSGI app)."""
-    return [s for s in servers if s != "nginx" or SCENARIOS[scenario].static]
+    """Who runs a scenario: nginx only the static files and TLS (it serves no WSGI app; its "/" answers
+    the same 13 bytes itself), uWSGI --http-socket only Connection: close (it closes every connection),
+    the NAME-tls servers only the TLS scenarios and the others only the plain ones."""
+    sc = SCENARIOS[scenario]
+    out = []
+    for name in servers:
+        tls = name.endswith("-tls")
+        base = name.removesuffix("-tls")
+        if tls != sc.tls:
+            continue
+        if base == "nginx" and not (sc.static or sc.tls):
+            continue
+        if base == "uwsgi" and not sc.close:
+            continue
+        out.append(name)
+    return out
 
 
 def memory_of(server: Server, procs: list | None = None) -> dict[str, int]:
@@ -94,9 +127,7 @@ def run_wrk_suite(plan: WrkPlan, cfg: ServerConfig, say: Say) -> tuple[list[Run]
             conf = (cfg.workdir / f"nginx-{servers['nginx'].port}.conf").read_text()
             facts["nginx_conf"] = conf.replace(str(cfg.workdir), "WORKDIR")
         for name, server in servers.items():
-            facts["commands"][name] = display(command(name, 0, cfg), cfg.workdir).replace(
-                ":0", ":PORT"
-            )
+            facts["commands"][name] = shown_command(name, cfg)
             workers = server.workers()
             facts["idle_memory"][name] = {
                 "tree": memory_of(server),
@@ -113,19 +144,29 @@ def run_wrk_suite(plan: WrkPlan, cfg: ServerConfig, say: Say) -> tuple[list[Run]
                     say(_progress(run, plan))
         for scenario in plan.scenarios:
             sc = SCENARIOS[scenario]
-            cmd = wrk_command("http://127.0.0.1:PORT" + sc.path, connections=sc.connections,
+            cmd = wrk_command(f"{_scheme(sc)}://127.0.0.1:PORT" + sc.path, connections=sc.connections,
                               duration=plan.duration, threads=plan.wrk_threads, close=sc.close)  # fmt: skip
             facts["wrk_commands"][scenario] = shlex.join(cmd)
+        for name, server in servers.items():  # after the whole matrix, as issue 9 measures it
+            facts.setdefault("final_memory", {})[name] = {
+                "tree": memory_of(server),
+                "workers": [memory_of(server, [w]) for w in server.workers()],
+            }
     return runs, facts
+
+
+def _scheme(sc) -> str:
+    return "https" if sc.tls else "http"
 
 
 def _warm_up(plan: WrkPlan, servers: dict[str, Server], say: Say) -> None:
     if plan.warmup <= 0:
         return
     for name, server in servers.items():
-        paths = {SCENARIOS[s].path for s in participants_of(name, plan.scenarios)}
-        for path in sorted(paths):
-            cmd = wrk_command(f"http://127.0.0.1:{server.port}{path}", connections=16,
+        urls = {f"{_scheme(SCENARIOS[s])}://127.0.0.1:{server.port}{SCENARIOS[s].path}"
+                for s in participants_of(name, plan.scenarios)}  # fmt: skip
+        for url in sorted(urls):
+            cmd = wrk_command(url, connections=16,
                               duration=plan.warmup, threads=1)  # fmt: skip
             subprocess.run(cmd, capture_output=True, timeout=plan.warmup + 30)
         say(f"warmed up {name}")
@@ -137,7 +178,7 @@ def participants_of(server: str, scenarios: list[str]) -> list[str]:
 
 def _one_run(plan: WrkPlan, server: Server, scenario: str, rnd: int) -> Run:
     sc = SCENARIOS[scenario]
-    cmd = wrk_command(f"http://127.0.0.1:{server.port}{sc.path}", connections=sc.connections,
+    cmd = wrk_command(f"{_scheme(sc)}://127.0.0.1:{server.port}{sc.path}", connections=sc.connections,
                       duration=plan.duration, threads=plan.wrk_threads, close=sc.close)  # fmt: skip
     cpu0 = server.cpu_seconds()
     res = run_wrk(cmd, timeout=plan.duration + 60)
@@ -199,7 +240,7 @@ def run_idle_suite(
             say(f"idle: {case.server} ({case.label}): opening {n} connections, holding {hold:g}s")
             result = hold_idle(server.port, n, hold, sample=sample, progress=say)
             out.append({"case": case, "result": result,
-                        "command": display(command(case.server, 0, case_cfg), cfg.workdir).replace(":0", ":PORT")})  # fmt: skip
+                        "command": shown_command(case.server, case_cfg)})  # fmt: skip
             say(idle_line(case, result))
     return out
 
@@ -264,6 +305,8 @@ def machine_facts() -> dict[str, Any]:
         "gunicorn": out([sys.executable, "-m", "gunicorn", "--version"]).rstrip(")"),
         "waitress": out([sys.executable, "-c", "import importlib.metadata as m; print(m.version('waitress'))"]),
         "nginx": out(["nginx", "-v"]),
+        "granian": out([sys.executable, "-c", "import importlib.metadata as m; print(m.version('granian'))"]),
+        "uwsgi": out(["uwsgi", "--version"]),
         "commit": out(["git", "-C", str(Path(__file__).resolve().parents[2]), "rev-parse", "--short", "HEAD"]),
         "loadavg": os.getloadavg()[0],
     }  # fmt: skip
