@@ -276,3 +276,43 @@ def run_supervisor(tmp_path_factory) -> Iterator[Callable[..., SupervisorProc]]:
     yield start
     for sup in started:
         sup.kill_all()
+
+
+# --- the fast tier starts no process -----------------------------------------------------------------
+# A test that starts a process or an external tool belongs to the ``system`` tier (tests/system/, or
+# @pytest.mark.system): here any such start from a test without the marker fails it, so
+# ``-m "not system"`` stays fast and free of outside tools.
+
+_running: list[pytest.Item] = []
+_execute_child = subprocess.Popen._execute_child  # type: ignore[attr-defined]
+_fork = os.fork
+
+
+def _check_tier(what: str) -> None:
+    if _running and _running[-1].get_closest_marker("system") is None:
+        raise AssertionError(
+            f"{_running[-1].nodeid} {what}: move it under tests/system/ or mark it @pytest.mark.system"
+        )
+
+
+def _guarded_execute_child(self, args, *rest, **kw):  # type: ignore[no-untyped-def]
+    _check_tier(f"starts a process ({args if isinstance(args, str) else args[0]})")
+    return _execute_child(self, args, *rest, **kw)
+
+
+def _guarded_fork() -> int:
+    _check_tier("forks")
+    return _fork()
+
+
+subprocess.Popen._execute_child = _guarded_execute_child  # type: ignore[attr-defined]
+os.fork = _guarded_fork
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    _running.append(item)
+    try:
+        yield
+    finally:
+        _running.pop()

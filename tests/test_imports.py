@@ -12,6 +12,7 @@ Imports inside functions count: a lazy import is still a runtime dependency.
 from __future__ import annotations
 
 import ast
+import functools
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PROJECT = {"cluster", "worker", "tests", "loadtests", "supervisor"}
 
 
+@functools.cache
 def runtime_imports(path: Path) -> list[tuple[int, str]]:
     """(line, dotted module) of every import in ``path`` outside ``if TYPE_CHECKING:`` blocks."""
     tree = ast.parse(path.read_text(), filename=str(path))
