@@ -65,6 +65,7 @@ class Arbiter:
         self._upgrade: upgrade.Upgrade | None = None  # the successor we started (USR2)
         self._handed_over = False  # the successor serves: stop without STOPPING=1 or unlinking
         self._announce = True  # READY=1 (or "ready" to the old supervisor) once the workers serve
+        self._reload_pending = False  # HUPs arrived during a reload: one more reload after it
 
     def _worker_target(self) -> WorkerTarget:
         self._target = self._target or boot.default_target()
@@ -82,11 +83,14 @@ class Arbiter:
         except BindError as exc:
             log.error("%s", exc)
             self._exit_code = 1
-        except (HooksError, StatsdError) as exc:
+        except (HooksError, StatsdError, boot.StartupError) as exc:
             log.error("%s", exc)
             self._exit_code = 2  # a setting that does not work, like any other bad setting
         except KeyboardInterrupt:  # a signal arrived before the handlers were installed
             self._exit_code = 0
+        except Exception:  # a bug: say so, and still leave no worker behind (see _cleanup)
+            log.exception("supervisor failed")
+            self._exit_code = 1
         finally:
             self._cleanup()
         return self._exit_code
@@ -101,6 +105,7 @@ class Arbiter:
         self._handoff = upgrade.take_handoff()
         self._listeners, self._target = boot.open_sockets(self.cfg, self._target, self._handoff)
         self.lifecycle.listeners = self._listeners
+        boot.check_tls(self.cfg)
         self._signals.install()
         self.workers.watch(self._signals.fileno())
         self._stats, self._admin, admin_url = boot.start_admin(
@@ -139,6 +144,9 @@ class Arbiter:
                 self._dispatch(signum)
         self.lifecycle.read_messages(ready)
         self.reap_workers()
+        if self._reload_pending and self._stop_deadline is None:
+            if not policy.reloading(self._view()):
+                self._reload()
         now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)
@@ -243,7 +251,19 @@ class Arbiter:
         self.reap_workers()
 
     def handle_hup(self) -> None:
-        """Graceful reload: re-read the config, then a new generation replaces the workers slot by slot."""
+        """Graceful reload: re-read the config, then a new generation replaces the workers slot by slot.
+
+        A HUP during a reload waits for it to finish; any number of them make one more reload, which
+        reads the config as it is then (policy.reloading)."""
+        if policy.reloading(self._view()):
+            if not self._reload_pending:
+                log.info("reload under way: reloading again when it is done")
+            self._reload_pending = True
+            return
+        self._reload()
+
+    def _reload(self) -> None:
+        self._reload_pending = False
         try:
             new = reload_config(self.cfg)
         except ConfigError as exc:

@@ -28,6 +28,16 @@ except ImportError:  # pragma: no cover
 
 log = logging.getLogger("webcluster.supervisor")
 
+# Descriptors the supervisor holds besides the per-slot ones: signal pipe, epoll, admin socket, log
+# files, the admin's connections; per slot: its listening sockets and a worker's pipe (two in a reload).
+FD_RESERVE = 64
+FD_PER_SLOT = 2
+
+
+class StartupError(Exception):
+    """A setting the server cannot start with, found before the banner; ``str()`` names the fix."""
+
+
 LOG_FORMAT = "[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s"  # gunicorn's line format
 LOG_DATEFMT = "%Y-%m-%d %H:%M:%S %z"
 
@@ -40,10 +50,10 @@ def open_sockets(
     ``handoff``: the sockets of a binary upgrade (:mod:`cluster.upgrade`), adopted instead of binding;
     the pid file is then written once the new workers are ready, not here.
     Returns the listeners and the worker target (imported here when privileges are dropped).
-    Raises :class:`BindError` with a one-line message."""
+    Raises :class:`BindError` or :class:`StartupError` with a one-line message."""
     if cfg.umask is not None:
         os.umask(cfg.umask)
-    raise_nofile_limit()
+    check_fd_limit(cfg.procs, len(cfg.bind), raise_nofile_limit())
     uid, gid = resolve_ids(cfg.user, cfg.group)
     if handoff is not None:
         from cluster.upgrade import inherit_listeners
@@ -67,6 +77,31 @@ def open_sockets(
         listeners.chown_unix(uid if uid is not None else -1, gid if gid is not None else -1)
         drop_privileges(uid, gid)
     return listeners, target
+
+
+def check_fd_limit(procs: int, binds: int, limit: int) -> None:
+    """Refuse a --procs that the descriptor limit cannot hold, before any socket is opened."""
+    need = FD_RESERVE + binds + procs * (binds + FD_PER_SLOT)
+    if need > limit:
+        raise StartupError(
+            f"setting procs: {procs} workers need about {need} file descriptors in the supervisor, "
+            f"more than its limit of {limit} (RLIMIT_NOFILE); lower --procs, or raise the limit "
+            "(ulimit -n, or LimitNOFILE= in a systemd unit)"
+        )
+
+
+def check_tls(cfg: Any) -> None:
+    """Load the certificate and key as a worker will (after the privilege drop, so as --user), so a
+    bad file stops the server before the banner says it listens on https://."""
+    if not cfg.certfile:
+        return
+    from worker.main import tls_from
+    from worker.tls import TLSConfigError
+
+    try:
+        tls_from(cfg)
+    except TLSConfigError as exc:
+        raise StartupError(str(exc)) from None
 
 
 def start_admin(

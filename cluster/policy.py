@@ -280,6 +280,15 @@ def _spawn_reason(old: list[WorkerView], generation: int) -> str:
     return f"reload to generation {generation}"
 
 
+def reloading(c: Cluster) -> bool:
+    """A reload is still replacing workers: some worker, even one draining, is of another generation.
+
+    The arbiter coalesces the HUPs that arrive meanwhile into one more reload once this turns False:
+    each reload replaces slot by slot (old + new per slot), so a slot never has more than two workers
+    and the cluster never more than twice ``desired``, however fast HUPs arrive."""
+    return any(w.generation != c.generation for w in c.workers)
+
+
 def next_deadline(c: Cluster, now: float) -> float | None:
     """The earliest future time at which :func:`decide` could answer differently without a new event."""
     times: list[float] = []

@@ -1,45 +1,21 @@
-"""Start-up helpers of the supervisor that are pure: the banner's plurals, the --root-path hint, the
-default Server header."""
+"""cluster.boot start-up checks that need no process: the descriptor budget of --procs."""
 
 from __future__ import annotations
 
-import logging
+import pytest
 
-from cluster.boot import plural, root_path_hint
-from cluster.config import Config, load_config
-from worker.version import version
+from cluster.boot import FD_PER_SLOT, FD_RESERVE, StartupError, check_fd_limit
 
 
-def test_plural() -> None:
-    assert plural(1, "worker") == "1 worker"
-    assert plural(2, "worker") == "2 workers"
-    assert plural(0, "thread") == "0 threads"
+def test_procs_within_the_descriptor_limit_pass():
+    check_fd_limit(procs=100, binds=2, limit=20000)
+    check_fd_limit(procs=1, binds=1, limit=FD_RESERVE + 1 + 1 + FD_PER_SLOT)
 
 
-def test_no_hint_without_root_path_or_app() -> None:
-    assert root_path_hint(Config(app="a:b")) is None
-    assert root_path_hint(Config(root_path="/app")) is None  # static site: nothing generates links
-
-
-def test_hint_names_the_mount_to_add() -> None:
-    level, text = root_path_hint(Config(app="a:b", root_path="/app"))
-    assert level == logging.INFO and "--static /app/static=DIR" in text
-
-
-def test_mount_outside_the_root_path_is_a_warning() -> None:
-    level, text = root_path_hint(Config(app="a:b", root_path="/app", static=(("/static", "d"),)))
-    assert level == logging.WARNING
-    assert "/static outside it" in text and "--static /app/static=DIR" in text
-
-
-def test_mount_under_the_root_path_needs_no_hint() -> None:
-    assert (
-        root_path_hint(Config(app="a:b", root_path="/app", static=(("/app/static", "d"),))) is None
-    )
-    # /application is not under /app: prefixes match whole segments
-    assert root_path_hint(Config(app="a:b", root_path="/app", static=(("/application", "d"),)))
-
-
-def test_server_header_default_carries_the_version() -> None:
-    assert load_config([], {}).server_header == f"webcluster/{version()}"
-    assert load_config(["--server-header", "edge"], {}).server_header == "edge"
+def test_procs_above_the_descriptor_limit_name_the_setting_and_the_fix():
+    with pytest.raises(StartupError) as info:
+        check_fd_limit(procs=100000, binds=1, limit=20000)
+    text = str(info.value)
+    assert text.startswith("setting procs: 100000 workers need about 300065 file descriptors")
+    assert "limit of 20000 (RLIMIT_NOFILE)" in text and "lower --procs" in text
+    assert "ulimit -n" in text and "LimitNOFILE=" in text

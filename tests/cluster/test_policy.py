@@ -29,6 +29,7 @@ from cluster.policy import (
     decide,
     exit_reason,
     next_deadline,
+    reloading,
 )
 
 NOW = 1000.0
@@ -514,3 +515,25 @@ def test_stop_actions_carry_their_reason():
     assert [(a.pid, a.reason) for a in dup] == [(11, ExitReason.STOP)]
     removed = decide(Cluster(1, 1, (w(10, 0), w(11, 1)), draining={1: Drain(NOW - 1, 0)}), NOW)
     assert [(a.pid, a.reason) for a in removed] == [(11, ExitReason.SCALE_DOWN)]
+
+
+# -- reload coalescing ----------------------------------------------------------------------------------
+
+RELOADING = [
+    ("every worker current", Cluster(2, 3, (w(10, 0, 3), w(11, 1, 3))), False),
+    ("old worker still serving", Cluster(2, 3, (w(10, 0, 2), w(11, 1, 3))), True),
+    (
+        "old worker draining still counts",
+        Cluster(2, 3, (w(10, 0, 2, DRAINING, stop_requested_at=NOW), w(11, 0, 3), w(12, 1, 3))),
+        True,
+    ),
+    ("no workers at all", Cluster(2, 3), False),
+    ("current generation booting after a crash", Cluster(1, 3, (w(10, 0, 3, BOOTING),)), False),
+]
+
+
+@pytest.mark.parametrize(
+    "cluster,expected", [r[1:] for r in RELOADING], ids=[r[0] for r in RELOADING]
+)
+def test_reloading(cluster, expected):
+    assert reloading(cluster) is expected

@@ -9,8 +9,11 @@ exit code of a ready worker halts the cluster; the log names the request that wa
 from __future__ import annotations
 
 import re
+import resource
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
@@ -18,7 +21,8 @@ import pytest
 
 from cluster.policy import RESPAWN_INTERVAL_S
 from loadtests.crashstorm import normal, storm
-from tests.conftest import free_port, poll
+from tests.conftest import ROOT, free_port, poll
+from tests.system.loadgen import Load
 from tests.system.test_supervisor import APP, get, spawned
 
 pytestmark = pytest.mark.timeout(90)
@@ -190,3 +194,73 @@ def _outcome_of(port: int, path: str) -> None:
         get(port, path, timeout=30)
     except OSError:
         pass  # the worker is killed under the request: expected
+
+
+# -- start-up checks, reload storms ----------------------------------------------------------------------
+
+
+def test_procs_above_the_descriptor_limit_fails_with_a_clear_error(tmp_path):
+    """--procs beyond RLIMIT_NOFILE: exit 2 with one line naming the setting and the fix (before: a raw
+    'OSError: Too many open files' traceback and 'exiting with code None')."""
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    proc = subprocess.run(
+        [sys.executable, "supervisor.py", "--procs", "5000", "--admin", "off", "--bind",
+         "127.0.0.1:0"],
+        cwd=ROOT, capture_output=True, text=True, timeout=30, preexec_fn=low_limit,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "setting procs: 5000 workers need about" in proc.stderr
+    assert "limit of 1024 (RLIMIT_NOFILE); lower --procs" in proc.stderr
+    assert "Traceback" not in proc.stderr and "code None" not in proc.stderr
+    assert "listening on" not in proc.stdout
+
+
+def test_bad_pem_key_fails_before_the_banner(run_supervisor, tmp_path):
+    """A garbage key: exit 2 naming the files, and no 'listening on https://...' printed first."""
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    key.write_text("-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n")
+    cert.write_text(key.read_text())
+    sup = run_supervisor(
+        "--procs", "1", "--certfile", str(cert), "--keyfile", str(key), *APP, ready=False
+    )
+    assert sup.wait(30) == 2, sup.output()
+    assert "listening on" not in sup.stdout()
+    assert re.search(r"setting certfile/keyfile: cannot load .*key\.pem", sup.stderr())
+    assert spawned(sup) == 0
+
+
+def test_hup_storm_is_coalesced(run_supervisor, tmp_path):
+    """20 HUPs in 2 s with a slow-importing app: at most 2 x procs workers at any moment (before: 22
+    for 2 slots), no failed request, and the last config wins."""
+    config = tmp_path / "webcluster.toml"
+    config.write_text('server_header = "v0"\n')
+    sup = run_supervisor(
+        "--procs", "2", "--threads", "4", "--config", str(config),
+        "--app", "tests.apps.slow_import:app", procs=2,
+    )  # fmt: skip
+    initial = sup.wait_workers(2)
+    counts: list[int] = []
+    with Load(sup.port, threads=2, mode="mixed") as load:
+        for i in range(1, 21):
+            config.write_text(f'server_header = "v{i}"\n')
+            sup.signal(signal.SIGHUP)
+            until = time.monotonic() + 0.1
+            while time.monotonic() < until:
+                counts.append(len(sup.worker_pids()))
+                time.sleep(0.01)
+
+        def settled() -> bool:
+            counts.append(len(sup.worker_pids()))
+            return get(sup.port, "/").getheader("Server") == "v20" and counts[-1] == 2
+
+        poll("the last config served by 2 workers", settled, timeout=60, interval=0.02)
+    final = sup.wait_workers(2, exclude=initial)
+    assert max(counts) <= 4, max(counts)
+    assert load.failures() == [], load.failures()[:5]
+    generation = sup.stats()["generation"]
+    assert generation < 12, generation  # coalesced: far fewer reloads than HUPs
+    assert "reloading again when it is done" in sup.stderr()
+    print(f"max {max(counts)} workers; generation {generation} after 20 HUPs; {final}")
