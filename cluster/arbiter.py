@@ -22,6 +22,7 @@ from cluster.lifecycle import Exit, Lifecycle
 from cluster.listeners import BindError, Listeners
 from cluster.policy import WorkerState
 from cluster.process import WorkerTarget
+from cluster.shutdown import Shutdown
 from cluster.signals import SignalQueue, signal_name
 from worker.hooks import Hooks, HooksError, load_hooks
 from worker.statsd import Statsd, StatsdError, install_log_counter
@@ -29,8 +30,6 @@ from worker.statsd import Statsd, StatsdError, install_log_counter
 log = logging.getLogger("webcluster.supervisor")
 
 TICK_S = 1.0  # stats sampling, RSS check
-FAST_STOP_S = 2.0  # INT/QUIT: workers exit at once; KILL whoever is still there after this
-REAP_AFTER_KILL_S = 5.0
 UPGRADE_TIMEOUTS = 2  # the new supervisor's workers must be ready within this many --timeout
 RESHAPING = (signal.SIGHUP, signal.SIGTTIN, signal.SIGTTOU, signal.SIGUSR2)  # ignored once stopping
 
@@ -52,11 +51,8 @@ class Arbiter:
         self._stats: Any = None
         self._admin: Any = None
         self._healthy = False
-        self._stop_deadline: float | None = None
-        self._drain_until: float | None = None  # --drain-delay: graceful stop begins then
-        self._kill_deadline: float | None = None
+        self._shutdown = Shutdown()
         self._exit_code: int | None = None
-        self._halt_code = 0  # exit code once the workers are gone after a stop or a halt
         self._next_tick = 0.0
         self.hooks: Hooks | None = None  # --hooks, imported at start
         self._statsd: Statsd | None = None  # --statsd-host: gunicorn.workers each tick
@@ -136,7 +132,7 @@ class Arbiter:
 
     def _iterate(self) -> None:
         now = time.monotonic()
-        if self._stop_deadline is None:
+        if not self._shutdown.stopping:
             self._apply(policy.decide(self._view(), now), now)
         woken, ready = self.workers.wait(self._timeout(now))
         if woken:
@@ -144,24 +140,22 @@ class Arbiter:
                 self._dispatch(signum)
         self.lifecycle.read_messages(ready)
         self.reap_workers()
-        if self._reload_pending and self._stop_deadline is None:
+        if self._reload_pending and not self._shutdown.stopping:
             if not policy.reloading(self._view()):
                 self._reload()
         now = time.monotonic()
         if now >= self._next_tick:
             self._tick(now)
-        if self._drain_until is not None and now >= self._drain_until:
+        if self._shutdown.drain_due(now):
             self._begin_stop(graceful=True)
         if self._upgrade is not None:
             self._check_upgrade(now)
-        if self._stop_deadline is not None:
-            self._check_stop(now)
+        if self._shutdown.stopping:
+            self._exit_code = self._shutdown.check(list(self.workers), now)
         elif self._announce:
             self._check_ready()
-        self._healthy = (
-            self._stop_deadline is None
-            and self._drain_until is None
-            and any(w.state is WorkerState.READY for w in self.workers)
+        self._healthy = not self._shutdown.leaving and any(
+            w.state is WorkerState.READY for w in self.workers
         )
 
     def _view(self) -> policy.Cluster:
@@ -173,14 +167,10 @@ class Arbiter:
             self.desired = min(self.desired, limit)
 
     def _timeout(self, now: float) -> float:
-        deadlines = [self._next_tick]
-        if self._drain_until is not None:
-            deadlines.append(self._drain_until)
+        deadlines = [self._next_tick, *self._shutdown.deadlines()]
         if self._upgrade is not None:
             deadlines.append(self._upgrade.deadline)
-        if self._stop_deadline is not None:
-            deadlines.append(self._kill_deadline or self._stop_deadline)
-        else:
+        if not self._shutdown.stopping:
             deadline = policy.next_deadline(self._view(), now)
             if deadline is not None:
                 deadlines.append(deadline)
@@ -190,7 +180,7 @@ class Arbiter:
         self._next_tick = now + TICK_S
         if self._statsd is not None:
             self._statsd.gauge("gunicorn.workers", len(self.workers))
-        if self._reloader is not None and self._stop_deadline is None:
+        if self._reloader is not None and not self._shutdown.stopping:
             if self._reloader.poll(self.cfg):
                 self.handle_hup()
         if self._stats is not None:
@@ -210,8 +200,7 @@ class Arbiter:
         name = signal_name(signum).lower()
         if signum != signal.SIGCHLD:
             log.info("received SIG%s", name.upper())
-        stopping = self._stop_deadline is not None or self._drain_until is not None
-        if stopping and signum in RESHAPING:
+        if self._shutdown.leaving and signum in RESHAPING:
             log.info("stopping: SIG%s ignored", name.upper())
             return
         getattr(self, f"handle_{name}")()
@@ -221,7 +210,7 @@ class Arbiter:
     def reap_workers(self) -> None:
         """Reap every exited worker; halt, roll back a reload, or let the slot be refilled."""
         for e in self.lifecycle.reap():
-            if self._stop_deadline is None:
+            if not self._shutdown.stopping:
                 self._on_exit(e)
 
     def _on_exit(self, e: Exit) -> None:
@@ -341,23 +330,11 @@ class Arbiter:
             w.signal(signal.SIGUSR1)
 
     def handle_term(self) -> None:
-        if self.cfg.drain_delay > 0 and self._drain_until is None and self._stop_deadline is None:
-            self._begin_drain()
+        if self.cfg.drain_delay > 0 and not self._shutdown.leaving:
+            self._healthy = False  # /healthz 503 now: the load balancer takes this host out first
+            self._shutdown.begin_drain(self.cfg.drain_delay, self.workers, time.monotonic())
         else:
             self._begin_stop(graceful=True)  # no delay, or a second TERM: skip what is left of it
-
-    def _begin_drain(self) -> None:
-        """--drain-delay: /healthz answers 503 now, so the load balancer takes this host out of
-        rotation; meanwhile the workers keep accepting and serving, and end keep-alive connections
-        after their next response (SIGUSR2), so the balancer's pooled connections close cleanly."""
-        self._drain_until = time.monotonic() + self.cfg.drain_delay
-        self._healthy = False
-        log.info(
-            "draining for %.1fs before the graceful stop (--drain-delay)", self.cfg.drain_delay
-        )
-        for w in self.workers:
-            if w.state is WorkerState.READY:  # a booting worker has no USR2 handler yet
-                w.signal(signal.SIGUSR2)
 
     def handle_int(self) -> None:
         self._begin_stop(graceful=False)
@@ -367,15 +344,14 @@ class Arbiter:
     # -- stopping -------------------------------------------------------------------------------------
 
     def _begin_stop(self, graceful: bool) -> None:
-        now = time.monotonic()
-        if self._stop_deadline is not None and (graceful or self._kill_deadline is not None):
+        first = not self._shutdown.stopping
+        if not self._shutdown.begin(graceful, self.cfg.graceful_timeout, time.monotonic()):
             return  # already stopping at least as fast
-        self._healthy, self._drain_until = False, None
+        self._healthy = False
         if not self._handed_over:  # after a handover the service goes on, under the new pid
             sdnotify.notify("STOPPING=1")
-        if self._stop_deadline is None:
+        if first:
             self._close_listeners()  # after --drain-delay, if any: the balancer has moved on
-        self._stop_deadline = now + (self.cfg.graceful_timeout if graceful else FAST_STOP_S)
         log.info("%s stop: %d workers", "graceful" if graceful else "fast", len(self.workers))
         self.lifecycle.stop_all(graceful)
 
@@ -392,17 +368,5 @@ class Arbiter:
 
     def _halt(self, code: int) -> None:
         """Fast stop, then exit with ``code`` (a worker could not boot: no crash loop)."""
-        self._halt_code = code
+        self._shutdown.halt_code = code
         self._begin_stop(graceful=False)
-
-    def _check_stop(self, now: float) -> None:
-        if not self.workers:
-            self._exit_code = self._halt_code
-        elif self._kill_deadline is None and now >= self._stop_deadline:
-            for w in self.workers:
-                log.warning("worker %d did not stop in time: SIGKILL", w.pid)
-                w.signal(signal.SIGKILL)
-            self._kill_deadline = now + REAP_AFTER_KILL_S
-        elif self._kill_deadline is not None and now >= self._kill_deadline:
-            log.error("workers %s survived SIGKILL; exiting anyway", self.workers.pids())
-            self._exit_code = self._halt_code
