@@ -60,7 +60,7 @@ def parse_int(value: object) -> int:
     fix = "write a whole number such as 8"
     if not isinstance(value, str) or not _INT.fullmatch(value.strip()):
         raise InvalidValue(f"{value!r} is not a whole number", fix)
-    return int(value)
+    return int(value.strip())  # int() strips less than str.strip(): "4\x1c" (found by fuzzing)
 
 
 def parse_size(value: object) -> int:
@@ -309,7 +309,7 @@ def parse_umask(value: object) -> int | None:
     elif parse_optional_text(value) is None:
         return None
     elif re.fullmatch(r"(0o)?[0-7]{1,4}", value.strip(), re.IGNORECASE):  # type: ignore[union-attr]
-        mask = int(value, 8)  # type: ignore[arg-type]
+        mask = int(value.strip(), 8)  # type: ignore[union-attr]
     else:
         raise InvalidValue(f"{value!r} is not an octal number", fix)
     if not 0 <= mask <= 0o777:

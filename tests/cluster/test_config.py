@@ -178,6 +178,8 @@ GOOD = [
     ("ciphers", " ECDHE+AESGCM ", "ECDHE+AESGCM"),
     ("tls_min_version", "1.3", "1.3"),
     ("umask", "027", 0o27),
+    ("threads", "4\x1c", 4),  # found by fuzzing: str.strip() and int() disagreed on whitespace
+    ("umask", "5\x1e", 0o5),
     ("umask", "0o027", 0o27),
     ("umask", 0o077, 0o77),
     ("umask", "", None),

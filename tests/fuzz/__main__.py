@@ -88,14 +88,17 @@ def result(name: str, out: Path) -> Result:
     res = Result(name)
     status = _STATUS.findall(text)
     if status:
-        _, cov, ft, corp = status[-1]
-        res.cov, res.ft, res.corpus = int(cov), int(ft), int(corp)
+        runs, cov, ft, corp = status[-1]
+        res.runs, res.cov, res.ft, res.corpus = int(runs), int(cov), int(ft), int(corp)
     stats = dict(_STAT.findall(text))
-    res.runs = int(stats.get("number_of_executed_units", 0))
+    res.runs = int(stats.get("number_of_executed_units", res.runs))
     res.per_second = int(stats.get("average_exec_per_sec", 0))
     res.crashes = tuple(
         sorted(p.name for p in (out / name).glob("*") if p.name.startswith(("crash-", "oom-")))
     )
+    if not res.crashes and "Uncaught Python exception" in text:
+        # atheris does not always get to write the artifact: the traceback in the log is the find
+        res.crashes = (f"uncaught exception, traceback in {name}.log",)
     if not stats and not res.crashes:
         res.note = "failed to run: see " + str(out / f"{name}.log")
     return res
