@@ -62,42 +62,48 @@ class Runner:
 
     def run(self, conn: Conn) -> None:
         """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
-        if self.watch is not None and not self._admit(conn, self.watch):
-            return
+        waited: float | None = 0.0
+        if self.watch is not None:
+            waited = self._admit(conn, self.watch)
+            if waited is None:
+                return
         close = True
         try:
-            close = self._serve_all(conn)
+            close = self._serve_all(conn, waited)
         except Exception:  # a bug here must not leak the connection or the thread
             log.exception("error while serving a connection")
         conn.host.hand_back(conn, close)
 
-    def _admit(self, conn: Conn, watch: PoolWatch) -> bool:
+    def _admit(self, conn: Conn, watch: PoolWatch) -> float | None:
         """Before the app: take ownership of the queued request, then run it unless it waited longer
-        than --queue-timeout (the loop answers 503) or its client has gone (dropped, logged as 499)."""
+        than --queue-timeout (the loop answers 503) or its client has gone (dropped, logged as 499).
+        Returns the seconds it waited for this thread, or None when it must not run here."""
         host = conn.host
         waited = watch.claim(conn.serial, host.clock())
         if waited is None:
-            return False  # the loop owns it: it answered 503 while the request waited
+            return None  # the loop owns it: it answered 503 while the request waited
         verdict = admission(waited, watch.queue_timeout)
         if verdict == "run" or (verdict == "check" and not peer_gone(conn.fd)):
-            return True
+            return waited
         if verdict == "shed":
             host.shed(conn, "shed_queue_timeout", waited)
-            return False
+            return None
         conn.broken = True  # nobody can read an answer: the app never sees the request
         if self.stats is not None:
             self.stats.count("client_gone")
         self.record(conn, conn.h1.request, 499, waited, 0, 0)  # nginx's "client closed request"
         host.hand_back(conn, True)
-        return False
+        return None
 
-    def _serve_all(self, conn: Conn) -> bool:
-        """Serve requests while they are buffered; return True when the connection must close."""
+    def _serve_all(self, conn: Conn, waited: float = 0.0) -> bool:
+        """Serve requests while they are buffered; return True when the connection must close.
+        ``waited``: how long the first one waited for this thread (part of its latency)."""
         h1 = conn.h1
         while True:
             request = h1.request
-            if not self._serve_one(conn, request):
+            if not self._serve_one(conn, request, waited):
                 return True
+            waited = 0.0  # pipelined requests follow at once
             if conn.broken or not h1.keep_alive:
                 return True
             h1.start_next_cycle()
@@ -122,8 +128,9 @@ class Runner:
             if reads_body_first(event):
                 return False  # the loop reads its body, so a slow body holds no thread
 
-    def _serve_one(self, conn: Conn, request: Request) -> bool:
-        """Run the handler for one request; False when the connection cannot be reused."""
+    def _serve_one(self, conn: Conn, request: Request, waited: float = 0.0) -> bool:
+        """Run the handler for one request; False when the connection cannot be reused. Its recorded
+        duration includes ``waited``, the time it queued for a thread, so an overload shows in /stats."""
         start = time.perf_counter()
         in_before = conn.bytes_in
         ex = Exchange(conn, request)
@@ -151,7 +158,7 @@ class Runner:
             inflight.end()
         if conn.body_error is not None and not ex.headers_sent and not conn.broken:
             self._send_error(conn, ex, conn.body_error)
-        duration = time.perf_counter() - start
+        duration = time.perf_counter() - start + waited
         self._record(conn, ex, request, duration, conn.bytes_in - in_before)
         if hooks is not None:
             hooks.after(request, ex.status or 500, ex.response_headers, ex.bytes_out, duration)
