@@ -14,7 +14,7 @@ How to add a setting:
    so its components get values as constructor arguments; a component with a settings dataclass
    (``worker.http.protocol.Limits``, ``LoopSettings``) gets a field with the *same name*, which
    ``worker.main.from_settings`` fills by name (no mapping to edit). Where such a component owns
-   the default (the sans-IO core's ``Limits``), the row takes the default from there rather than
+   the default (``Limits``, ``LoopSettings``), the row takes the default from there rather than
    writing the value twice.
 3. Regenerate the README table: ``python -m cluster.config --write-readme``
    (``tests/cluster/test_config.py`` fails while it is stale).
@@ -31,6 +31,7 @@ from cluster import addresses as addr
 from cluster import parsers as p
 from worker.http.protocol import Limits
 from worker.tls import DEFAULT_CIPHERS
+from worker.transport import LoopSettings
 from worker.version import server_software
 
 SECTIONS = (
@@ -106,7 +107,9 @@ def _parse_statsd_host(value: object) -> str | None:
 
 
 _OPT = "str | None"
-_LIMITS = Limits()  # the HTTP core's limits are declared (with their precedents) in worker/http
+# Values a worker component owns are declared there, with the reason for them; the rows read them.
+_LIMITS = Limits()  # the HTTP core's limits, with their precedents (worker/http/protocol.py)
+_LOOP = LoopSettings()  # the loop's timeouts and caps (worker/transport.py)
 _SECONDS = "SECONDS"
 _N = "N"
 _BYTES = "BYTES"
@@ -145,26 +148,30 @@ SETTINGS: tuple[Setting, ...] = (
        help="URL prefix the app is mounted under (WSGI SCRIPT_NAME), e.g. /app."),
     _s("chdir", _OPT, None, p.optional_dir, "server", "--chdir", metavar="DIR",
        help="Change to DIR (and add it to sys.path) in each worker before importing the app."),
-    _s("keepalive", "float", 5.0, p.parse_duration, "timeouts", "--keepalive", metavar=_SECONDS,
+    _s("keepalive", "float", _LOOP.keepalive, p.parse_duration, "timeouts",
+       "--keepalive", metavar=_SECONDS,
        validate=p.at_least(0, "0 disables keep-alive"),
        help="How long an idle keep-alive connection is kept open; 0 disables keep-alive."),
-    _s("keepalive_requests", "int", 1000, p.parse_int, "HTTP limits", "--keepalive-requests",
+    _s("keepalive_requests", "int", _LOOP.keepalive_requests, p.parse_int, "HTTP limits",
+       "--keepalive-requests",
        metavar=_N, validate=p.at_least(1),
        help="Requests served on one connection before it is closed (nginx's default)."),
-    _s("header_timeout", "float", 10.0, p.parse_duration, "timeouts", "--header-timeout",
+    _s("header_timeout", "float", _LOOP.header_timeout, p.parse_duration, "timeouts",
+       "--header-timeout",
        metavar=_SECONDS, validate=p.above_zero,
        help="The whole request head must arrive within this time, or 408."),
-    _s("body_timeout", "float", 30.0, p.parse_duration, "timeouts", "--body-timeout",
+    _s("body_timeout", "float", _LOOP.body_timeout, p.parse_duration, "timeouts", "--body-timeout",
        metavar=_SECONDS, validate=p.above_zero,
        help="Bodies up to 64 KiB (read by the poller) must arrive within this time in total; "
             "larger ones may wait this long for each next piece. Otherwise 408."),
-    _s("body_min_rate", "int", 0, p.parse_size, "timeouts", "--body-min-rate",
+    _s("body_min_rate", "int", _LOOP.body_min_rate, p.parse_size, "timeouts", "--body-min-rate",
        metavar="BYTES_PER_S", validate=p.at_least(0),
        help="Minimum average upload rate of a request body, or 408; 0 = off."),
-    _s("send_timeout", "float", 30.0, p.parse_duration, "timeouts", "--send-timeout",
+    _s("send_timeout", "float", _LOOP.send_timeout, p.parse_duration, "timeouts", "--send-timeout",
        metavar=_SECONDS, validate=p.above_zero,
        help="Longest wait for a client to accept more response bytes before closing."),
-    _s("max_connections", "int", 10000, p.parse_int, "workers", "--max-connections", metavar=_N,
+    _s("max_connections", "int", _LOOP.max_connections, p.parse_int, "workers",
+       "--max-connections", metavar=_N,
        validate=p.at_least(1),
        help="Open connections per worker; above it the worker stops accepting."),
     _s("backlog", "int", 2048, p.parse_int, "server", "--backlog", metavar=_N,
@@ -201,7 +208,8 @@ SETTINGS: tuple[Setting, ...] = (
     _s("server_header", "str", server_software, p.parse_header_text, "server", "--server-header",
        metavar="TEXT", default_doc="webcluster/VERSION, e.g. webcluster/0.1.0",
        help='Value of the Server response header; "" omits the header.'),
-    _s("graceful_timeout", "float", 30.0, p.parse_duration, "timeouts", "--graceful-timeout",
+    _s("graceful_timeout", "float", _LOOP.graceful_timeout, p.parse_duration, "timeouts",
+       "--graceful-timeout",
        metavar=_SECONDS, validate=p.at_least(0),
        help="On stop or reload, time workers get to finish in-flight requests before SIGKILL."),
     _s("timeout", "float", 30.0, p.parse_duration, "timeouts", "--timeout", metavar=_SECONDS,
