@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from worker.accesslog import AccessLog, format_line, refused_head
 from worker.exchange import Exchange
-from worker.handlers.base import ClientDisconnected, Handler
+from worker.handlers.base import ClientDisconnected, Handler, send_internal_error
 from worker.hooks import RequestHooks
 from worker.http.errors import ProtocolError, RemoteProtocolError
 from worker.http.events import NEED_DATA, Request
@@ -34,7 +34,6 @@ log = logging.getLogger("webcluster.error")
 
 # Unread request body we read and drop to keep a connection alive (nginx discards too); beyond it, close.
 DISCARD_BUDGET = 256 * 1024
-_ERROR_BODY = b"Internal Server Error\n"
 
 
 class Runner:
@@ -176,16 +175,7 @@ class Runner:
             ex.abort()
             return
         log.error("handler failed for %s %s", ex.request.method, ex.request.target, exc_info=exc)
-        ex.start_response(
-            500,
-            "Internal Server Error",
-            [("Content-Type", "text/plain"), ("Content-Length", str(len(_ERROR_BODY)))],
-        )
-        try:
-            ex.write(_ERROR_BODY)
-            ex.finish()
-        except ClientDisconnected:
-            conn.broken = True
+        send_internal_error(ex, close=False)
 
     def _send_error(self, conn: Conn, ex: Exchange, exc: ProtocolError) -> None:
         """The body was malformed, too large or too slow: the precise 4xx, then close (RFC 9112 §8)."""

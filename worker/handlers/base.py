@@ -65,6 +65,31 @@ class ClientDisconnected(ConnectionError):
     """
 
 
+_ERROR_BODY = b"Internal Server Error\n"
+
+
+def send_internal_error(exchange: Exchange, *, close: bool = True) -> None:
+    """The server's one answer to an application or handler failure (the caller logs it): a bare 500
+    if no head was sent yet, else abort, which closes the connection without finishing the response.
+    ``close`` adds ``Connection: close`` (after a WSGI app failed, its state and the unread body are
+    suspect; a failing handler of our own leaves the connection usable)."""
+    if exchange.headers_sent:
+        exchange.abort()
+        return
+    headers = [
+        ("Content-Type", "text/plain; charset=utf-8"),
+        ("Content-Length", str(len(_ERROR_BODY))),
+    ]
+    if close:
+        headers.append(("Connection", "close"))
+    try:
+        exchange.start_response(500, "Internal Server Error", headers)
+        exchange.write(_ERROR_BODY)
+        exchange.finish()
+    except Exception:  # the client is gone, or the head was handed over meanwhile: just close
+        exchange.abort()
+
+
 READ_BLOCK = 65536
 
 

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, TextIO
 from urllib.parse import unquote_to_bytes
 
-from worker.handlers.base import ClientDisconnected, Exchange
+from worker.handlers.base import ClientDisconnected, Exchange, send_internal_error
 from worker.handlers.forwarded import ForwardedPolicy
 from worker.handlers.target import split_target
 from worker.http.errors import RemoteProtocolError
@@ -41,7 +41,6 @@ _STATUS = re.compile(r"([1-9][0-9][0-9]) (.*)", re.DOTALL)
 _BLOCK_SIZE = 65536
 # The headers ForwardedPolicy.resolve reads, as environ keys (names with "_" never reach either).
 _PROXY_KEYS = frozenset(("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO"))
-_ERROR_BODY = b"Internal Server Error\n"
 
 
 class FileWrapper:
@@ -244,7 +243,7 @@ class WSGIHandler:
             log.exception(
                 "Error handling request %s %s", exchange.request.method, exchange.request.target
             )
-            _fail(exchange)
+            send_internal_error(exchange)
         finally:
             if result is not None:
                 _close(result, exchange)
@@ -339,25 +338,6 @@ class WSGIHandler:
         if count and response.exchange.request.method != "HEAD":
             response.sendfile(wrapper.filelike, offset, count)
         return True
-
-
-def _fail(exchange: Exchange) -> None:
-    """After an app error: a bare 500 if nothing was sent yet, else close the connection."""
-    if exchange.headers_sent:
-        exchange.abort()
-        return
-    headers = [
-        ("Content-Type", "text/plain; charset=utf-8"),
-        ("Content-Length", str(len(_ERROR_BODY))),
-        ("Connection", "close"),  # the app's state and the unread body are suspect: start afresh
-    ]
-    try:
-        exchange.start_response(500, "Internal Server Error", headers)
-        exchange.write(_ERROR_BODY)
-        exchange.finish()
-    except Exception as exc:  # the client is gone, or the head was already handed over
-        log.debug("could not send the 500 response: %r", exc)
-        exchange.abort()
 
 
 def _close(result: Iterable[bytes], exchange: Exchange) -> None:
