@@ -1,5 +1,9 @@
 """Crash storm: requests that kill their worker process, then normal traffic. Does the site come back?
 
+Also ``--scenario kill9`` (the master/supervisor is SIGKILLed while a 3 s request runs; how long until a
+new server started at once on the same port serves?) and ``--scenario term`` (SIGTERM while a 3 s
+request runs; how long until new connections are refused, and does the request finish?).
+
 ``python -m loadtests.crashstorm --server webcluster`` (or ``gunicorn``, ``uwsgi``) starts the server
 with ``tests/apps/faulty.py`` (2 processes x 8 threads), sends ``--crashes`` requests to ``/crash``
 (``os._exit(1)`` in the app) spread over ``--over`` seconds, each from its own client, waits until every
@@ -23,6 +27,8 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
+
+import psutil
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "tests.apps.faulty:app"
@@ -127,11 +133,91 @@ def _wait_serving(port: int, proc: subprocess.Popen, timeout: float = 30.0) -> N
     raise SystemExit("server did not start")
 
 
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def _in_flight(port: int, box: dict) -> threading.Thread:
+    def run() -> None:
+        box["result"] = _outcome(port, "/sleep?seconds=3", 30.0)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    time.sleep(0.5)  # the request reaches the app
+    return t
+
+
+def _start(server: str, port: int, admin: int, log) -> subprocess.Popen:
+    return subprocess.Popen(_command(server, port, admin), cwd=REPO, stdout=log, stderr=log,
+                            start_new_session=True)  # fmt: skip
+
+
+def _served_by(port: int, parent: int) -> bool:
+    """A worker of ``parent`` (not an orphan of the killed server) answered ``GET /pid``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1.0)
+    try:
+        conn.request("GET", "/pid", headers={"Connection": "close"})
+        pid = int(conn.getresponse().read())
+        return psutil.Process(pid).ppid() == parent
+    except (OSError, http.client.HTTPException, ValueError, psutil.Error):
+        return False
+    finally:
+        conn.close()
+
+
+def _until(probe, timeout: float) -> float | None:
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if probe():
+            return time.monotonic() - start
+        time.sleep(0.02)
+    return None
+
+
+def stop_scenario(server: str, scenario: str, log) -> str:
+    """kill9 or term, as described in the module docstring; returns the result line."""
+    port, admin = _free_port(), _free_port()
+    started = time.monotonic()
+    procs = [_start(server, port, admin, log)]
+    try:
+        _until(lambda: _served_by(port, procs[0].pid), 30.0)
+        cold = time.monotonic() - started  # the server's own start-up, for comparison
+        box: dict = {}
+        client = _in_flight(port, box)
+        if scenario == "term":
+            procs[0].send_signal(signal.SIGTERM)
+            took = _until(lambda: _refused(port), 10.0)
+            client.join(15)
+            what = f"refused {took:.2f}s after TERM" if took is not None else "not refused in 10s"
+        else:
+            procs[0].kill()
+            procs.append(_start(server, port, _free_port(), log))
+            took = _until(lambda: _served_by(port, procs[1].pid), 30.0)
+            client.join(15)
+            what = f"a new server served {took:.2f}s after kill -9" if took else "none in 30s"
+            what += f" (its cold start on a free port: {cold:.2f}s)"
+        return f"{server} {scenario}: {what}; the request in flight: {box.get('result')}"
+    finally:
+        for proc in procs:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait(10)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--server", choices=("webcluster", "gunicorn", "uwsgi"), default="webcluster"
     )
+    parser.add_argument("--scenario", choices=("crash", "kill9", "term"), default="crash")
     parser.add_argument("--crashes", type=int, default=44)
     parser.add_argument(
         "--over", type=float, default=6.6, help="seconds the crashes are spread over"
@@ -140,8 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     port, admin = _free_port(), _free_port()
     log = open(Path(tempfile.gettempdir()) / f"crashstorm-{args.server}.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(_command(args.server, port, admin), cwd=REPO, stdout=log, stderr=log,
-                            start_new_session=True)  # fmt: skip
+    if args.scenario != "crash":
+        with log:
+            print(stop_scenario(args.server, args.scenario, log))
+        return 0
+    proc = _start(args.server, port, admin, log)
     try:
         _wait_serving(port, proc)
         crashes = storm(port, args.crashes, args.over)

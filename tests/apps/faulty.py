@@ -5,6 +5,7 @@
 - ``GET /crash``            -> ``os._exit(1)``: the whole worker dies mid-request (a segfaulting C
                                extension, an OOM kill, an app calling exit)
 - ``GET /exit?code=N``      -> ``os._exit(N)``, e.g. 3 (the boot-error code) from a ready worker
+- ``GET /sleep?seconds=S``  -> sleeps S seconds (at most 30), then ``slept``
 - ``GET /hold-gil?mark=P``  -> creates the file P, then runs a regular expression with catastrophic
                                backtracking: C code that holds the GIL for minutes, so the worker's loop
                                thread (and its heartbeat) stops while the process looks alive
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from urllib.parse import parse_qs
 
 _BACKTRACK = re.compile(r"(a+)+$")
@@ -33,6 +35,9 @@ def app(environ, start_response):
                 f.write(str(os.getpid()))
         _BACKTRACK.match("a" * 64 + "b")  # 2**64 steps, never returns: the worker must be killed
         body = b"unreachable"
+    elif path == "/sleep":
+        time.sleep(min(float(query.get("seconds", ["1"])[0]), 30.0))
+        body = b"slept"
     elif path in ("/", "/pid"):
         body = b"hello" if path == "/" else str(os.getpid()).encode()
     else:
