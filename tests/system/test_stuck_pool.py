@@ -52,7 +52,7 @@ def _with_one_retry(port: int) -> tuple[int | str, float]:
 def test_a_hung_app_is_detected_logged_and_its_workers_replaced(run_supervisor, tmp_path):
     sup = run_supervisor(
         "--app", "tests.apps.stuck:app", "--procs", "2", "--threads", "8",
-        "--request-timeout", str(REQUEST_TIMEOUT), "--graceful-timeout", "5",
+        "--request-timeout", str(REQUEST_TIMEOUT), "--graceful-timeout", "10",
     )  # fmt: skip
     old = sup.wait_workers(2)
     hung = []
@@ -95,7 +95,11 @@ def test_a_hung_app_is_detected_logged_and_its_workers_replaced(run_supervisor, 
         assert out.count("[WARNING] request running for") == 16, out
         assert "GET /hang?s=300" in out and "in wait_for_the_database" in out  # the stack
         assert "asking to be replaced" in out and "recycled (request_timeout)" in out
-        totals = sup.stats()["totals"]
+        stats = sup.stats()
+        # the old workers drain for up to --graceful-timeout: /stats shows them saturated meanwhile
+        stuck = {w["pid"]: (w["saturated"], w["stuck_threads"]) for w in stats["workers"]}
+        assert all(stuck.get(pid) == (True, 8) for pid in old), stuck
+        totals = stats["totals"]
         assert totals["request_timeouts"] == 16
         assert totals["shed_stuck_pool"] >= 14  # the 14 hung requests queued behind them, at least
         sup.wait_workers(2, exclude=old)  # the replacements serve; the old ones drained
