@@ -1,4 +1,5 @@
-"""The thread side of one request/response cycle: ``Exchange`` (what handlers see) and ``BodyStream``.
+"""The thread side of one request/response cycle: ``ConnExchange`` (the transport's implementation of
+the ``worker.handlers.base.Exchange`` protocol that handlers see) and ``BodyStream``.
 
 SYNCHRONOUS: everything here runs on the pool thread that owns the connection while the request is served.
 The socket is non-blocking throughout; waits use ``poll()`` on the one fd with a deadline, so a client that
@@ -139,7 +140,7 @@ class BodyStream:
         return self._done
 
 
-class Exchange:
+class ConnExchange:
     """Implements ``worker.handlers.base.Exchange`` over a ``Conn`` (see that protocol for the contract)."""
 
     __slots__ = (

@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from worker.accesslog import AccessLog, format_line, refused_head
-from worker.exchange import Exchange
+from worker.exchange import ConnExchange
 from worker.handlers.base import ClientDisconnected, Handler, send_internal_error
 from worker.hooks import RequestHooks
 from worker.http.errors import ProtocolError, RemoteProtocolError
@@ -132,7 +132,7 @@ class Runner:
         duration includes ``waited``, the time it queued for a thread, so an overload shows in /stats."""
         start = time.perf_counter()
         in_before = conn.bytes_in
-        ex = Exchange(conn, request)
+        ex = ConnExchange(conn, request)
         inflight = self.inflight
         if inflight is not None:
             inflight.begin(request.method, request.target)
@@ -165,7 +165,7 @@ class Runner:
             return False
         return self._consume_body(conn, ex)
 
-    def _on_error(self, conn: Conn, ex: Exchange, exc: Exception) -> None:
+    def _on_error(self, conn: Conn, ex: ConnExchange, exc: Exception) -> None:
         if conn.broken:
             return
         if isinstance(exc, ProtocolError) and conn.body_error is exc:
@@ -177,7 +177,7 @@ class Runner:
         log.error("handler failed for %s %s", ex.request.method, ex.request.target, exc_info=exc)
         send_internal_error(ex, close=False)
 
-    def _send_error(self, conn: Conn, ex: Exchange, exc: ProtocolError) -> None:
+    def _send_error(self, conn: Conn, ex: ConnExchange, exc: ProtocolError) -> None:
         """The body was malformed, too large or too slow: the precise 4xx, then close (RFC 9112 §8)."""
         ex.status = exc.status
         ex.headers_sent = True
@@ -186,7 +186,7 @@ class Runner:
         except ClientDisconnected:
             conn.broken = True
 
-    def _consume_body(self, conn: Conn, ex: Exchange) -> bool:
+    def _consume_body(self, conn: Conn, ex: ConnExchange) -> bool:
         """Drop the unread rest of the body so the next request starts at a message boundary."""
         h1 = conn.h1
         if ex.body.done or h1.their_state is DONE:
@@ -201,7 +201,9 @@ class Runner:
         except (RemoteProtocolError, ClientDisconnected):
             return False
 
-    def _record(self, conn: Conn, ex: Exchange, request: Request, duration: float, bytes_in: int):
+    def _record(
+        self, conn: Conn, ex: ConnExchange, request: Request, duration: float, bytes_in: int
+    ):
         self.record(conn, request, ex.status or 500, duration, bytes_in, ex.bytes_out, ex)
 
     def record(
@@ -212,7 +214,7 @@ class Runner:
         duration: float,
         bytes_in: int,
         bytes_out: int,
-        exchange: Exchange | None = None,
+        exchange: ConnExchange | None = None,
     ) -> None:
         """Count one answered request and write its access-log line (any thread).
 
@@ -254,7 +256,7 @@ def _entry(
     status: int,
     duration: float,
     size: int,
-    exchange: Exchange | None,
+    exchange: ConnExchange | None,
 ) -> Entry:
     """What ``--access-log-format`` may show about one request."""
     return Entry(

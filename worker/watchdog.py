@@ -1,4 +1,4 @@
-"""Stuck requests (--request-timeout) and queue waits (--queue-timeout, gone clients): issue 11.
+"""Stuck requests (--request-timeout) and queue waits (--queue-timeout, gone clients).
 
 The loop's heartbeat says nothing about the pool: a loop thread happily reporting every second while all
 pool threads sleep in the app is exactly the failure to catch. So detection runs in its own thread and

@@ -16,21 +16,23 @@ from pathlib import Path
 import pytest
 
 import supervisor
-from cluster import config as config_mod
+from cluster import settings_doc
 from cluster.config import (
-    README_END,
-    README_START,
     Config,
     ConfigError,
     build_parser,
     load_config,
-    readme_section,
     reload_config,
-    render_markdown,
-    write_readme,
 )
 from cluster.parsers import InvalidValue
 from cluster.settings import BY_NAME, SECTIONS, SETTINGS
+from cluster.settings_doc import (
+    README_END,
+    README_START,
+    readme_section,
+    render_markdown,
+    write_readme,
+)
 from worker.http.protocol import Limits
 from worker.loop import LoopSettings
 from worker.main import loop_settings_from
@@ -584,10 +586,10 @@ def test_write_readme_touches_only_the_marked_section(tmp_path) -> None:
 
 
 def test_module_main_prints_markdown(capsys, tmp_path) -> None:
-    assert config_mod.main(["--markdown"]) == 0
+    assert settings_doc.main(["--markdown"]) == 0
     assert capsys.readouterr().out == render_markdown()
     readme = tmp_path / "R.md"
-    assert config_mod.main(["--write-readme", str(readme)]) == 0
+    assert settings_doc.main(["--write-readme", str(readme)]) == 0
     assert readme_section(readme.read_text(encoding="utf-8")) == render_markdown()
 
 

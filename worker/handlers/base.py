@@ -1,7 +1,7 @@
 """The seam between handlers (WSGI, static files) and the transport.
 
 A handler is ``Callable[[Exchange], None]`` run on a pool thread. It sees the parsed request, a body stream
-and response methods; never a socket. ``worker.connection`` provides the real Exchange; tests provide a fake
+and response methods; never a socket. ``worker.exchange.ConnExchange`` is the real one; tests provide a fake
 that records what was sent.
 """
 
