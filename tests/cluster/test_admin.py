@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cluster.admin import AdminServer, render_metrics, route
+from cluster.admin import AdminServer, route
+from cluster.metrics import render_metrics
 from cluster.snapshot import ProcInfo, StatsSnapshot
 from cluster.stats import StatsAggregator
 from worker import ipc
