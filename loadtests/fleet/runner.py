@@ -81,6 +81,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         opts.drain_delay = opts.inter_ms / 1000 * (opts.fall + 2)
     if opts.results is None:
         opts.results = REPO / "loadtests" / "results" / time.strftime("fleet-%Y%m%d-%H%M%S")
+    opts.results = opts.results.resolve()  # HAProxy reads a relative socket path as host:port
     return opts
 
 
@@ -164,7 +165,10 @@ class Run:
                                  servers=backends, admin_port=ADMIN_PORT, inter_ms=o.inter_ms,
                                  fall=o.fall, rise=o.rise))  # fmt: skip
         haproxy = HAProxy(config, sock, self.results / "haproxy.log", self.net.exec_prefix(ns))
-        haproxy.start()
+        try:
+            haproxy.start()
+        except RuntimeError as exc:
+            raise FleetError(str(exc)) from None
         return haproxy
 
     def _start_hosts(self, fleet: fl.Fleet, hosts: list[Host]) -> None:
@@ -210,6 +214,8 @@ class Run:
             if time.time() > deadline:
                 raise FleetError("Locust did not finish in time; see locust-master.log")
             t = time.time() - log.load_start
+            if t > 60 and not int((locust.latest() or {}).get("Total Request Count") or 0):
+                raise FleetError("Locust sent nothing in 60 s; see locust-master.log")
             for host in list(fleet.hosts):
                 if host.observe(fleet.probe) is not None:
                     self.samples.append(
