@@ -126,7 +126,11 @@ class Arbiter:
         self.workers.close()
         if self.cfg.pid:
             boot.remove_pid_file(self.cfg.pid)
-        log.info("supervisor exiting with code %s", self._exit_code)
+        # the final count, after every worker's last report: a fleet's balancer can be checked against it
+        served = (
+            f", {self._stats.snapshot().totals.requests} requests served" if self._stats else ""
+        )
+        log.info("supervisor exiting with code %s%s", self._exit_code, served)
 
     # -- the loop -------------------------------------------------------------------------------------
 

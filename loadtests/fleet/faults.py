@@ -78,6 +78,9 @@ def restart_host(fleet: Fleet, host: Host, log: FaultLog) -> None:
         host.observe(fleet.probe)  # the last reading before it exits is this life's count
     code = host.wait_exit(5)
     host.lives[-1].ended = "stopped"
+    final = host.final_count()
+    if final is not None and code == 0:
+        host.lives[-1].requests = final
     log.add("stopped", host=host.name, exit_code=code, after_s=round(time.monotonic() - began, 2))
     host.start()
     ready = fleet.wait_ready(host)
@@ -111,20 +114,31 @@ def rolling_hup(fleet: Fleet, log: FaultLog) -> None:
 
 
 def crash_host(fleet: Fleet, log: FaultLog, name: str) -> None:
-    """kill -9 every process of one host; see HAProxy mark it down; then start it again."""
+    """kill -9 every process of one host; see HAProxy mark it down; then start it again.
+
+    Records two measures of what was in flight on the host: the connections it held when killed
+    (host side) and the requests HAProxy lost on it (its ``eresp`` + ``econ`` for that server, from
+    just before the kill until a second after it was marked down: requests it had sent there that got
+    no complete answer). The second is the failure bound the summary checks."""
     host = fleet.host(name)
-    sessions = int(fleet.haproxy.stats().get(host.name, {}).get("scur") or 0)
-    killed, held = host.crash(fleet.net)  # held: connections at the kill, the failure bound
+    before = _lost(fleet.haproxy.stats().get(host.name, {}))
+    killed, held = host.crash(fleet.net)
     began = time.monotonic()
-    log.add("crash", host=host.name, processes=killed, in_flight=held, haproxy_sessions=sessions)
+    log.add("crash", host=host.name, processes=killed, connections_held=held)
     down = fleet.haproxy.wait_status(host.name, "DOWN", fleet.inter_s * (fleet.fall + 2) + 5)
+    time.sleep(1.0)  # answers still on their way back count as lost or not by now
+    lost = _lost(fleet.haproxy.stats().get(host.name, {})) - before
     log.add("marked_down", host=host.name, after_s=_round(down),
-            bound_s=fleet.inter_s * fleet.fall)  # fmt: skip
+            bound_s=fleet.inter_s * fleet.fall, in_flight=lost)  # fmt: skip
     time.sleep(max(0.0, 2.0 - (time.monotonic() - began)))
     host.start()
     ready = fleet.wait_ready(host)
     up = fleet.haproxy.wait_status(host.name, "UP", fleet.inter_s * (fleet.rise + 2) + 10)
     log.add("marked_up", host=host.name, ready=ready, after_s=_round(up))
+
+
+def _lost(row: dict[str, str]) -> int:
+    return int(row.get("eresp") or 0) + int(row.get("econ") or 0)
 
 
 def add_host(fleet: Fleet, log: FaultLog, host: Host) -> None:

@@ -4,6 +4,7 @@ Locust's total, and the faults marked (TERM, crash, HUP, host added)."""
 from __future__ import annotations
 
 import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -14,12 +15,16 @@ MARKS = {"term": ("TERM", "tab:orange"), "crash": ("kill -9", "tab:red"),
 
 
 def host_rates(rows: list[dict[str, str]], window: float = 2.0) -> dict[str, tuple[list, list]]:
-    """Per host: (t, requests/s over the last ``window`` seconds of the same life)."""
+    """Per host: (t, requests/s over the last ``window`` seconds of the same life). A gap (the host
+    was down, or restarted) is a NaN, so the line breaks there instead of bridging it."""
     series: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
     last: dict[str, list[tuple[float, str, int]]] = defaultdict(list)
     for row in rows:
         t, host, life, n = float(row["t"]), row["host"], row["life"], int(row["requests"])
         past = [p for p in last[host] if p[1] == life and t - p[0] <= window + 1e-6]
+        if not past and last[host] and series[host][0]:
+            series[host][0].append(t)
+            series[host][1].append(math.nan)
         if past and t > past[0][0]:
             series[host][0].append(t)
             series[host][1].append((n - past[0][2]) / (t - past[0][0]))
@@ -36,7 +41,7 @@ def plot_fleet(results: Path, out: Path, title: str = "") -> Path | None:
     except ImportError:
         return None
     fig, ax = plt.subplots(figsize=(10, 4.5))
-    for host, (t, rate) in sorted(host_rates(read_csv(results / "hosts.csv")).items()):
+    for host, (t, rate) in sorted(host_rates(read_csv(results / "hosts.csv"), 5.0).items()):
         ax.plot(t, rate, label=f"host {host}", linewidth=1.2)
     history = [
         r for r in read_csv(results / "locust_stats_history.csv") if r.get("Name") == "Aggregated"

@@ -39,20 +39,22 @@ def failures_after(history: list[dict[str, str]], when: float) -> int:
 def crash_checks(
     faults: list[dict[str, Any]], history: list[dict[str, str]], load_start: float, failures: int
 ) -> list[dict[str, Any]]:
-    """For each crash: the failure bound (connections the host held at the kill), when it was marked down
-    (against inter x fall) and the failures after that."""
+    """For each crash: the failure bound (requests HAProxy lost on the crashed host), the connections
+    the host held when killed, when it was marked down (against inter x fall) and the failures after."""
     out = []
     for crash in (f for f in faults if f["kind"] == "crash"):
         down = next((f for f in faults if f["kind"] == "marked_down" and f["host"] == crash["host"]
-                     and f["t"] >= crash["t"]), None)  # fmt: skip
-        down_at = load_start + crash["t"] + (down or {}).get("after_s", 0.0) if down else None
+                     and f["t"] >= crash["t"]), {})  # fmt: skip
+        in_flight = down.get("in_flight", 0)
+        down_at = load_start + crash["t"] + down["after_s"] if down.get("after_s") else None
         out.append({
             "host": crash["host"],
-            "in_flight": crash["in_flight"],
+            "in_flight": in_flight,
+            "connections_held": crash.get("connections_held"),
             "failures": failures,
-            "failures_within_bound": failures <= crash["in_flight"],
-            "marked_down_after_s": (down or {}).get("after_s"),
-            "bound_s": (down or {}).get("bound_s"),
+            "failures_within_bound": failures <= in_flight,
+            "marked_down_after_s": down.get("after_s"),
+            "bound_s": down.get("bound_s"),
             "failures_after_marked_down": failures_after(history, down_at) if down_at else None,
         })  # fmt: skip
     return out
@@ -138,8 +140,8 @@ def render_markdown(s: dict[str, Any]) -> str:
         lines.append("")
         for c in s["crashes"]:
             lines.append(
-                f"Crash of {c['host']}: {c['failures']} failed against {c['in_flight']} connections "
-                f"it held when killed; marked down after {c['marked_down_after_s']} s (inter x fall = "
+                f"Crash of {c['host']}: {c['failures']} failed against {c['in_flight']} requests HAProxy "
+                f"lost on it ({c['connections_held']} connections held at the kill); marked down after {c['marked_down_after_s']} s (inter x fall = "
                 f"{c['bound_s']} s); {c['failures_after_marked_down']} failures after that."
             )
     return "\n".join(lines) + "\n"

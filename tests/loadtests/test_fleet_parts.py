@@ -4,6 +4,7 @@ and the runner refusing to start without root / ip netns (exit status 2, a reaso
 
 from __future__ import annotations
 
+import math
 import shutil
 import subprocess
 
@@ -67,8 +68,9 @@ def test_agreement_is_exact_or_explained_by_a_crash() -> None:
     assert _summary(100, 0, 100, [60, 40])["counts_agree"] is True
     assert _summary(100, 0, 101, [61, 40])["agreement"].startswith("MISMATCH")
     assert _summary(100, 0, 100, [60, 39])["agreement"].startswith("MISMATCH")
-    crash = [{"t": 2.0, "kind": "crash", "host": "h1", "in_flight": 3},
-             {"t": 2.5, "kind": "marked_down", "host": "h1", "after_s": 0.5, "bound_s": 1.0}]  # fmt: skip
+    crash = [{"t": 2.0, "kind": "crash", "host": "h1", "connections_held": 2},
+             {"t": 2.5, "kind": "marked_down", "host": "h1", "after_s": 0.5, "bound_s": 1.0,
+              "in_flight": 3}]  # fmt: skip
     s = _summary(100, 2, 101, [50, 40], crash)
     assert s["agreement"].startswith("consistent with the crash"), s["agreement"]
     assert (
@@ -90,7 +92,8 @@ def test_host_rates_per_life() -> None:
     rows = [{"t": str(t), "host": "h1", "life": str(life), "requests": str(n)}
             for t, life, n in [(0, 1, 0), (1, 1, 10), (2, 1, 30), (3, 2, 0), (4, 2, 5)]]  # fmt: skip
     t, rate = host_rates(rows)["h1"]
-    assert t == [1.0, 2.0, 4.0] and rate == [10.0, 15.0, 5.0]  # no rate across a restart
+    assert t == [1.0, 2.0, 3.0, 4.0]
+    assert rate[:2] == [10.0, 15.0] and math.isnan(rate[2]) and rate[3] == 5.0  # a break, no bridge
 
 
 def test_fault_plan_in_time_order() -> None:

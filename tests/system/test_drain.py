@@ -8,6 +8,7 @@ cleanly; then the normal graceful stop. A second TERM, or INT, skips what is lef
 
 from __future__ import annotations
 
+import re
 import signal
 import socket
 import time
@@ -49,6 +50,9 @@ def test_term_drains_for_the_delay_then_stops(run_supervisor):
     assert sup.wait(30) == 0
     assert time.monotonic() - began >= 3.5, "the graceful stop began before the delay ended"
     assert "draining for 4.0s" in sup.stderr()
+    # the final count, after the workers' last reports (the fleet runner reads it per host life)
+    served = re.search(r"supervisor exiting with code 0, (\d+) requests served", sup.stderr())
+    assert served and int(served.group(1)) >= 3, sup.stderr()[-2000:]
     pooled.close()
 
 
