@@ -246,23 +246,26 @@ class H1Connection:
         reader = self._reader
         return not (type(reader) is ContentLengthReader and reader.remaining == 0)
 
-    def send_data(self, data: bytes) -> bytes:
-        """Frame body bytes (chunked: size line + CRLF; HEAD/204/304: dropped; empty: b"")."""
+    def _body_writer(self) -> BodyWriter:
         if self._state.our_state is not st.SEND_BODY or self._writer is None:
             raise LocalProtocolError(f"cannot send body data in state {self._state.our_state.name}")
+        return self._writer
+
+    def send_data(self, data: bytes) -> bytes:
+        """Frame body bytes (chunked: size line + CRLF; HEAD/204/304: dropped; empty: b"")."""
+        writer = self._body_writer()
         try:
-            return self._writer.write(data)
-        except LocalProtocolError:
+            return writer.write(data)
+        except LocalProtocolError:  # more than the Content-Length: the response cannot be completed
             self._state.disable_keep_alive()
             raise
 
     def frame_data(self, count: int) -> tuple[bytes, bytes] | None:
         """Framing for ``count`` body bytes the I/O layer sends itself (sendfile): (prefix, suffix) to
         write around them, or None when the response has no body (HEAD, 204, 304)."""
-        if self._state.our_state is not st.SEND_BODY or self._writer is None:
-            raise LocalProtocolError(f"cannot send body data in state {self._state.our_state.name}")
+        writer = self._body_writer()
         try:
-            return self._writer.frame(count)
+            return writer.frame(count)
         except LocalProtocolError:
             self._state.disable_keep_alive()
             raise

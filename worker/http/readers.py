@@ -196,6 +196,17 @@ def _diagnose_request_line(line: str) -> NoReturn:
     raise RemoteProtocolError("invalid character in request-target (RFC 9112 §3.2)")
 
 
+def _take(buf: bytearray, limit: int) -> bytes:
+    """Remove and return up to ``limit`` bytes from the front of ``buf``."""
+    if len(buf) <= limit:
+        data = bytes(buf)
+        buf.clear()
+    else:
+        data = bytes(buf[:limit])
+        del buf[:limit]
+    return data
+
+
 class ContentLengthReader:
     """A body of exactly ``remaining`` bytes (RFC 9112 §6.2)."""
 
@@ -212,12 +223,7 @@ class ContentLengthReader:
             if eof:
                 raise RemoteProtocolError("connection closed in the middle of the body")
             return None
-        if len(buf) <= remaining:
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:remaining])
-            del buf[:remaining]
+        data = _take(buf, remaining)
         self.remaining = remaining - len(data)
         return Data(data)
 
@@ -299,14 +305,8 @@ class ChunkedReader:
             if eof:
                 raise RemoteProtocolError("connection closed in the middle of a chunk")
             return None
-        take = self._remaining
-        if len(buf) <= take:
-            data = bytes(buf)
-            buf.clear()
-        else:
-            data = bytes(buf[:take])
-            del buf[:take]
-        self._remaining = take - len(data)
+        data = _take(buf, self._remaining)
+        self._remaining -= len(data)
         if not self._remaining:
             self._phase = self._DATA_END
         return Data(data)
