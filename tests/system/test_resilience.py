@@ -80,7 +80,7 @@ def test_respawn_rate_of_a_crashing_ready_worker_is_bounded(run_supervisor):
 
     poll("twelve spawns", twelve_spawns, timeout=20, interval=0.01)
     gaps = [b - a for a, b in zip(seen[1:], seen[2:], strict=False)]
-    assert max(gaps) < 1.0, gaps  # a backoff would have reached 0.8 s, then 1.6 s by now
+    assert max(gaps) < 1.5, gaps  # a backoff would have reached 1.6 s, then 3.2 s by now
     rate = (len(seen) - 2) / (seen[-1] - seen[1])
     assert rate <= 1.5 / RESPAWN_INTERVAL_S, (rate, gaps)  # observed via the log: margin for jitter
     assert sum(gaps) >= (len(gaps) - 1) * RESPAWN_INTERVAL_S, gaps
