@@ -71,8 +71,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--granian-threads",
         type=int,
-        default=1,
-        help="granian --blocking-threads per worker (1 was its fastest WSGI setting on this machine)",
+        default=0,
+        help="granian --blocking-threads per worker; 0 leaves granian's default (backpressure / 2)",
     )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; medians are reported")
     p.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")

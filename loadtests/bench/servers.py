@@ -72,7 +72,8 @@ def command(name: str, port: int, cfg: ServerConfig) -> list[str]:
     if name == "granian":
         return [
             sys.executable, "-m", "granian", "--interface", "wsgi", "--workers", str(cfg.procs),
-            "--blocking-threads", str(cfg.granian_threads), "--host", "127.0.0.1", "--port", str(port),
+            *(["--blocking-threads", str(cfg.granian_threads)] if cfg.granian_threads else []),
+            "--host", "127.0.0.1", "--port", str(port),
             "--no-access-log", *(["--ssl-certificate", cert, "--ssl-keyfile", key] if tls else []),
             "hello:app",
         ]  # fmt: skip
