@@ -256,7 +256,7 @@ def _wrk_markdown(args: argparse.Namespace, summaries: list, meta: dict[str, Any
                 if final_lines
                 else []
             ),
-            "Servers (PORT: a free port picked per run; WORKDIR: the run's temporary directory, whose `static/` holds `4k.bin` and `1m.bin`, 4 KiB and 1 MiB):",
+            "Servers (PORT: a free port picked per run; WORKDIR: the run's temporary directory, whose `static/` holds `13b.txt`, `4k.bin` and `1m.bin`: 13 bytes, 4 KiB and 1 MiB):",
             "",
             *cmds,
             "",
