@@ -25,7 +25,8 @@ from worker.inflight import Inflight
 
 log = logging.getLogger("webcluster.supervisor")
 
-#: ``worker.main.run``'s signature: (cfg, sockets, channel, *, slot, generation) -> exit code.
+#: ``worker.main.run``'s signature: (cfg, sockets, channel, *, slot, generation, inflight) -> exit code;
+#: ``inflight`` is the worker's :class:`worker.inflight.Inflight` records, shared with the supervisor.
 WorkerTarget = Callable[..., int]
 
 EXIT_OK = 0
