@@ -275,7 +275,12 @@ def test_unix_stale_socket_file_is_replaced(tmp_path):
     dead.bind(path)
     dead.close()  # the file stays, nobody listens
     lst = Listeners.open([f"unix:{path}"], slots=1, backlog=16)
-    lst.close()
+    try:
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(path)  # the new listener answers on the old path
+        assert lst.urls() == [f"unix:{path}"]
+    finally:
+        lst.close()
 
 
 def test_unix_socket_in_use(tmp_path):
