@@ -15,6 +15,7 @@ content is testable without sockets. Parsing and serialisation are the project's
 from __future__ import annotations
 
 import contextlib
+import enum
 import logging
 import os
 import selectors
@@ -49,6 +50,16 @@ class SnapshotSource(Protocol):
     def snapshot(self) -> StatsSnapshot: ...
 
 
+class Health(enum.Enum):
+    """The supervisor's side of /healthz (the workers' saturation is the other side). The value is the
+    text /healthz answers with."""
+
+    STARTING = "starting: no worker is ready yet"
+    SERVING = "ok"
+    NO_WORKER = "unavailable: no worker is ready"  # they were; all died or hung since
+    DRAINING = "draining"  # --drain-delay or stopping
+
+
 @dataclass(frozen=True, slots=True)
 class AdminResponse:
     status: int
@@ -61,7 +72,7 @@ def route(
     method: str,
     target: str,
     source: SnapshotSource,
-    health: Callable[[], bool],
+    health: Callable[[], Health],
     *,
     allowed: bool = True,
 ) -> AdminResponse:
@@ -86,13 +97,13 @@ def route(
     return AdminResponse(404, "text/plain; charset=utf-8", b"not found\n")
 
 
-def healthz(snap: StatsSnapshot, serving: bool) -> AdminResponse:
-    """200 while the cluster serves; 503 while it drains (a load balancer then stops sending first) or
-    when every serving worker's pool is saturated by requests stuck past --request-timeout. Saturated
-    workers are named in both cases, e.g. ``saturated: worker 4242 (slot 0)``."""
+def healthz(snap: StatsSnapshot, health: Health) -> AdminResponse:
+    """200 while the cluster serves; 503 until a worker is ready, while it drains (a load balancer then
+    stops sending first) or when every serving worker's pool is saturated by requests stuck past
+    --request-timeout. Saturated workers are named in both cases, e.g. ``saturated: worker 4242 (slot 0)``."""
     text = "text/plain; charset=utf-8"
-    if not serving:
-        return AdminResponse(503, text, b"draining\n")
+    if health is not Health.SERVING:
+        return AdminResponse(503, text, f"{health.value}\n".encode())
     live = [w for w in snap.workers if w.state in ("running", "retiring")]
     stuck = [w for w in live if w.gauges.saturated]
     if not stuck:
@@ -117,7 +128,7 @@ class AdminServer:
         self,
         address: str,
         aggregator: SnapshotSource,
-        health: Callable[[], bool],
+        health: Callable[[], Health],
         *,
         max_connections: int = 16,
         timeout: float = 10.0,
@@ -224,7 +235,7 @@ _HEADERS = [("Cache-Control", "no-store"), ("X-Content-Type-Options", "nosniff")
 
 
 def _converse(
-    conn: socket.socket, source: SnapshotSource, health: Callable[[], bool], allowed: bool
+    conn: socket.socket, source: SnapshotSource, health: Callable[[], Health], allowed: bool
 ) -> None:
     """Serve one connection with the project's sans-IO HTTP/1.1 core until close, error or timeout."""
     h1 = H1Connection(_ADMIN_LIMITS, server=b"webcluster-admin")

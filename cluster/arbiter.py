@@ -17,6 +17,7 @@ import time
 from typing import Any
 
 from cluster import boot, policy, sdnotify, upgrade
+from cluster.admin import Health
 from cluster.config import ConfigError, reload_config
 from cluster.lifecycle import Exit, Lifecycle
 from cluster.listeners import BindError, Listeners
@@ -50,7 +51,7 @@ class Arbiter:
         self._listeners: Listeners | None = None
         self._stats: Any = None
         self._admin: Any = None
-        self._healthy = False
+        self._health = Health.STARTING  # what /healthz says; written here, read by admin threads
         self._shutdown = Shutdown()
         self._exit_code: int | None = None
         self._next_tick = 0.0
@@ -105,7 +106,7 @@ class Arbiter:
         self._signals.install()
         self.workers.watch(self._signals.fileno())
         self._stats, self._admin, admin_url = boot.start_admin(
-            self.cfg, self.generation, lambda: self._healthy, self._handoff and self._handoff.admin
+            self.cfg, self.generation, lambda: self._health, self._handoff and self._handoff.admin
         )
         self.lifecycle.stats = self._stats
         if self.cfg.reload:
@@ -158,9 +159,14 @@ class Arbiter:
             self._exit_code = self._shutdown.check(list(self.workers), now)
         elif self._announce:
             self._check_ready()
-        self._healthy = not self._shutdown.leaving and any(
-            w.state is WorkerState.READY for w in self.workers
-        )
+        self._health = self._next_health()
+
+    def _next_health(self) -> Health:
+        if self._shutdown.leaving:
+            return Health.DRAINING
+        if any(w.state is WorkerState.READY for w in self.workers):
+            return Health.SERVING
+        return Health.STARTING if self._health is Health.STARTING else Health.NO_WORKER
 
     def _view(self) -> policy.Cluster:
         return self.lifecycle.view(desired=self.desired, generation=self.generation, cfg=self.cfg)
@@ -335,7 +341,8 @@ class Arbiter:
 
     def handle_term(self) -> None:
         if self.cfg.drain_delay > 0 and not self._shutdown.leaving:
-            self._healthy = False  # /healthz 503 now: the load balancer takes this host out first
+            # /healthz 503 now: the load balancer takes this host out first
+            self._health = Health.DRAINING
             self._shutdown.begin_drain(self.cfg.drain_delay, self.workers, time.monotonic())
         else:
             self._begin_stop(graceful=True)  # no delay, or a second TERM: skip what is left of it
@@ -351,7 +358,7 @@ class Arbiter:
         first = not self._shutdown.stopping
         if not self._shutdown.begin(graceful, self.cfg.graceful_timeout, time.monotonic()):
             return  # already stopping at least as fast
-        self._healthy = False
+        self._health = Health.DRAINING
         if not self._handed_over:  # after a handover the service goes on, under the new pid
             sdnotify.notify("STOPPING=1")
         if first:

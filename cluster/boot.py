@@ -13,12 +13,15 @@ import os
 import pwd
 import sys
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cluster.listeners import BindError, Listeners, raise_nofile_limit
 from cluster.process import WorkerTarget
 from cluster.steering import tcp_migrate_req_enabled
 from worker.version import version
+
+if TYPE_CHECKING:
+    from cluster.admin import Health
 
 try:  # stats and admin are separate subsystems; the supervisor works without them
     from cluster.admin import AdminServer
@@ -105,7 +108,7 @@ def check_tls(cfg: Any) -> None:
 
 
 def start_admin(
-    cfg: Any, generation: int, healthy: Callable[[], bool], sock: Any = None
+    cfg: Any, generation: int, healthy: Callable[[], Health], sock: Any = None
 ) -> tuple[Any, Any, str]:
     """(stats aggregator, admin server, its URL for the banner); (None, None, "off") when disabled.
 

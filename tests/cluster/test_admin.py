@@ -13,12 +13,21 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cluster.admin import AdminServer, route
+from cluster.admin import AdminServer, Health, route
 from cluster.metrics import render_metrics
 from cluster.snapshot import ProcInfo, StatsSnapshot
 from cluster.stats import StatsAggregator
 from worker import ipc
 from worker.stats import WorkerStats
+
+
+def SERVING() -> Health:  # noqa: N802 (the arbiter's answer while a worker is ready)
+    return Health.SERVING
+
+
+def DRAINING() -> Health:  # noqa: N802
+    return Health.DRAINING
+
 
 # --- a strict Prometheus text format 0.0.4 parser ---------------------------------------------
 
@@ -212,30 +221,30 @@ def test_metrics_parse_and_carry_the_snapshot() -> None:
 def test_peers_outside_admin_allow_ips_get_only_healthz() -> None:
     source = FakeSource()
     for path in ("/stats", "/metrics", "/", "/index.html", "/nope"):
-        assert route("GET", path, source, lambda: True, allowed=False).status == 403, path
-    assert route("GET", "/healthz", source, lambda: True, allowed=False).status == 200
-    assert route("GET", "/healthz", source, lambda: False, allowed=False).status == 503
+        assert route("GET", path, source, SERVING, allowed=False).status == 403, path
+    assert route("GET", "/healthz", source, SERVING, allowed=False).status == 200
+    assert route("GET", "/healthz", source, DRAINING, allowed=False).status == 503
 
 
 def test_routes() -> None:
     source = FakeSource()
-    up = route("GET", "/healthz", source, lambda: True)
+    up = route("GET", "/healthz", source, SERVING)
     assert (up.status, up.body) == (200, b"ok\n")
-    down = route("GET", "/healthz", source, lambda: False)
+    down = route("GET", "/healthz", source, DRAINING)
     assert (down.status, down.body) == (503, b"draining\n")
-    stats = route("GET", "/stats?x=1", source, lambda: True)
+    stats = route("GET", "/stats?x=1", source, SERVING)
     assert stats.content_type == "application/json"
     assert json.loads(stats.body)["totals"]["requests"] == 60
-    page = route("GET", "/", source, lambda: True)
+    page = route("GET", "/", source, SERVING)
     assert page.content_type.startswith("text/html")
     assert dict(page.headers)["Content-Security-Policy"].startswith("default-src 'none'")
-    assert route("GET", "/nope", source, lambda: True).status == 404
-    post = route("POST", "/stats", source, lambda: True)
+    assert route("GET", "/nope", source, SERVING).status == 404
+    post = route("POST", "/stats", source, SERVING)
     assert post.status == 405 and ("Allow", "GET, HEAD") in post.headers
 
 
 def test_dashboard_is_self_contained() -> None:
-    html = route("GET", "/", FakeSource(), lambda: True).body.decode()
+    html = route("GET", "/", FakeSource(), SERVING).body.decode()
     # no external scripts, styles, images or fonts: every URL-ish attribute is local or data:
     assert not re.search(r"""(src|href)\s*=\s*["'](?!data:|stats|#)""", html)
     assert "http://" not in html.replace("http://www.w3.org/2000/svg", "")
@@ -250,7 +259,7 @@ def test_dashboard_is_self_contained() -> None:
 @pytest.fixture
 def server():
     source = FakeSource()
-    healthy = [True]
+    healthy = [Health.SERVING]
     srv = AdminServer("127.0.0.1:0", source, lambda: healthy[0], timeout=5.0)
     srv.start()
     try:
@@ -281,7 +290,7 @@ def test_server_endpoints(server) -> None:
     assert status == 200 and json.loads(body)["generation"] == 2
     assert _get(srv, "GET", "/")[0] == 200
     assert _get(srv, "GET", "/healthz")[2] == b"ok\n"
-    healthy[0] = False
+    healthy[0] = Health.DRAINING
     assert _get(srv, "GET", "/healthz")[:1] == (503,)
     assert _get(srv, "GET", "/missing")[0] == 404
     status, headers, body = _get(srv, "DELETE", "/stats")
@@ -340,7 +349,7 @@ def test_server_pipelining_and_protocol_errors(server) -> None:
 
 @pytest.mark.timeout(30)
 def test_server_caps_connections() -> None:
-    srv = AdminServer("127.0.0.1:0", FakeSource(), lambda: True, max_connections=1, timeout=5.0)
+    srv = AdminServer("127.0.0.1:0", FakeSource(), SERVING, max_connections=1, timeout=5.0)
     srv.start()
     try:
         host, port = srv.address
@@ -365,7 +374,7 @@ def test_server_ipv6_and_unix(spec: str, tmp_path) -> None:
         spec = f"unix:{tmp_path}/admin.sock"
     elif not socket.has_ipv6:
         pytest.skip("no IPv6 on this host")
-    srv = AdminServer(spec, FakeSource(), lambda: True)
+    srv = AdminServer(spec, FakeSource(), SERVING)
     try:
         srv.start()
     except OSError as exc:
@@ -437,12 +446,14 @@ def test_healthz_names_saturated_workers_and_fails_when_all_are() -> None:
         def snapshot(self) -> StatsSnapshot:
             return self.snap
 
-    def health(stuck: dict[int, int], serving: bool = True) -> tuple[int, bytes]:
-        resp = route("GET", "/healthz", Source(_event_snapshot(stuck)), lambda: serving)
+    def health(stuck: dict[int, int], state: Health = Health.SERVING) -> tuple[int, bytes]:
+        resp = route("GET", "/healthz", Source(_event_snapshot(stuck)), lambda: state)
         return resp.status, resp.body
 
     assert health({}) == (200, b"ok\n")
     assert health({11: 3}) == (200, b"ok\n")  # one thread still free: not saturated
     assert health({11: 4}) == (200, b"ok; saturated: worker 11 (slot 0)\n")
     assert health({11: 4, 12: 4}) == (503, b"saturated: worker 11 (slot 0), worker 12 (slot 1)\n")
-    assert health({}, serving=False) == (503, b"draining\n")
+    assert health({}, Health.DRAINING) == (503, b"draining\n")
+    assert health({}, Health.STARTING) == (503, b"starting: no worker is ready yet\n")
+    assert health({}, Health.NO_WORKER) == (503, b"unavailable: no worker is ready\n")

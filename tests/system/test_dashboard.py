@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from cluster.admin import AdminServer
+from cluster.admin import AdminServer, Health
 from cluster.stats import StatsAggregator
 from tests.cluster.test_admin import parse_prometheus
 from tests.conftest import poll
@@ -255,7 +255,7 @@ def test_a_lone_latency_point_is_drawn(tmp_path: Path) -> None:
     quiet = {"requests_per_s": 0.0, "p50_s": None, "p95_s": None, "p99_s": None, "rss_bytes": 1}
     busy = {"requests_per_s": 3.0, "p50_s": 0.002, "p95_s": 0.004, "p99_s": 0.9, "rss_bytes": 1}
     history = [{**quiet, "t": 1.0}, {**busy, "t": 2.0}, {**quiet, "t": 3.0}]
-    server = AdminServer("127.0.0.1:0", _CannedStats(history), lambda: True)
+    server = AdminServer("127.0.0.1:0", _CannedStats(history), lambda: Health.SERVING)
     server.start()
     try:
         dom = _dump_dom(f"http://127.0.0.1:{server.address[1]}/", tmp_path / "profile")

@@ -167,6 +167,34 @@ def test_stopped_worker_is_killed_after_timeout(run_supervisor):
     assert get(sup.port).status == 200
 
 
+def test_healthz_says_starting_and_503_until_a_worker_is_ready(run_supervisor, tmp_path):
+    """Before any worker is ready /healthz is 503 (a load balancer must not send yet) and says why:
+    the server is starting, not draining."""
+    go = tmp_path / "go"
+    (tmp_path / "slowboot.py").write_text(
+        "import os, time\n"
+        f"while not os.path.exists({str(go)!r}):  # the app's import holds the worker back\n"
+        "    time.sleep(0.05)\n"
+        "def app(environ, start_response):\n"
+        "    start_response('200 OK', [('Content-Type', 'text/plain')])\n"
+        "    return [b'up']\n"
+    )
+    sup = run_supervisor(
+        "--procs", "1", "--chdir", str(tmp_path), "--app", "slowboot:app", ready=False
+    )
+
+    def healthz() -> tuple[int, bytes] | None:
+        try:
+            return sup.get_admin("/healthz")
+        except OSError:  # the admin socket is not listening yet
+            return None
+
+    poll("/healthz answers", lambda: healthz() is not None, timeout=20)
+    assert healthz() == (503, b"starting: no worker is ready yet\n")
+    go.touch()
+    poll("/healthz 200", lambda: healthz() == (200, b"ok\n"), timeout=20)
+
+
 def test_import_error_exits_nonzero_without_fork_loop(run_supervisor):
     """An app that cannot be imported: non-zero exit within seconds, the error printed, no crash loop."""
     started = time.monotonic()
