@@ -1,7 +1,7 @@
 """Per-worker request counters, updated from pool threads on every response.
 
 ``record()`` is on the per-request hot path: one lock around a handful of integer adds, plus a bisect
-for the latency bucket done before the lock is taken; tests/cluster/test_stats.py bounds its cost. One
+for the latency bucket done before the lock is taken; ``python -m loadtests.bench.hotpath`` measures it. One
 lock rather than per-thread counters because ``snapshot()`` must see
 each request entirely or not at all (requests, status class and histogram agree), and the lock is held
 for less time than a dict lookup chain.
