@@ -3,10 +3,11 @@ the three agree. Pure functions over the run's files and records (tested without
 
 How the numbers add up: every request Locust sends reaches HAProxy's frontend (``req_tot``); HAProxy
 forwards it to one host, which counts it in its /stats once answered. A host's count is summed over its
-lives (a restart starts the supervisor's counters from zero; the runner keeps each life's last reading).
+lives (a restart starts the supervisor's counters from zero): the total a stopped supervisor logs at exit,
+or, for a life that crashed or still runs, the runner's last reading of its /stats.
 So with no failure ``Locust == HAProxy frontend == sum over hosts``, exactly. A request cut off by a
 host crash may have been counted by neither the host (its last reading died with it) nor answered; a
-crash also loses that host's requests since its last one-second report, so then hosts <= HAProxy.
+crash also loses that host's requests since the runner's last /stats reading, so then hosts <= HAProxy.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def summarize(
     ):
         verdict = (f"consistent with the crash: Locust {requests}, HAProxy {front} (differ by at most "
                    f"the {failures} broken requests), hosts {front - hosts_sum} short (a crashed "
-                   "host's counts since its last 1 s report died with it)")  # fmt: skip
+                   "host's counts since the runner's last /stats reading died with it)")  # fmt: skip
     else:
         verdict = f"MISMATCH: Locust {requests}, HAProxy {front}, hosts {hosts_sum}"
     return {
