@@ -81,8 +81,9 @@ class Conn:
         self.last_unsent = 0  # send-queue bytes seen at the last idle timeout (slow readers)
         self.bytes_in = 0
         self.body_error: RemoteProtocolError | None = None
-        # Body events the loop parsed before dispatch (preread_body); the thread takes them first.
-        self.early: deque[Data | EndOfMessage] = deque()
+        # Body events the loop parsed before dispatch (preread_body); the thread takes them first. Made
+        # only for a request with a body: an empty deque is 760 bytes, a third of an idle connection.
+        self.early: deque[Data | EndOfMessage] | None = None
         self.early_bytes = 0
         self.body_start: float | None = None  # when the current body started to count (rate check)
         self.body_base = 0  # bytes_in at body_start, minus body bytes already buffered then
@@ -95,7 +96,7 @@ class Conn:
     # ---- ASYNCHRONOUS: loop thread, before the request goes to a pool thread -------------
     def new_request(self) -> None:
         """A request head was parsed (by the loop or, for a pipelined one, by the pool thread)."""
-        self.early.clear()
+        self.early = None
         self.early_bytes = 0
         self.body_start = None
 
@@ -120,6 +121,8 @@ class Conn:
         ``budget`` is read here, by the loop, bounded by --body-timeout and --body-min-rate.
         """
         h1, early = self.h1, self.early
+        if early is None:
+            early = self.early = deque()
         while True:
             event = h1.next_event()
             if event is NEED_DATA or event is PAUSED:

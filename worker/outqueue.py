@@ -41,7 +41,9 @@ class OutputQueue:
         self.file_fd = -1
         self.file_off = 0
         self.file_left = 0
-        self.tail = bytearray()
+        self.tail: bytearray | None = (
+            None  # made when bytes queue behind a file (idle connections: none)
+        )
         self.sent_at = 0.0  # loop: when the client last took bytes of the file
 
     # ---- pool thread ---------------------------------------------------------------------
@@ -50,6 +52,8 @@ class OutputQueue:
 
         ``more``: a file follows at once, so the kernel may hold a partial segment (MSG_MORE)."""
         if self.file_left:  # behind a file the loop will send: keep the order
+            if self.tail is None:
+                self.tail = bytearray()
             self.tail += data
             if len(self.tail) > HIGH_WATER:
                 self.drain_blocking()
@@ -119,8 +123,9 @@ class OutputQueue:
                 raise ClientDisconnected(str(exc)) from exc
             finally:
                 self.drop_file()
-        self.buf, self.tail = self.tail, self.buf
-        self.flush_blocking()
+        if self.tail:
+            self.buf, self.tail = self.tail, None
+            self.flush_blocking()
 
     # ---- loop thread, once the connection was handed back --------------------------------
     def __bool__(self) -> bool:
@@ -143,7 +148,7 @@ class OutputQueue:
                     if buf.__sizeof__() > _RELEASE_ABOVE:
                         self.buf = bytearray()  # release a large buffer between requests
                     return True
-                self.buf, self.tail = self.tail, buf
+                self.buf, self.tail = self.tail, None
                 continue
             count = min(self.file_left, SENDFILE_CHUNK)
             sent = _sendfile_now(self.sock.fileno(), self.file_fd, self.file_off, count)
