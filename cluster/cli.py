@@ -99,7 +99,6 @@ def check_config(cfg: Config) -> int:
 def render_config(cfg: Config, origins: dict[str, str]) -> str:
     """The effective settings as TOML that ``--config`` accepts back; unset ones commented out."""
     lines = ["# webcluster: effective settings (value  # where it came from)"]
-    width = 0
     rows: list[tuple[str, str]] = []
     for s in SETTINGS:
         value = getattr(cfg, s.name)
@@ -108,9 +107,14 @@ def render_config(cfg: Config, origins: dict[str, str]) -> str:
         else:  # `config` is commented out: the file cannot name itself
             text = ("" if s.in_file else "# ") + f"{s.name} = {_toml(s.name, value)}"
         rows.append((text, origins[s.name]))
-        width = max(width, len(text))
+    # The origins line up in one column, but one long value (a cipher list) must not push that column
+    # out for every line: longer lines just get theirs after two spaces.
+    width = max((len(text) for text, _ in rows if len(text) <= ORIGIN_COLUMN), default=0)
     lines += [f"{text.ljust(width)}  # {origin}" for text, origin in rows]
     return "\n".join(lines) + "\n"
+
+
+ORIGIN_COLUMN = 48  # --print-config: the widest line the origin comments are aligned after
 
 
 def _toml(name: str, value: Any) -> str:

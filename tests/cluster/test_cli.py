@@ -76,6 +76,20 @@ def test_print_config_is_toml_that_loads_back_to_the_same_config(tmp_path) -> No
     assert dataclasses.replace(loaded, config=None) == cfg
 
 
+def test_print_config_aligns_origins_without_padding_to_the_longest_value() -> None:
+    cfg, origins = explain_config(["--ciphers", "ECDHE-RSA-AES128-GCM-SHA256:" * 8 + "HIGH"], {})
+    lines = cli.render_config(cfg, origins).splitlines()[1:]
+    long = [line for line in lines if line.startswith("ciphers = ")]
+    assert long and long[0].endswith(
+        'HIGH"  # cli --ciphers'
+    )  # a long value: its origin right after
+    columns = {
+        line.index("  # ") for line in lines if len(line.split("  # ")[0]) <= cli.ORIGIN_COLUMN
+    }
+    assert len(columns) == 1 and columns.pop() <= cli.ORIGIN_COLUMN  # the others line up, narrowly
+    assert max(len(line) for line in lines if line not in long) <= 100
+
+
 def test_commands_are_not_settings() -> None:
     args = vars(build_parser().parse_args(["--check-config", "--print-config"]))
     assert args == {"check_config": True, "print_config": True}
