@@ -1,12 +1,15 @@
-"""The requests a worker's pool threads are running, in memory the supervisor shares.
+"""What each pool thread is running: one record per thread, the one per-request bookkeeping step.
 
-The supervisor maps a small anonymous ``MAP_SHARED`` region per worker before it forks (:meth:`Inflight.
-create`); the worker's pool threads write into it and the supervisor reads it when the worker dies, so
-the log names the request that was running when a worker crashed or was killed. Nothing crosses a pipe and nothing is locked on the request path: each pool
-thread owns one fixed-size record and writes it with one ``pack_into`` when a request starts and one
-byte store when it ends. The supervisor reads only after the worker is gone, so it never sees a record
-half-written by a live thread; a thread that died mid-write leaves a record that decodes to garbage, at
-worst, which is shown with replacement characters.
+Two readers share it. The supervisor maps a small anonymous ``MAP_SHARED`` region per worker before it
+forks (:meth:`Inflight.create`) and reads it when the worker dies, so the log names the request that was
+running when a worker crashed or was killed. In the worker, the watchdog thread (--request-timeout,
+worker/watchdog.py) reads it to find requests running too long (:meth:`Inflight.by_thread`).
+
+Nothing crosses a pipe and nothing is locked on the request path: each pool thread owns one fixed-size
+record and writes it with one ``pack_into`` when a request starts and one byte store when it ends. Each is
+a single C call made under the GIL, so the watchdog, another thread of the same process, never reads a
+record half-written. The supervisor reads only after the worker is gone; a thread that died mid-write
+leaves a record that decodes to garbage, at worst, which is shown with replacement characters.
 
 Record layout (little-endian): ``state`` u8 (0 never used, 1 running, 2 finished), ``started`` f64
 (``time.monotonic()``, one clock for every process on Linux), ``length`` u16, then ``length`` bytes of
@@ -19,7 +22,6 @@ import itertools
 import mmap
 import struct
 import threading
-import time
 from dataclasses import dataclass
 
 TEXT_BYTES = 245
@@ -35,6 +37,14 @@ class Running:
     request: str
     started: float
 
+    @property
+    def method(self) -> str:
+        return self.request.partition(" ")[0]
+
+    @property
+    def target(self) -> str:
+        return self.request.partition(" ")[2]
+
 
 class Inflight:
     """``threads`` records in a shared mapping; any pool thread calls :meth:`begin` / :meth:`end`."""
@@ -44,6 +54,7 @@ class Inflight:
         self.threads = threads
         self._local = threading.local()
         self._next = itertools.count()  # next() on a count is atomic under the GIL
+        self._idents = [0] * threads  # the thread that owns each record (in the worker only)
 
     @classmethod
     def create(cls, threads: int) -> Inflight:
@@ -56,15 +67,18 @@ class Inflight:
         if offset is None:
             index = next(self._next)  # first request on this thread: claim the next record
             offset = index * RECORD_BYTES if index < self.threads else -1
+            if offset >= 0:
+                self._idents[index] = threading.get_ident()
             self._local.offset = offset
         return offset
 
-    def begin(self, method: str, target: str) -> None:
-        """This thread starts ``method target`` (pool thread, once per request)."""
+    def begin(self, method: str, target: str, started: float) -> None:
+        """This thread starts ``method target`` at ``started`` (``time.monotonic()``; pool thread, once
+        per request)."""
         offset = self._offset()
         if offset >= 0:
             text = f"{method} {target}".encode("latin-1", "replace")[:TEXT_BYTES]
-            _RECORD.pack_into(self._buf, offset, _RUNNING, time.monotonic(), len(text), text)
+            _RECORD.pack_into(self._buf, offset, _RUNNING, started, len(text), text)
 
     def end(self) -> None:
         """This thread's request is over (pool thread)."""
@@ -80,6 +94,17 @@ class Inflight:
             if state == _RUNNING:
                 out.append(Running(text[: min(length, TEXT_BYTES)].decode("latin-1"), started))
         return sorted(out, key=lambda r: r.started)
+
+    def by_thread(self) -> list[tuple[int, tuple[float, Running]]]:
+        """(thread ident, (start, request)) of each request running now (the worker's watchdog)."""
+        out = []
+        for index, ident in enumerate(self._idents):
+            if ident:
+                state, started, length, text = _RECORD.unpack_from(self._buf, index * RECORD_BYTES)
+                if state == _RUNNING:
+                    request = text[: min(length, TEXT_BYTES)].decode("latin-1")
+                    out.append((ident, (started, Running(request, started))))
+        return out
 
     def close(self) -> None:
         """Unmap (each process that holds the mapping closes its own)."""

@@ -205,7 +205,9 @@ def run(
             reporter.send_retire("max_requests")
 
     # Always on: queued requests of clients that left are dropped (cheap); the rest per setting.
-    watch = PoolWatch(queue_timeout=cfg.queue_timeout, track_running=cfg.request_timeout > 0)
+    watch = PoolWatch(queue_timeout=cfg.queue_timeout)
+    if inflight is None and cfg.request_timeout > 0:  # no supervisor shares the records: our own
+        inflight = Inflight.create(cfg.threads)
     loop = Loop(
         sockets,
         Runner(
@@ -227,7 +229,7 @@ def run(
     _enable_faulthandler(cfg.error_log)
     _install_signals(loop, access_log, cfg.error_log)
     if cfg.request_timeout > 0:
-        watchdog = _start_watchdog(cfg, watch, loop, stats, reporter)
+        watchdog = _start_watchdog(cfg, watch, inflight, loop, stats, reporter)
     if reporter is not None:
         reporter.send_ready()
     log.info("worker %d (slot %d, generation %d) serving", os.getpid(), slot, generation)
@@ -243,7 +245,12 @@ def run(
 
 
 def _start_watchdog(
-    cfg: Config, watch: PoolWatch, loop: Loop, stats: WorkerStats, reporter: Reporter | None
+    cfg: Config,
+    watch: PoolWatch,
+    running: Inflight,
+    loop: Loop,
+    stats: WorkerStats,
+    reporter: Reporter | None,
 ) -> Watchdog:
     """--request-timeout: a thread of its own watches the pool (the loop's heartbeat cannot see it).
     What it decides is carried out by the loop thread, which owns the sockets and the pipe."""
@@ -255,6 +262,7 @@ def _start_watchdog(
 
     watchdog = Watchdog(
         watch,
+        running,
         threads=cfg.threads,
         request_timeout=cfg.request_timeout,
         on_saturated=lambda saturated: loop.poller.call_soon(

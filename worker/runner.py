@@ -52,10 +52,10 @@ class Runner:
         self.handler = handler
         self.stats = stats
         self.access_log = access_log
-        self.inflight = inflight  # what each thread runs, for the supervisor's log if we die
-        # Queue waits and running requests, watched by worker.watchdog (None: not watched).
-        self.watch = watch
-        self._running = watch if watch is not None and watch.track_running else None
+        # What each thread runs: for the supervisor's log if we die, and for the watchdog
+        # (--request-timeout). None: neither reads it.
+        self.inflight = inflight
+        self.watch = watch  # queue waits, watched by worker.watchdog (None: not watched)
         self.hooks = hooks  # --hooks pre_request/post_request; None when the module has neither
         self.statsd = statsd  # --statsd-host
 
@@ -130,15 +130,12 @@ class Runner:
     def _serve_one(self, conn: Conn, request: Request, waited: float = 0.0) -> bool:
         """Run the handler for one request; False when the connection cannot be reused. Its recorded
         duration includes ``waited``, the time it queued for a thread, so an overload shows in /stats."""
-        start = time.perf_counter()
+        start = time.monotonic()  # the inflight records' clock, shared with the supervisor
         in_before = conn.bytes_in
         ex = ConnExchange(conn, request)
         inflight = self.inflight
         if inflight is not None:
-            inflight.begin(request.method, request.target)
-        running = self._running
-        if running is not None:
-            running.begin(request, start)  # the watchdog's clock is perf_counter too
+            inflight.begin(request.method, request.target, start)
         hooks = self.hooks
         if hooks is not None:
             hooks.before(request)  # absorbs what the hook raises: the request is still answered
@@ -151,13 +148,11 @@ class Runner:
         except Exception as exc:
             self._on_error(conn, ex, exc)
         finally:
-            if running is not None:
-                running.end()
-        if inflight is not None:
-            inflight.end()
+            if inflight is not None:
+                inflight.end()
         if conn.body_error is not None and not ex.headers_sent and not conn.broken:
             self._send_error(conn, ex, conn.body_error)
-        duration = time.perf_counter() - start + waited
+        duration = time.monotonic() - start + waited
         self._record(conn, ex, request, duration, conn.bytes_in - in_before)
         if hooks is not None:
             hooks.after(request, ex.status or 500, ex.response_headers, ex.bytes_out, duration)

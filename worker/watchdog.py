@@ -2,12 +2,14 @@
 
 The loop's heartbeat says nothing about the pool: a loop thread happily reporting every second while all
 pool threads sleep in the app is exactly the failure to catch. So detection runs in its own thread and
-reads two tables that the hot path fills with single dict operations (atomic under the GIL, no lock):
+reads two tables that the hot path fills without a lock:
 
-- ``PoolWatch.queued``: connection serial -> when the loop handed its request to the pool. Whoever pops the
-  entry first owns the connection: a pool thread about to run it (``claim``), or the loop answering it
-  503 because it waited too long (see ``Loop.shed``). Exactly one of them wins the pop.
-- ``PoolWatch.running``: pool thread ident -> (start, request) while the app runs that request.
+- ``PoolWatch.queued``: connection serial -> when the loop handed its request to the pool (single dict
+  operations, atomic under the GIL). Whoever pops the entry first owns the connection: a pool thread about
+  to run it (``claim``), or the loop answering it 503 because it waited too long (see ``Loop.shed``).
+  Exactly one of them wins the pop.
+- what each pool thread is running: the ``worker.inflight.Inflight`` records, the same ones the supervisor
+  reads after a crash (one write when a request starts, one when it ends, for both readers).
 
 ``assess`` is the pure decision (tested with a fake clock); ``Watchdog`` is the thread that applies it:
 each request running past --request-timeout is logged once at WARNING with its Python stack and counted;
@@ -26,11 +28,11 @@ import time
 import traceback
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from worker.http.events import Request
     from worker.http.protocol import H1Connection
+    from worker.inflight import Inflight
 
 log = logging.getLogger("webcluster.error")
 
@@ -47,17 +49,25 @@ MIN_PERIOD_S, MAX_PERIOD_S = 0.05, 1.0
 _GONE_EVENTS = select.POLLRDHUP | select.POLLHUP | select.POLLERR
 
 
+class RequestLine(Protocol):
+    """What a stuck request is named by (a parsed ``Request`` or an ``Inflight`` record)."""
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def target(self) -> str: ...
+
+
 class PoolWatch:
-    """The tables described in the module docstring (every method is one dict operation), and the two
-    settings the hot path reads: ``queue_timeout`` (0 = off) and ``track_running`` (--request-timeout)."""
+    """The queue table described in the module docstring (every method is one dict operation), and the
+    setting the hot path reads: ``queue_timeout`` (0 = off)."""
 
-    __slots__ = ("queued", "running", "queue_timeout", "track_running")
+    __slots__ = ("queued", "queue_timeout")
 
-    def __init__(self, *, queue_timeout: float = 0.0, track_running: bool = False) -> None:
+    def __init__(self, *, queue_timeout: float = 0.0) -> None:
         self.queued: dict[int, float] = {}
-        self.running: dict[int, tuple[float, Request]] = {}
         self.queue_timeout = queue_timeout
-        self.track_running = track_running
 
     def enqueue(self, serial: int, now: float) -> None:
         """Loop thread, as the request goes to the pool."""
@@ -67,14 +77,6 @@ class PoolWatch:
         """Take ownership of a queued request: seconds it waited, or None when another thread did."""
         since = self.queued.pop(serial, None)
         return None if since is None else now - since
-
-    def begin(self, request: Request, start: float) -> None:
-        """Pool thread: the app starts on ``request`` (``start`` on the watchdog's clock)."""
-        self.running[threading.get_ident()] = (start, request)
-
-    def end(self) -> None:
-        """Pool thread: the app is done with its request."""
-        self.running.pop(threading.get_ident(), None)
 
     def oldest_queued(self) -> float | None:
         """When the longest-waiting queued request was queued (dicts keep insertion order). Called
@@ -127,7 +129,7 @@ class Stuck:
 
     ident: int
     ran_for: float
-    request: Request
+    request: RequestLine
     start: float
 
 
@@ -143,7 +145,7 @@ class Verdict:
 
 def assess(
     now: float,
-    running: Iterable[tuple[int, tuple[float, Request]]],
+    running: Iterable[tuple[int, tuple[float, RequestLine]]],
     oldest_wait: float | None,
     *,
     threads: int,
@@ -177,23 +179,26 @@ def assess(
 class Watchdog:
     """The thread that applies ``assess`` every ``period`` seconds (see the module docstring).
 
-    Callbacks (called from the watchdog thread; each must be thread-safe): ``on_saturated(bool)`` when
+    ``running``: the pool threads' records (``start`` on ``clock``, ``time.monotonic()``). Callbacks
+    (called from the watchdog thread; each must be thread-safe): ``on_saturated(bool)`` when
     saturation begins or ends, ``on_retire(reason)`` once, ``count(event, n)`` for ipc events.
     """
 
     def __init__(
         self,
         watch: PoolWatch,
+        running: Inflight,
         *,
         threads: int,
         request_timeout: float,
         on_saturated: Callable[[bool], None],
         on_retire: Callable[[str], None],
         count: Callable[[str, int], None],
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.monotonic,
         queue_clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.watch = watch
+        self.running = running
         self.threads = threads
         self.request_timeout = request_timeout
         self.period = min(max(request_timeout / CHECKS_PER_TIMEOUT, MIN_PERIOD_S), MAX_PERIOD_S)
@@ -227,7 +232,7 @@ class Watchdog:
         oldest = self.watch.oldest_queued()
         verdict = assess(
             self._clock(),
-            list(self.watch.running.items()),
+            self.running.by_thread(),
             None if oldest is None else self._queue_clock() - oldest,
             threads=self.threads,
             request_timeout=self.request_timeout,

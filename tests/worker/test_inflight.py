@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 
 from worker.inflight import RECORD_BYTES, TEXT_BYTES, Inflight
 
@@ -13,7 +14,7 @@ def test_begin_and_end_per_thread():
     started = threading.Barrier(3)
 
     def serve(target: str, finish: bool) -> None:
-        table.begin("GET", target)
+        table.begin("GET", target, time.monotonic())
         if finish:
             table.end()
         started.wait(5)
@@ -35,9 +36,9 @@ def test_begin_and_end_per_thread():
 
 def test_next_request_on_a_thread_reuses_its_record():
     table = Inflight.create(threads=1)
-    table.begin("GET", "/first")
+    table.begin("GET", "/first", time.monotonic())
     table.end()
-    table.begin("POST", "/second?x=1")
+    table.begin("POST", "/second?x=1", time.monotonic())
     (running,) = table.running()
     assert running.request == "POST /second?x=1" and running.started > 0
     table.end()
@@ -46,10 +47,10 @@ def test_next_request_on_a_thread_reuses_its_record():
 
 def test_long_targets_are_truncated_and_more_threads_than_records_are_ignored():
     table = Inflight.create(threads=1)
-    table.begin("GET", "/" + "x" * 1000)
+    table.begin("GET", "/" + "x" * 1000, time.monotonic())
     (running,) = table.running()
     assert len(running.request) == TEXT_BYTES and running.request.startswith("GET /xxx")
-    other = threading.Thread(target=table.begin, args=("GET", "/no-record-left"))
+    other = threading.Thread(target=table.begin, args=("GET", "/no-record-left", time.monotonic()))
     other.start()
     other.join(5)
     assert [r.request for r in table.running()] == [running.request]
@@ -58,8 +59,26 @@ def test_long_targets_are_truncated_and_more_threads_than_records_are_ignored():
 def test_oldest_first_and_size():
     table = Inflight.create(threads=3)
     assert len(table._buf) == 3 * RECORD_BYTES == 768
-    threads = [threading.Thread(target=table.begin, args=("GET", f"/{i}")) for i in range(3)]
+    threads = [
+        threading.Thread(target=table.begin, args=("GET", f"/{i}", time.monotonic()))
+        for i in range(3)
+    ]
     for t in threads:
         t.start()
         t.join(5)
     assert [r.request for r in table.running()] == ["GET /0", "GET /1", "GET /2"]
+
+
+def test_by_thread_names_the_thread_of_each_running_request():
+    """The watchdog's view of the same records: which thread runs what, since when."""
+    table = Inflight.create(threads=2)
+    table.begin("GET", "/mine?q=1", 5.0)
+    other = threading.Thread(target=lambda: (table.begin("PUT", "/x", 6.0), table.end()))
+    other.start()
+    other.join(5)
+    ((ident, (started, request)),) = table.by_thread()
+    assert (ident, started) == (threading.get_ident(), 5.0)
+    assert (request.method, request.target) == ("GET", "/mine?q=1")
+    table.end()
+    assert table.by_thread() == []
+    table.close()

@@ -14,6 +14,7 @@ from tests.conftest import poll
 from tests.support import read_response, serve
 from worker.handlers.base import Exchange
 from worker.http.events import Request
+from worker.inflight import Inflight
 from worker.stats import WorkerStats
 from worker.watchdog import (
     GONE_CHECK_AFTER,
@@ -122,11 +123,12 @@ class Clock:
 
 
 def test_watchdog_logs_the_stack_counts_saturates_and_retires_once(caplog) -> None:
-    watch = PoolWatch(track_running=True)
+    watch, table = PoolWatch(), Inflight.create(threads=2)
     clock = Clock()
     calls: list = []
     dog = Watchdog(
         watch,
+        table,
         threads=2,
         request_timeout=3.0,
         on_saturated=lambda s: calls.append(("saturated", s)),
@@ -135,9 +137,11 @@ def test_watchdog_logs_the_stack_counts_saturates_and_retires_once(caplog) -> No
         clock=clock,
         queue_clock=clock,
     )
-    me = threading.get_ident()  # this thread's real frame stands in for a stuck pool thread
-    watch.running[me] = (1000.0, req("/slow"))
-    watch.running[12345] = (1001.0, req("/also", "POST"))  # no such thread: "(thread gone)"
+    # this thread's real frame stands in for a stuck pool thread
+    table.begin("GET", "/slow", 1000.0)
+    gone = threading.Thread(target=table.begin, args=("POST", "/also", 1001.0))
+    gone.start()  # it ends with its request still running: "(thread gone)"
+    gone.join(5)
     clock.t = 1003.5
     with caplog.at_level(logging.WARNING, logger="webcluster.error"):
         dog.check()
@@ -157,7 +161,7 @@ def test_watchdog_logs_the_stack_counts_saturates_and_retires_once(caplog) -> No
     clock.t = 1010.0
     dog.check()  # nothing new: no log, no second retire
     assert len(calls) == 4
-    del watch.running[me]
+    table.end()
     dog.check()
     assert calls[4:] == [("saturated", False)] and dog.stuck == 1
 
@@ -166,8 +170,8 @@ def test_watchdog_period_follows_the_timeout() -> None:
     def period(timeout: float) -> float:
         noop = lambda *a: None  # noqa: E731
         dog = Watchdog(
-            PoolWatch(), threads=1, request_timeout=timeout, on_saturated=noop, on_retire=noop,
-            count=noop,
+            PoolWatch(), Inflight.create(1), threads=1, request_timeout=timeout, on_saturated=noop,
+            on_retire=noop, count=noop,
         )  # fmt: skip
         return dog.period
 
