@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--inter-ms", type=int, default=1000, help="HAProxy check interval (1000)")
     p.add_argument("--fall", type=int, default=2, help="HAProxy failed checks to mark down (2)")
     p.add_argument("--rise", type=int, default=2, help="HAProxy good checks to mark up (2)")
+    p.add_argument("--no-redispatch", action="store_true",
+                   help="drop `option redispatch` from haproxy.cfg (HAProxy's default: a refused "
+                   "connection is retried on the same host only)")  # fmt: skip
     p.add_argument("-u", "--users", type=int, default=60, help="Locust users (default 60)")
     p.add_argument("-r", "--spawn-rate", type=float, default=20.0, help="users started per s")
     p.add_argument("-t", "--duration", type=duration, default=60.0, help="load time, e.g. 5m")
@@ -161,9 +164,11 @@ class Run:
         backends = [Backend(h.name, h.address, PORT, i < enabled) for i, h in enumerate(hosts)]
         config = self.results / "haproxy.cfg"
         sock = self.results / "haproxy.sock"
-        config.write_text(render(frontend=f"{addr}:{FRONT_PORT}", stats_socket=sock,
-                                 servers=backends, admin_port=ADMIN_PORT, inter_ms=o.inter_ms,
-                                 fall=o.fall, rise=o.rise))  # fmt: skip
+        text = render(frontend=f"{addr}:{FRONT_PORT}", stats_socket=sock, servers=backends,
+                      admin_port=ADMIN_PORT, inter_ms=o.inter_ms, fall=o.fall, rise=o.rise)  # fmt: skip
+        if o.no_redispatch:
+            text = text.replace("    option redispatch 1\n", "")
+        config.write_text(text)
         haproxy = HAProxy(config, sock, self.results / "haproxy.log", self.net.exec_prefix(ns))
         try:
             haproxy.start()
