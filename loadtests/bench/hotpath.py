@@ -3,8 +3,8 @@ loadtests.bench.hotpath``).
 
 Measures, in microseconds per request, the pieces a keep-alive hello-world request goes through: parsing
 the head (``H1Connection.next_event``), the pool-thread side (``Runner.run``: Exchange, WSGI environ, the
-app, start_response, response head, ``send`` on a socketpair, stats) and both together, and on its own
-the stats ``record`` every request makes. A socketpair stands
+app, start_response, response head, ``send`` on a socketpair, stats) and both together, and on their own
+the stats ``record`` and the in-flight record (``Inflight.begin``/``end``) every request makes. A socketpair stands
 in for the client; its other end is drained after every request. With ``--profile`` it prints a cProfile
 of the combined loop. Used to measure the optimisations listed in BENCHMARKS.md.
 """
@@ -26,6 +26,7 @@ from hello import app  # noqa: E402
 from worker.connection import Conn  # noqa: E402
 from worker.handlers.dispatch import build_handler  # noqa: E402
 from worker.http.protocol import H1Connection, Limits  # noqa: E402
+from worker.inflight import Inflight  # noqa: E402
 from worker.runner import Runner  # noqa: E402
 from worker.stats import WorkerStats  # noqa: E402
 from worker.transport import LoopHost, LoopSettings  # noqa: E402
@@ -49,7 +50,7 @@ def _setup() -> tuple[Conn, socket.socket, Runner]:
 
 
 def measure(n: int) -> dict[str, float]:
-    """Microseconds per request for: parse only, serve only, parse + serve, stats record."""
+    """Microseconds per request for: parse only, serve only, parse + serve, stats record, in-flight record."""
     conn, client, runner = _setup()
     h1 = conn.h1
     out: dict[str, float] = {}
@@ -71,6 +72,7 @@ def measure(n: int) -> dict[str, float]:
     client.close()
     conn.sock.close()
     out["WorkerStats.record"] = _record_cost(n)
+    out["Inflight begin + end"] = _inflight_cost(n)
     return out
 
 
@@ -81,6 +83,19 @@ def _record_cost(n: int) -> float:
     for _ in range(n):
         record(200, 0.0042, 100, 1000)
     return (time.perf_counter() - t0) / n * 1e6
+
+
+def _inflight_cost(n: int) -> float:
+    """Microseconds per request for the record of what a pool thread runs (crash log and watchdog)."""
+    table = Inflight.create(1)
+    begin, end = table.begin, table.end
+    t0 = time.perf_counter()
+    for _ in range(n):
+        begin("GET", "/", time.monotonic())
+        end()
+    cost = (time.perf_counter() - t0) / n * 1e6
+    table.close()
+    return cost
 
 
 def profile(n: int) -> None:
