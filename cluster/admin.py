@@ -59,6 +59,15 @@ class Health(enum.Enum):
     NO_WORKER = "unavailable: no worker is ready"  # they were; all died or hung since
     DRAINING = "draining"  # --drain-delay or stopping
 
+    def next(self, *, leaving: bool, ready: bool) -> Health:
+        """The health after this one, given whether the cluster is leaving (draining or stopping)
+        and whether any worker is ready."""
+        if leaving:
+            return Health.DRAINING
+        if ready:
+            return Health.SERVING
+        return Health.STARTING if self is Health.STARTING else Health.NO_WORKER
+
 
 @dataclass(frozen=True, slots=True)
 class AdminResponse:

@@ -159,14 +159,10 @@ class Arbiter:
             self._exit_code = self._shutdown.check(list(self.workers), now)
         elif self._announce:
             self._check_ready()
-        self._health = self._next_health()
-
-    def _next_health(self) -> Health:
-        if self._shutdown.leaving:
-            return Health.DRAINING
-        if any(w.state is WorkerState.READY for w in self.workers):
-            return Health.SERVING
-        return Health.STARTING if self._health is Health.STARTING else Health.NO_WORKER
+        self._health = self._health.next(
+            leaving=self._shutdown.leaving,
+            ready=any(w.state is WorkerState.READY for w in self.workers),
+        )
 
     def _view(self) -> policy.Cluster:
         return self.lifecycle.view(desired=self.desired, generation=self.generation, cfg=self.cfg)

@@ -226,6 +226,28 @@ def test_peers_outside_admin_allow_ips_get_only_healthz() -> None:
     assert route("GET", "/healthz", source, DRAINING, allowed=False).status == 503
 
 
+def test_health_starts_as_starting_and_says_no_worker_only_after_one_was_ready() -> None:
+    h = Health.STARTING
+    steps = []
+    for leaving, ready in [
+        (False, False),
+        (False, True),
+        (False, False),
+        (False, True),
+        (True, True),
+    ]:
+        h = h.next(leaving=leaving, ready=ready)
+        steps.append(h)
+    assert steps == [
+        Health.STARTING,
+        Health.SERVING,
+        Health.NO_WORKER,
+        Health.SERVING,
+        Health.DRAINING,
+    ]
+    assert Health.DRAINING.next(leaving=True, ready=False) is Health.DRAINING
+
+
 def test_routes() -> None:
     source = FakeSource()
     up = route("GET", "/healthz", source, SERVING)
