@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from cluster.parsers import InvalidValue, as_text, items, unique
+from webcluster.cluster.parsers import InvalidValue, as_text, items, unique
 
 _HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
 _BIND_FORMS = "write HOST:PORT, [IPv6]:PORT, unix:/path or fd://N"

@@ -25,15 +25,15 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
-from cluster.addresses import split_address
-from cluster.dashboard import PAGE
-from cluster.metrics import METRICS_TYPE, render_metrics
-from cluster.snapshot import StatsSnapshot
-from worker.handlers.forwarded import ForwardedPolicy
-from worker.http.errors import RemoteProtocolError
-from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage, Request
-from worker.http.protocol import H1Connection, Limits
-from worker.httpdate import http_date
+from webcluster.cluster.addresses import split_address
+from webcluster.cluster.dashboard import PAGE
+from webcluster.cluster.metrics import METRICS_TYPE, render_metrics
+from webcluster.cluster.snapshot import StatsSnapshot
+from webcluster.worker.handlers.forwarded import ForwardedPolicy
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, EndOfMessage, Request
+from webcluster.worker.http.protocol import H1Connection, Limits
+from webcluster.worker.httpdate import http_date
 
 log = logging.getLogger(__name__)
 

@@ -16,17 +16,17 @@ import signal
 import time
 from typing import Any
 
-from cluster import boot, policy, sdnotify, upgrade
-from cluster.admin import Health
-from cluster.config import ConfigError, reload_config
-from cluster.lifecycle import Exit, Lifecycle
-from cluster.listeners import BindError, Listeners
-from cluster.policy import WorkerState
-from cluster.process import WorkerTarget
-from cluster.shutdown import Shutdown
-from cluster.signals import SignalQueue, signal_name
-from worker.hooks import Hooks, HooksError, load_hooks
-from worker.statsd import Statsd, StatsdError, install_log_counter
+from webcluster.cluster import boot, policy, sdnotify, upgrade
+from webcluster.cluster.admin import Health
+from webcluster.cluster.config import ConfigError, reload_config
+from webcluster.cluster.lifecycle import Exit, Lifecycle
+from webcluster.cluster.listeners import BindError, Listeners
+from webcluster.cluster.policy import WorkerState
+from webcluster.cluster.process import WorkerTarget
+from webcluster.cluster.shutdown import Shutdown
+from webcluster.cluster.signals import SignalQueue, signal_name
+from webcluster.worker.hooks import Hooks, HooksError, load_hooks
+from webcluster.worker.statsd import Statsd, StatsdError, install_log_counter
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -110,7 +110,7 @@ class Arbiter:
         )
         self.lifecycle.stats = self._stats
         if self.cfg.reload:
-            from cluster.reloader import Reloader
+            from webcluster.cluster.reloader import Reloader
 
             self._reloader = Reloader(self.cfg)
         print(boot.banner(self.cfg, self._listeners, self.desired, admin_url), flush=True)

@@ -15,17 +15,17 @@ import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from cluster.listeners import BindError, Listeners, raise_nofile_limit
-from cluster.process import WorkerTarget
-from cluster.steering import tcp_migrate_req_enabled
-from worker.version import version
+from webcluster.cluster.listeners import BindError, Listeners, raise_nofile_limit
+from webcluster.cluster.process import WorkerTarget
+from webcluster.cluster.steering import tcp_migrate_req_enabled
+from webcluster.worker.version import version
 
 if TYPE_CHECKING:
-    from cluster.admin import Health
+    from webcluster.cluster.admin import Health
 
 try:  # stats and admin are separate subsystems; the supervisor works without them
-    from cluster.admin import AdminServer
-    from cluster.stats import StatsAggregator
+    from webcluster.cluster.admin import AdminServer
+    from webcluster.cluster.stats import StatsAggregator
 except ImportError:  # pragma: no cover
     AdminServer = StatsAggregator = None  # type: ignore[assignment,misc]
 
@@ -59,7 +59,7 @@ def open_sockets(
     check_fd_limit(cfg.procs, len(cfg.bind), raise_nofile_limit())
     uid, gid = resolve_ids(cfg.user, cfg.group)
     if handoff is not None:
-        from cluster.upgrade import inherit_listeners
+        from webcluster.cluster.upgrade import inherit_listeners
 
         listeners = inherit_listeners(handoff, cfg.backlog, uid)
     else:
@@ -98,8 +98,8 @@ def check_tls(cfg: Any) -> None:
     bad file stops the server before the banner says it listens on https://."""
     if not cfg.certfile:
         return
-    from worker.main import tls_from
-    from worker.tls import TLSConfigError
+    from webcluster.worker.main import tls_from
+    from webcluster.worker.tls import TLSConfigError
 
     try:
         tls_from(cfg)
@@ -177,7 +177,7 @@ def root_path_hint(cfg: Any) -> tuple[int, str] | None:
 
 def default_target() -> WorkerTarget:
     """``worker.main.run``, imported on first use (config errors need no server code)."""
-    from worker.main import run
+    from webcluster.worker.main import run
 
     return run
 
@@ -185,7 +185,7 @@ def default_target() -> WorkerTarget:
 def prefork(target: WorkerTarget, cfg: Any) -> None:
     """Before forking a real worker: build what workers share (the TLS context and its ticket key)."""
     if target is default_target():
-        from worker.main import prefork as worker_prefork
+        from webcluster.worker.main import prefork as worker_prefork
 
         worker_prefork(cfg)
 

@@ -12,9 +12,9 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from cluster.config import COMMANDS, Config, ConfigError, build_parser, explain_config
-from cluster.settings import SETTINGS, toml_literal
-from worker.ipc import EXIT_BOOT_ERROR as EXIT_APP
+from webcluster.cluster.config import COMMANDS, Config, ConfigError, build_parser, explain_config
+from webcluster.cluster.settings import SETTINGS, toml_literal
+from webcluster.worker.ipc import EXIT_BOOT_ERROR as EXIT_APP
 
 EXIT_CONFIG = 2  # a bad setting (argparse's usage-error status)
 
@@ -22,7 +22,7 @@ EXIT_CONFIG = 2  # a bad setting (argparse's usage-error status)
 def main(argv: Sequence[str] | None = None) -> int:
     """Serve (the default) or run the command named on the command line; return the exit status."""
     args = list(sys.argv[1:] if argv is None else argv)
-    from cluster.upgrade import remember_command
+    from webcluster.cluster.upgrade import remember_command
 
     remember_command()  # before --preload's --chdir: USR2 runs this command again from here
     try:
@@ -39,7 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return check_config(cfg)
     if commands:
         return 0
-    from cluster.arbiter import Arbiter  # imported late: config errors need no server code
+    from webcluster.cluster.arbiter import (
+        Arbiter,  # imported late: config errors need no server code
+    )
 
     target = None
     if cfg.preload:
@@ -55,8 +57,8 @@ def preload(cfg: Config) -> Any:
     import functools
     import gc
 
-    from worker.handlers.dispatch import AppImportError
-    from worker.main import preload_app, run
+    from webcluster.worker.handlers.dispatch import AppImportError
+    from webcluster.worker.main import preload_app, run
 
     try:
         preloaded = preload_app(cfg)
@@ -71,11 +73,11 @@ def preload(cfg: Config) -> Any:
 
 def check_config(cfg: Config) -> int:
     """Load what a worker loads at boot (TLS context, hooks, the app, static mounts) here."""
-    from cluster.boot import plural
-    from worker.handlers.dispatch import AppImportError
-    from worker.hooks import HooksError, load_hooks
-    from worker.main import load_handler, tls_from
-    from worker.tls import TLSConfigError
+    from webcluster.cluster.boot import plural
+    from webcluster.worker.handlers.dispatch import AppImportError
+    from webcluster.worker.hooks import HooksError, load_hooks
+    from webcluster.worker.main import load_handler, tls_from
+    from webcluster.worker.tls import TLSConfigError
 
     try:
         tls_from(cfg)

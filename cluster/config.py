@@ -6,7 +6,7 @@ winning value of each setting is parsed; every problem raises ``ConfigError`` wh
 ``setting <name>: <what is wrong>; <how to fix>``. Nothing here has side effects beyond reading the
 config file and checking that named paths exist.
 
-``python -m cluster.config --markdown`` prints the README settings table; ``--write-readme`` updates it
+``python -m webcluster.cluster.config --markdown`` prints the README settings table; ``--write-readme`` updates it
 (cluster/settings_doc.py renders it).
 """
 
@@ -22,9 +22,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import field, make_dataclass
 from typing import Any, NamedTuple, NoReturn
 
-from cluster.parsers import InvalidValue
-from cluster.settings import BY_NAME, ENV_PREFIX, SECTIONS, SETTINGS, Setting, default_fn
-from cluster.settings import describe_default as _describe_default
+from webcluster.cluster.parsers import InvalidValue
+from webcluster.cluster.settings import BY_NAME, ENV_PREFIX, SECTIONS, SETTINGS, Setting, default_fn
+from webcluster.cluster.settings import describe_default as _describe_default
 
 
 class ConfigError(Exception):
@@ -225,7 +225,9 @@ class _Version(argparse.Action):
         super().__init__(option_strings, dest=argparse.SUPPRESS, nargs=0, **kwargs)
 
     def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> NoReturn:
-        from worker.version import version  # lazily: only --version reads package metadata
+        from webcluster.worker.version import (
+            version,  # lazily: only --version reads package metadata
+        )
 
         python = f"{sys.implementation.name} {'.'.join(map(str, sys.version_info[:3]))}"
         print(f"webcluster {version()} ({python}, {sys.executable})")
@@ -296,6 +298,6 @@ def _add_commands(parser: argparse.ArgumentParser) -> None:
 
 
 if __name__ == "__main__":  # the README's settings table: see cluster/settings_doc.py
-    from cluster.settings_doc import main
+    from webcluster.cluster.settings_doc import main
 
     sys.exit(main())

@@ -15,10 +15,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import boot, policy
-from cluster.listeners import BindError, Listeners
-from cluster.policy import ExitReason, WorkerState
-from cluster.process import WorkerProcess, WorkerTable, WorkerTarget, describe_status
+from webcluster.cluster import boot, policy
+from webcluster.cluster.listeners import BindError, Listeners
+from webcluster.cluster.policy import ExitReason, WorkerState
+from webcluster.cluster.process import WorkerProcess, WorkerTable, WorkerTarget, describe_status
 
 log = logging.getLogger("webcluster.supervisor")
 

@@ -24,9 +24,9 @@ import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from cluster import steering
-from cluster.addresses import BindAddress, split_address
-from cluster.parsers import InvalidValue
+from webcluster.cluster import steering
+from webcluster.cluster.addresses import BindAddress, split_address
+from webcluster.cluster.parsers import InvalidValue
 
 SD_LISTEN_FDS_START = 3  # sd_listen_fds(3): the first passed descriptor
 

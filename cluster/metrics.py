@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable
 
-from cluster.snapshot import StatsSnapshot
-from worker.ipc import EVENT_FIELDS, STATUS_CLASSES
+from webcluster.cluster.snapshot import StatsSnapshot
+from webcluster.worker.ipc import EVENT_FIELDS, STATUS_CLASSES
 
 METRICS_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # Prometheus text exposition 0.0.4
 

@@ -25,7 +25,7 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from worker.ipc import EXIT_BOOT_ERROR
+from webcluster.worker.ipc import EXIT_BOOT_ERROR
 
 
 class WorkerState(enum.Enum):

@@ -18,10 +18,10 @@ import traceback
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
-from cluster import policy, signals
-from cluster.policy import ExitReason, WorkerState
-from worker import ipc
-from worker.inflight import Inflight
+from webcluster.cluster import policy, signals
+from webcluster.cluster.policy import ExitReason, WorkerState
+from webcluster.worker import ipc
+from webcluster.worker.inflight import Inflight
 
 log = logging.getLogger("webcluster.supervisor")
 

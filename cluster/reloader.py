@@ -28,7 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from cluster import signals
+from webcluster.cluster import signals
 
 log = logging.getLogger("webcluster.supervisor")
 
@@ -131,8 +131,8 @@ def _probe_child(cfg: Any, fd: int) -> None:  # pragma: no cover - child
     code = 0
     try:
         signals.reset_in_child()  # signals must not reach the supervisor's wake-up pipe
-        from worker.handlers.dispatch import AppImportError
-        from worker.main import load_handler
+        from webcluster.worker.handlers.dispatch import AppImportError
+        from webcluster.worker.main import load_handler
 
         try:
             load_handler(cfg, multiprocess=cfg.procs > 1)

@@ -16,7 +16,7 @@ How to add a setting:
    ``worker.main.from_settings`` fills by name (no mapping to edit). Where such a component owns
    the default (``Limits``, ``LoopSettings``), the row takes the default from there rather than
    writing the value twice.
-3. Regenerate the README table: ``python -m cluster.config --write-readme``
+3. Regenerate the README table: ``python -m webcluster.cluster.config --write-readme``
    (``tests/cluster/test_config.py`` fails while it is stale).
 """
 
@@ -27,12 +27,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from cluster import addresses as addr
-from cluster import parsers as p
-from worker.http.protocol import Limits
-from worker.tls import DEFAULT_CIPHERS
-from worker.transport import LoopSettings
-from worker.version import server_software
+from webcluster.cluster import addresses as addr
+from webcluster.cluster import parsers as p
+from webcluster.worker.http.protocol import Limits
+from webcluster.worker.tls import DEFAULT_CIPHERS
+from webcluster.worker.transport import LoopSettings
+from webcluster.worker.version import server_software
 
 SECTIONS = (
     "server", "workers", "HTTP limits", "timeouts", "logging", "TLS", "security", "admin",
@@ -82,7 +82,9 @@ def _cpu_count() -> int:
 
 def _parse_log_format(value: object) -> str | None:
     """An ``--access-log-format``, checked by compiling it; empty = the default (Apache combined)."""
-    from worker.logformat import compile_format  # the worker's own compiler: one definition
+    from webcluster.worker.logformat import (
+        compile_format,  # the worker's own compiler: one definition
+    )
 
     text = p.parse_optional_text(value)
     if text is None:

@@ -1,6 +1,6 @@
 """The README's settings section, generated from the settings table (cluster/settings.py).
 
-``python -m cluster.config --markdown`` prints it; ``--write-readme`` rewrites the text between the
+``python -m webcluster.cluster.config --markdown`` prints it; ``--write-readme`` rewrites the text between the
 README's settings markers in place (``tests/cluster/test_config.py`` fails while it is stale).
 """
 
@@ -11,8 +11,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from cluster.settings import SECTIONS, SETTINGS, Setting
-from cluster.settings import describe_default as _describe_default
+from webcluster.cluster.settings import SECTIONS, SETTINGS, Setting
+from webcluster.cluster.settings import describe_default as _describe_default
 
 README_START = "<!-- settings:start -->"
 README_END = "<!-- settings:end -->"
@@ -21,7 +21,7 @@ _README = Path(__file__).resolve().parent.parent / "README.md"
 _MD_INTRO = """\
 ## Settings
 
-<!-- Generated from cluster/settings.py by `python -m cluster.config --write-readme`; do not edit. -->
+<!-- Generated from cluster/settings.py by `python -m webcluster.cluster.config --write-readme`; do not edit. -->
 
 Every setting can be given on the command line, as an environment variable `WEBCLUSTER_<NAME>`, or as a
 key of the TOML file named by `--config FILE` (or `WEBCLUSTER_CONFIG`); keys are the setting names below,
@@ -96,9 +96,9 @@ def write_readme(path: Path = _README) -> bool:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m cluster.config --markdown | --write-readme [README]``."""
+    """``python -m webcluster.cluster.config --markdown | --write-readme [README]``."""
     parser = argparse.ArgumentParser(
-        prog="python -m cluster.config", description=__doc__.split("\n")[0]
+        prog="python -m webcluster.cluster.config", description=__doc__.split("\n")[0]
     )
     action = parser.add_mutually_exclusive_group(required=True)
     action.add_argument("--markdown", action="store_true", help="print the README settings table")

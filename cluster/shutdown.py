@@ -11,8 +11,8 @@ import logging
 import signal
 from collections.abc import Iterable
 
-from cluster.policy import WorkerState
-from cluster.process import WorkerProcess
+from webcluster.cluster.policy import WorkerState
+from webcluster.cluster.process import WorkerProcess
 
 log = logging.getLogger("webcluster.supervisor")
 

@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, astuple, dataclass, field
 from typing import Any
 
-from worker.ipc import EVENT_FIELDS, GAUGE_FIELDS, LATENCY_BUCKETS_S, STATUS_CLASSES
+from webcluster.worker.ipc import EVENT_FIELDS, GAUGE_FIELDS, LATENCY_BUCKETS_S, STATUS_CLASSES
 
 
 @dataclass(frozen=True, slots=True)

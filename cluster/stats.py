@@ -22,7 +22,7 @@ from typing import Any
 
 import psutil
 
-from cluster.snapshot import (
+from webcluster.cluster.snapshot import (
     Counters,
     Gauges,
     HistoryPoint,

@@ -30,9 +30,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from cluster import sdnotify, signals
-from cluster.listeners import BindAddress, Listeners, _Group
-from cluster.process import WorkerTable
+from webcluster.cluster import sdnotify, signals
+from webcluster.cluster.listeners import BindAddress, Listeners, _Group
+from webcluster.cluster.process import WorkerTable
 
 log = logging.getLogger("webcluster.supervisor")
 

@@ -8,9 +8,9 @@ import os
 import re
 from typing import BinaryIO
 
-from worker.handlers.base import ClientDisconnected
-from worker.http.errors import LocalProtocolError, RemoteProtocolError
-from worker.http.events import Request
+from webcluster.worker.handlers.base import ClientDisconnected
+from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import Request
 
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110 §5.6.2
 _BAD_VALUE = re.compile(r"[\r\n\0]")

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 
-from worker.handlers.base import Exchange
-from worker.loop import Loop, LoopSettings
-from worker.runner import Runner
-from worker.stats import WorkerStats
-from worker.threadpool import ThreadPool
-from worker.watchdog import PoolWatch
+from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.loop import Loop, LoopSettings
+from webcluster.worker.runner import Runner
+from webcluster.worker.stats import WorkerStats
+from webcluster.worker.threadpool import ThreadPool
+from webcluster.worker.watchdog import PoolWatch
 
 
 class Server:

@@ -12,8 +12,8 @@ import logging
 import socket
 from collections.abc import Callable
 
-from worker.logthrottle import LogThrottle
-from worker.poller import READ, Poller
+from webcluster.worker.logthrottle import LogThrottle
+from webcluster.worker.poller import READ, Poller
 
 log = logging.getLogger("webcluster.error")
 

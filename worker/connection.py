@@ -14,18 +14,18 @@ import socket
 from collections import deque
 from typing import TYPE_CHECKING
 
-from worker.handlers.base import ClientDisconnected
-from worker.http.errors import RemoteProtocolError
-from worker.http.events import NEED_DATA, PAUSED, Data, EndOfMessage
-from worker.http.protocol import H1Connection
-from worker.outqueue import OutputQueue, wait_fd
-from worker.tls import WantWrite
-from worker.transport import State
+from webcluster.worker.handlers.base import ClientDisconnected
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.events import NEED_DATA, PAUSED, Data, EndOfMessage
+from webcluster.worker.http.protocol import H1Connection
+from webcluster.worker.outqueue import OutputQueue, wait_fd
+from webcluster.worker.tls import WantWrite
+from webcluster.worker.transport import State
 
 if TYPE_CHECKING:
-    from worker.proxyproto import ProxyReader
-    from worker.tls import TLSStream
-    from worker.transport import Host
+    from webcluster.worker.proxyproto import ProxyReader
+    from webcluster.worker.tls import TLSStream
+    from webcluster.worker.transport import Host
 
 RECV_SIZE = 65536
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, BinaryIO
 
-from worker.handlers.base import copy_file
-from worker.http.errors import LocalProtocolError, RemoteProtocolError
-from worker.http.events import NEED_DATA, Data, EndOfMessage, Request
-from worker.httpdate import http_date
+from webcluster.worker.handlers.base import copy_file
+from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import NEED_DATA, Data, EndOfMessage, Request
+from webcluster.worker.httpdate import http_date
 
 if TYPE_CHECKING:
-    from worker.connection import Conn
+    from webcluster.worker.connection import Conn
 
 CORK_LIMIT = 1 << 20  # files up to this size get their head sent with MSG_MORE (see sendfile)
 

@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from worker.accesslog import escape
+from webcluster.worker.accesslog import escape
 
 
 @dataclass(slots=True)

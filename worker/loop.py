@@ -18,25 +18,25 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from worker.acceptor import Acceptor, Listener
-from worker.connection import RECV_SIZE, Conn
-from worker.http.errors import LocalProtocolError, RemoteProtocolError
-from worker.http.events import NEED_DATA, ConnectionClosed, Request
-from worker.http.protocol import H1Connection
-from worker.http.state import DONE, MUST_CLOSE, SEND_BODY
-from worker.httpdate import http_date
-from worker.poller import ONESHOT, READ, WRITE, Poller
-from worker.preamble import Preamble
-from worker.runner import Runner
-from worker.shedding import Shedding
-from worker.threadpool import ThreadPool
-from worker.timeouts import Timeouts
-from worker.timers import DeadlineQueue
-from worker.tls import TLSAcceptor, WantWrite
-from worker.transport import LoopHost, LoopSettings, State, reads_body_first
+from webcluster.worker.acceptor import Acceptor, Listener
+from webcluster.worker.connection import RECV_SIZE, Conn
+from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import NEED_DATA, ConnectionClosed, Request
+from webcluster.worker.http.protocol import H1Connection
+from webcluster.worker.http.state import DONE, MUST_CLOSE, SEND_BODY
+from webcluster.worker.httpdate import http_date
+from webcluster.worker.poller import ONESHOT, READ, WRITE, Poller
+from webcluster.worker.preamble import Preamble
+from webcluster.worker.runner import Runner
+from webcluster.worker.shedding import Shedding
+from webcluster.worker.threadpool import ThreadPool
+from webcluster.worker.timeouts import Timeouts
+from webcluster.worker.timers import DeadlineQueue
+from webcluster.worker.tls import TLSAcceptor, WantWrite
+from webcluster.worker.transport import LoopHost, LoopSettings, State, reads_body_first
 
 if TYPE_CHECKING:
-    from worker.handlers.forwarded import ForwardedPolicy
+    from webcluster.worker.handlers.forwarded import ForwardedPolicy
 
 __all__ = ["Loop", "LoopSettings"]
 

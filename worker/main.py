@@ -18,26 +18,26 @@ from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from worker.accesslog import AccessLog
-from worker.handlers.dispatch import AppImportError, build_handler, load_app
-from worker.handlers.forwarded import ForwardedPolicy
-from worker.hooks import HooksError, RequestHooks, ServerInfo, WorkerInfo, load_hooks
-from worker.http.protocol import Limits
-from worker.inflight import Inflight
-from worker.ipc import EXIT_BOOT_ERROR
-from worker.logformat import compile_format
-from worker.loop import Loop, LoopSettings
-from worker.runner import Runner
-from worker.statsd import Statsd, StatsdError, install_log_counter
-from worker.threadpool import ThreadPool
-from worker.tls import TLSAcceptor, TLSConfigError, share_context, worker_context
-from worker.version import server_software
-from worker.watchdog import PoolWatch, Watchdog
+from webcluster.worker.accesslog import AccessLog
+from webcluster.worker.handlers.dispatch import AppImportError, build_handler, load_app
+from webcluster.worker.handlers.forwarded import ForwardedPolicy
+from webcluster.worker.hooks import HooksError, RequestHooks, ServerInfo, WorkerInfo, load_hooks
+from webcluster.worker.http.protocol import Limits
+from webcluster.worker.inflight import Inflight
+from webcluster.worker.ipc import EXIT_BOOT_ERROR
+from webcluster.worker.logformat import compile_format
+from webcluster.worker.loop import Loop, LoopSettings
+from webcluster.worker.runner import Runner
+from webcluster.worker.statsd import Statsd, StatsdError, install_log_counter
+from webcluster.worker.threadpool import ThreadPool
+from webcluster.worker.tls import TLSAcceptor, TLSConfigError, share_context, worker_context
+from webcluster.worker.version import server_software
+from webcluster.worker.watchdog import PoolWatch, Watchdog
 
 if TYPE_CHECKING:
-    from cluster.config import Config
-    from worker.reporter import Reporter
-    from worker.stats import WorkerStats
+    from webcluster.cluster.config import Config
+    from webcluster.worker.reporter import Reporter
+    from webcluster.worker.stats import WorkerStats
 
 log = logging.getLogger("webcluster.error")
 
@@ -144,8 +144,8 @@ def run(
     """Serve on ``sockets`` until TERM (graceful) or INT/QUIT (fast); return the process exit code.
 
     ``inflight``: the records shared with the supervisor, naming each pool thread's running request."""
-    from worker.reporter import Reporter
-    from worker.stats import WorkerStats
+    from webcluster.worker.reporter import Reporter
+    from webcluster.worker.stats import WorkerStats
 
     stats = WorkerStats()
     loop: Loop | None = None

@@ -19,8 +19,8 @@ import struct
 import termios
 from collections.abc import Callable
 
-from worker.handlers.base import ClientDisconnected
-from worker.http.errors import LocalProtocolError
+from webcluster.worker.handlers.base import ClientDisconnected
+from webcluster.worker.http.errors import LocalProtocolError
 
 HIGH_WATER = 256 * 1024
 SENDFILE_CHUNK = 1 << 20  # per os.sendfile call from the loop, so one fast download cannot hog it

@@ -11,19 +11,19 @@ import logging
 import socket
 from typing import TYPE_CHECKING
 
-from worker.http.errors import RemoteProtocolError
-from worker.poller import ONESHOT, READ, WRITE
-from worker.proxyproto import ProxyProtocolError, ProxyReader
-from worker.proxyread import apply as apply_proxy_header
-from worker.proxyread import read_step as read_proxy_step
-from worker.tls import HS_DONE, HS_PLAIN_HTTP, HS_READ, HS_WRITE, TLSAcceptor
-from worker.transport import State
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.poller import ONESHOT, READ, WRITE
+from webcluster.worker.proxyproto import ProxyProtocolError, ProxyReader
+from webcluster.worker.proxyread import apply as apply_proxy_header
+from webcluster.worker.proxyread import read_step as read_proxy_step
+from webcluster.worker.tls import HS_DONE, HS_PLAIN_HTTP, HS_READ, HS_WRITE, TLSAcceptor
+from webcluster.worker.transport import State
 
 if TYPE_CHECKING:
-    from worker.connection import Conn
-    from worker.handlers.forwarded import ForwardedPolicy
-    from worker.loop import Loop
-    from worker.stats import WorkerStats
+    from webcluster.worker.connection import Conn
+    from webcluster.worker.handlers.forwarded import ForwardedPolicy
+    from webcluster.worker.loop import Loop
+    from webcluster.worker.stats import WorkerStats
 
 log = logging.getLogger("webcluster.error")
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import socket
 
-from worker.proxyproto import ProxyHeader, ProxyProtocolError, ProxyReader
+from webcluster.worker.proxyproto import ProxyHeader, ProxyProtocolError, ProxyReader
 
 
 def read_step(sock: socket.socket, reader: ProxyReader) -> ProxyHeader | None:

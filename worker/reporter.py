@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from worker import ipc
-from worker.stats import WorkerStats
+from webcluster.worker import ipc
+from webcluster.worker.stats import WorkerStats
 
 log = logging.getLogger(__name__)
 

@@ -12,23 +12,23 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from worker.accesslog import AccessLog, format_line, refused_head
-from worker.exchange import ConnExchange
-from worker.handlers.base import ClientDisconnected, Handler, send_internal_error
-from worker.hooks import RequestHooks
-from worker.http.errors import ProtocolError, RemoteProtocolError
-from worker.http.events import NEED_DATA, Request
-from worker.http.state import DONE
-from worker.httpdate import http_date
-from worker.logformat import Entry
-from worker.statsd import Statsd
-from worker.transport import reads_body_first
-from worker.watchdog import PoolWatch, admission, peer_gone
+from webcluster.worker.accesslog import AccessLog, format_line, refused_head
+from webcluster.worker.exchange import ConnExchange
+from webcluster.worker.handlers.base import ClientDisconnected, Handler, send_internal_error
+from webcluster.worker.hooks import RequestHooks
+from webcluster.worker.http.errors import ProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import NEED_DATA, Request
+from webcluster.worker.http.state import DONE
+from webcluster.worker.httpdate import http_date
+from webcluster.worker.logformat import Entry
+from webcluster.worker.statsd import Statsd
+from webcluster.worker.transport import reads_body_first
+from webcluster.worker.watchdog import PoolWatch, admission, peer_gone
 
 if TYPE_CHECKING:
-    from worker.connection import Conn
-    from worker.inflight import Inflight
-    from worker.stats import WorkerStats
+    from webcluster.worker.connection import Conn
+    from webcluster.worker.inflight import Inflight
+    from webcluster.worker.stats import WorkerStats
 
 log = logging.getLogger("webcluster.error")
 

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from worker.httpdate import http_date
-from worker.transport import State
-from worker.watchdog import shed_response
+from webcluster.worker.httpdate import http_date
+from webcluster.worker.transport import State
+from webcluster.worker.watchdog import shed_response
 
 if TYPE_CHECKING:
-    from worker.connection import Conn
-    from worker.loop import Loop
-    from worker.watchdog import PoolWatch
+    from webcluster.worker.connection import Conn
+    from webcluster.worker.loop import Loop
+    from webcluster.worker.watchdog import PoolWatch
 
 CLOSED = State.CLOSED
 

@@ -13,7 +13,7 @@ import threading
 from bisect import bisect_left
 from typing import Any
 
-from worker.ipc import EVENT_FIELDS, LATENCY_BUCKETS_S, STATUS_CLASSES
+from webcluster.worker.ipc import EVENT_FIELDS, LATENCY_BUCKETS_S, STATUS_CLASSES
 
 _EVENT_INDEX = {name: i for i, name in enumerate(EVENT_FIELDS)}
 

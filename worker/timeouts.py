@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from worker.http.errors import RemoteProtocolError
-from worker.outqueue import reset_on_close, unsent_bytes
-from worker.timers import DeadlineQueue
-from worker.transport import LoopSettings, State
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.outqueue import reset_on_close, unsent_bytes
+from webcluster.worker.timers import DeadlineQueue
+from webcluster.worker.transport import LoopSettings, State
 
 if TYPE_CHECKING:
-    from worker.connection import Conn
-    from worker.loop import Loop
+    from webcluster.worker.connection import Conn
+    from webcluster.worker.loop import Loop
 
 log = logging.getLogger("webcluster.error")
 

@@ -15,11 +15,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from worker.http.events import Request
-from worker.http.protocol import Limits
+from webcluster.worker.http.events import Request
+from webcluster.worker.http.protocol import Limits
 
 if TYPE_CHECKING:
-    from worker.connection import Conn
+    from webcluster.worker.connection import Conn
 
 
 @dataclass(frozen=True)

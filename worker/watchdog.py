@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from worker.http.protocol import H1Connection
-    from worker.inflight import Inflight
+    from webcluster.worker.http.protocol import H1Connection
+    from webcluster.worker.inflight import Inflight
 
 log = logging.getLogger("webcluster.error")
 

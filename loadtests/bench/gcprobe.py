@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     repo = Path(__file__).resolve().parents[2]
     sys.path.insert(0, str(repo))
     import supervisor
-    from worker.loop import Loop
+    from webcluster.worker.loop import Loop
 
     Loop.run = _watch(Loop.run)  # type: ignore[method-assign]
     return supervisor.main(sys.argv[1:] if argv is None else argv)

@@ -23,13 +23,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # hello.py
 
 from hello import app  # noqa: E402
 
-from worker.connection import Conn  # noqa: E402
-from worker.handlers.dispatch import build_handler  # noqa: E402
-from worker.http.protocol import H1Connection, Limits  # noqa: E402
-from worker.inflight import Inflight  # noqa: E402
-from worker.runner import Runner  # noqa: E402
-from worker.stats import WorkerStats  # noqa: E402
-from worker.transport import LoopHost, LoopSettings  # noqa: E402
+from webcluster.worker.connection import Conn  # noqa: E402
+from webcluster.worker.handlers.dispatch import build_handler  # noqa: E402
+from webcluster.worker.http.protocol import H1Connection, Limits  # noqa: E402
+from webcluster.worker.inflight import Inflight  # noqa: E402
+from webcluster.worker.runner import Runner  # noqa: E402
+from webcluster.worker.stats import WorkerStats  # noqa: E402
+from webcluster.worker.transport import LoopHost, LoopSettings  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import sys
 
-from worker import ipc
+from webcluster.worker import ipc
 
 
 def crash(cfg, sockets, channel, *, slot: int, generation: int, **_) -> int:
@@ -42,8 +42,8 @@ TARGETS = {
 
 
 def main(argv: list[str]) -> int:
-    from cluster.arbiter import Arbiter
-    from cluster.config import load_config
+    from webcluster.cluster.arbiter import Arbiter
+    from webcluster.cluster.config import load_config
 
     target = TARGETS[argv[0]]
     return Arbiter(load_config(argv[1:]), worker_target=target).run()

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.addresses import BindAddress, split_address
-from cluster.parsers import InvalidValue
+from webcluster.cluster.addresses import BindAddress, split_address
+from webcluster.cluster.parsers import InvalidValue
 
 PARSE = [
     ("127.0.0.1:8080", BindAddress("127.0.0.1:8080", "tcp", host="127.0.0.1", port=8080)),

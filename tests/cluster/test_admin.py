@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from cluster.admin import AdminServer, Health, route
-from cluster.metrics import render_metrics
-from cluster.snapshot import ProcInfo, StatsSnapshot
-from cluster.stats import StatsAggregator
-from worker import ipc
-from worker.stats import WorkerStats
+from webcluster.cluster.admin import AdminServer, Health, route
+from webcluster.cluster.metrics import render_metrics
+from webcluster.cluster.snapshot import ProcInfo, StatsSnapshot
+from webcluster.cluster.stats import StatsAggregator
+from webcluster.worker import ipc
+from webcluster.worker.stats import WorkerStats
 
 
 def SERVING() -> Health:  # noqa: N802 (the arbiter's answer while a worker is ready)

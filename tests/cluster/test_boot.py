@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.boot import FD_PER_SLOT, FD_RESERVE, StartupError, check_fd_limit
+from webcluster.cluster.boot import FD_PER_SLOT, FD_RESERVE, StartupError, check_fd_limit
 
 
 def test_procs_within_the_descriptor_limit_pass():

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster import cli
-from cluster.config import ConfigError, build_parser, explain_config, load_config
-from cluster.signals import HANDLED
+from webcluster.cluster import cli
+from webcluster.cluster.config import ConfigError, build_parser, explain_config, load_config
+from webcluster.cluster.signals import HANDLED
 
 REPO = Path(__file__).resolve().parents[2]
 

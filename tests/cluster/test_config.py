@@ -16,26 +16,26 @@ from pathlib import Path
 import pytest
 
 import supervisor
-from cluster import settings_doc
-from cluster.config import (
+from webcluster.cluster import settings_doc
+from webcluster.cluster.config import (
     Config,
     ConfigError,
     build_parser,
     load_config,
     reload_config,
 )
-from cluster.parsers import InvalidValue
-from cluster.settings import BY_NAME, SECTIONS, SETTINGS
-from cluster.settings_doc import (
+from webcluster.cluster.parsers import InvalidValue
+from webcluster.cluster.settings import BY_NAME, SECTIONS, SETTINGS
+from webcluster.cluster.settings_doc import (
     README_END,
     README_START,
     readme_section,
     render_markdown,
     write_readme,
 )
-from worker.http.protocol import Limits
-from worker.loop import LoopSettings
-from worker.main import loop_settings_from
+from webcluster.worker.http.protocol import Limits
+from webcluster.worker.loop import LoopSettings
+from webcluster.worker.main import loop_settings_from
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -557,7 +557,9 @@ def test_help_lists_every_flag_with_default_env_and_section() -> None:
 
 def test_readme_settings_section_is_in_sync() -> None:
     text = (REPO / "README.md").read_text(encoding="utf-8")
-    assert readme_section(text) == render_markdown(), "run: python -m cluster.config --write-readme"
+    assert readme_section(text) == render_markdown(), (
+        "run: python -m webcluster.cluster.config --write-readme"
+    )
 
 
 def test_markdown_has_a_row_per_setting() -> None:

@@ -10,13 +10,13 @@ import sys
 
 import pytest
 
-from cluster.listeners import (
+from tests.conftest import poll
+from webcluster.cluster.listeners import (
     BindError,
     Listeners,
     raise_nofile_limit,
     systemd_fds,
 )
-from tests.conftest import poll
 
 linux_only = pytest.mark.skipif(
     not sys.platform.startswith("linux"), reason="Linux reuse-port/TCP_INFO"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from cluster.policy import (
+from webcluster.cluster.policy import (
     ABORT_GRACE_S,
     ABORTED,
     BOOTING,

@@ -6,8 +6,8 @@ import importlib.util
 import os
 import py_compile
 
-from cluster.config import Config
-from cluster.reloader import Reloader, drop_bytecode, snapshot, watched
+from webcluster.cluster.config import Config
+from webcluster.cluster.reloader import Reloader, drop_bytecode, snapshot, watched
 
 
 class FakeProbe:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-from cluster import sdnotify
+from webcluster.cluster import sdnotify
 
 
 def test_notify_path_and_abstract_socket(tmp_path) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import signal
 from dataclasses import dataclass, field
 
-from cluster.policy import WorkerState
-from cluster.shutdown import FAST_STOP_S, REAP_AFTER_KILL_S, Shutdown
+from webcluster.cluster.policy import WorkerState
+from webcluster.cluster.shutdown import FAST_STOP_S, REAP_AFTER_KILL_S, Shutdown
 
 NOW = 1000.0
 

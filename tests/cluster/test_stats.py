@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from cluster.snapshot import Counters, ProcInfo, quantile
-from cluster.stats import PsutilProcInfo, StatsAggregator
-from worker import ipc
-from worker.stats import WorkerStats
+from webcluster.cluster.snapshot import Counters, ProcInfo, quantile
+from webcluster.cluster.stats import PsutilProcInfo, StatsAggregator
+from webcluster.worker import ipc
+from webcluster.worker.stats import WorkerStats
 
 # --- WorkerStats ------------------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import time
 from tests.differential.compare import run
 from tests.differential.streams import build
 from tests.worker.http.cases import INVALID, VALID
-from worker.http.protocol import Limits
+from webcluster.worker.http.protocol import Limits
 
 
 def case_streams() -> list[bytes]:

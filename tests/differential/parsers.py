@@ -25,9 +25,16 @@ from dataclasses import dataclass, field
 import h11
 import httptools
 
-from worker.http.errors import RemoteProtocolError
-from worker.http.events import NEED_DATA, PAUSED, ConnectionClosed, Data, EndOfMessage, Request
-from worker.http.protocol import H1Connection, Limits
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.events import (
+    NEED_DATA,
+    PAUSED,
+    ConnectionClosed,
+    Data,
+    EndOfMessage,
+    Request,
+)
+from webcluster.worker.http.protocol import H1Connection, Limits
 
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 PARSERS = ("webcluster", "llhttp", "h11")

@@ -64,7 +64,7 @@ def available(name: str) -> str:
     """Empty when target ``name`` can run here, else why not."""
     if not TARGETS[name].exists():
         return f"not available ({TARGETS[name].relative_to(ROOT)} missing)"
-    if name == "proxy" and importlib.util.find_spec("worker.proxyproto") is None:
+    if name == "proxy" and importlib.util.find_spec("webcluster.worker.proxyproto") is None:
         return "not available (worker/proxyproto.py is not on this tree)"
     return ""
 

@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
-    from cluster.config import ConfigError, load_config
-    from cluster.parsers import InvalidValue
-    from cluster.settings import BY_NAME, SETTINGS
+    from webcluster.cluster.config import ConfigError, load_config
+    from webcluster.cluster.parsers import InvalidValue
+    from webcluster.cluster.settings import BY_NAME, SETTINGS
 
 FLAGS = [s.flags[-1] for s in SETTINGS if not s.switch and s.name != "config"]
 

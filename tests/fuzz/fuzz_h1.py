@@ -23,7 +23,7 @@ import atheris  # noqa: E402
 
 with atheris.instrument_imports():
     from tests.worker.http.driver import SMALL_LIMITS, run, split
-    from worker.http.protocol import Limits
+    from webcluster.worker.http.protocol import Limits
 
 LIMITS = (Limits(), SMALL_LIMITS)
 

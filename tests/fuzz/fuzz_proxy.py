@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository r
 import atheris  # noqa: E402
 
 with atheris.instrument_imports():
-    from worker import proxyproto as pp
+    from webcluster.worker import proxyproto as pp
 
 
 def whole(data: bytes):

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from tests.fuzz import strategies as gen
 from tests.worker.http.driver import DATE, SMALL_LIMITS, run, split
-from worker.http.errors import LocalProtocolError
-from worker.http.events import Request
-from worker.http.protocol import H1Connection, Limits
-from worker.http.state import IDLE
+from webcluster.worker.http.errors import LocalProtocolError
+from webcluster.worker.http.events import Request
+from webcluster.worker.http.protocol import H1Connection, Limits
+from webcluster.worker.http.state import IDLE
 
 settings.register_profile(
     "ci",

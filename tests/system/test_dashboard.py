@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from cluster.admin import AdminServer, Health
-from cluster.stats import StatsAggregator
 from tests.cluster.test_admin import parse_prometheus
 from tests.conftest import poll
+from webcluster.cluster.admin import AdminServer, Health
+from webcluster.cluster.stats import StatsAggregator
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-from worker.version import version
+from webcluster.worker.version import version
 
 pytest.importorskip("django")
 pytest.importorskip("flask")

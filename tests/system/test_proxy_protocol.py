@@ -25,7 +25,7 @@ import pytest
 from tests.conftest import free_port, poll
 from tests.support import is_closed, read_response
 from tests.worker.test_tls import PKI, client_context, make_pki
-from worker.proxyproto import v1_header, v2_header
+from webcluster.worker.proxyproto import v1_header, v2_header
 
 pytestmark = pytest.mark.timeout(120)
 

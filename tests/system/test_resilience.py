@@ -19,11 +19,11 @@ import time
 
 import pytest
 
-from cluster.policy import RESPAWN_INTERVAL_S
 from loadtests.crashstorm import normal, storm
 from tests.conftest import ROOT, free_port, poll
 from tests.system.loadgen import Load
 from tests.system.test_supervisor import APP, get, spawned
+from webcluster.cluster.policy import RESPAWN_INTERVAL_S
 
 pytestmark = pytest.mark.timeout(90)
 FAULTY = ("--app", "tests.apps.faulty:app")

@@ -31,7 +31,7 @@ import pytest
 
 from tests.conftest import poll
 from tests.support import is_closed, read_response, serve
-from worker.handlers.base import Exchange
+from webcluster.worker.handlers.base import Exchange
 
 
 def echo_length(ex: Exchange) -> None:

@@ -8,8 +8,13 @@ import os
 
 import pytest
 
-from worker.accesslog import MAX_LOGGED_REQUEST_LINE, AccessLog, format_line, refused_head
-from worker.logthrottle import LogThrottle
+from webcluster.worker.accesslog import (
+    MAX_LOGGED_REQUEST_LINE,
+    AccessLog,
+    format_line,
+    refused_head,
+)
+from webcluster.worker.logthrottle import LogThrottle
 
 
 @pytest.mark.parametrize(

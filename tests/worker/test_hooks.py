@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from worker.hooks import HooksError, RequestHooks, ResponseInfo, WorkerInfo, load_hooks
+from webcluster.worker.hooks import HooksError, RequestHooks, ResponseInfo, WorkerInfo, load_hooks
 
 
 def write(tmp_path, name: str, text: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from worker.inflight import RECORD_BYTES, TEXT_BYTES, Inflight
+from webcluster.worker.inflight import RECORD_BYTES, TEXT_BYTES, Inflight
 
 
 def test_begin_and_end_per_thread():

@@ -8,9 +8,9 @@ import os
 
 import pytest
 
-from worker import ipc
-from worker.reporter import Reporter
-from worker.stats import WorkerStats
+from webcluster.worker import ipc
+from webcluster.worker.reporter import Reporter
+from webcluster.worker.stats import WorkerStats
 
 GAUGES = {
     "active_connections": 3,

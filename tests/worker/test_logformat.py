@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from worker.accesslog import format_line
-from worker.logformat import Entry, compile_format
+from webcluster.worker.accesslog import format_line
+from webcluster.worker.logformat import Entry, compile_format
 
 GUNICORN_DEFAULT = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s"'
 WHEN = 1_700_000_000.25

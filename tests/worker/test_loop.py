@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import poll
 from tests.support import is_closed, read_response, serve
-from worker.handlers.base import Exchange
+from webcluster.worker.handlers.base import Exchange
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -12,11 +12,11 @@ import socket
 
 import pytest
 
-from worker.handlers.base import Exchange
-from worker.loop import Loop, LoopSettings
-from worker.poller import Poller
-from worker.runner import Runner
-from worker.transport import State
+from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.loop import Loop, LoopSettings
+from webcluster.worker.poller import Poller
+from webcluster.worker.runner import Runner
+from webcluster.worker.transport import State
 
 pytestmark = pytest.mark.timeout(30)
 

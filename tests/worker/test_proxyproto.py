@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from worker.proxyproto import (
+from webcluster.worker.proxyproto import (
     V2_SIGNATURE,
     ProxyHeader,
     ProxyProtocolError,

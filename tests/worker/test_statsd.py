@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from worker.statsd import Statsd, StatsdError, StatsdLogHandler, install_log_counter
+from webcluster.worker.statsd import Statsd, StatsdError, StatsdLogHandler, install_log_counter
 
 
 @pytest.fixture

@@ -25,13 +25,13 @@ import pytest
 
 from tests.conftest import poll
 from tests.support import is_closed, read_response
-from worker import tls as tls_module
-from worker.handlers.base import Exchange
-from worker.handlers.dispatch import build_handler
-from worker.loop import Loop, LoopSettings
-from worker.runner import Runner
-from worker.threadpool import ThreadPool
-from worker.tls import (
+from webcluster.worker import tls as tls_module
+from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.handlers.dispatch import build_handler
+from webcluster.worker.loop import Loop, LoopSettings
+from webcluster.worker.runner import Runner
+from webcluster.worker.threadpool import ThreadPool
+from webcluster.worker.tls import (
     DEFAULT_CIPHERS,
     TLSAcceptor,
     TLSConfigError,

@@ -12,11 +12,11 @@ import pytest
 
 from tests.conftest import poll
 from tests.support import read_response, serve
-from worker.handlers.base import Exchange
-from worker.http.events import Request
-from worker.inflight import Inflight
-from worker.stats import WorkerStats
-from worker.watchdog import (
+from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.http.events import Request
+from webcluster.worker.inflight import Inflight
+from webcluster.worker.stats import WorkerStats
+from webcluster.worker.watchdog import (
     GONE_CHECK_AFTER,
     RETRY_AFTER_S,
     PoolWatch,

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import BinaryIO, Protocol
 
-from worker.http.errors import LocalProtocolError
-from worker.http.events import Request
+from webcluster.worker.http.errors import LocalProtocolError
+from webcluster.worker.http.events import Request
 
 
 class BodyReader(Protocol):

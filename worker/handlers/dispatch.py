@@ -16,11 +16,11 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from worker.handlers.base import Exchange, Handler
-from worker.handlers.forwarded import ForwardedPolicy
-from worker.handlers.static import StaticHandler
-from worker.handlers.target import split_target
-from worker.handlers.wsgi import WSGIHandler
+from webcluster.worker.handlers.base import Exchange, Handler
+from webcluster.worker.handlers.forwarded import ForwardedPolicy
+from webcluster.worker.handlers.static import StaticHandler
+from webcluster.worker.handlers.target import split_target
+from webcluster.worker.handlers.wsgi import WSGIHandler
 
 _DEFAULT_ATTR = "application"  # PEP 3333 / mod_wsgi / gunicorn convention
 _USUAL_NAMES = ("application", "app", "create_app", "make_app", "get_app", "wsgi_app")

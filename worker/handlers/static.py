@@ -32,11 +32,11 @@ from email.utils import formatdate, mktime_tz, parsedate_tz
 from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
 
-from worker.handlers.base import Exchange, copy_file
-from worker.handlers.target import split_target
-from worker.http.errors import LocalProtocolError
-from worker.http.events import Request
-from worker.http.writers import REASONS
+from webcluster.worker.handlers.base import Exchange, copy_file
+from webcluster.worker.handlers.target import split_target
+from webcluster.worker.http.errors import LocalProtocolError
+from webcluster.worker.http.events import Request
+from webcluster.worker.http.writers import REASONS
 
 log = logging.getLogger("webcluster.error")
 

@@ -25,11 +25,11 @@ from collections.abc import Callable, Iterable
 from typing import Any, BinaryIO, TextIO
 from urllib.parse import unquote_to_bytes
 
-from worker.handlers.base import ClientDisconnected, Exchange, send_internal_error
-from worker.handlers.forwarded import ForwardedPolicy
-from worker.handlers.target import split_target
-from worker.http.errors import RemoteProtocolError
-from worker.http.writers import parse_content_length
+from webcluster.worker.handlers.base import ClientDisconnected, Exchange, send_internal_error
+from webcluster.worker.handlers.forwarded import ForwardedPolicy
+from webcluster.worker.handlers.target import split_target
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.writers import parse_content_length
 
 log = logging.getLogger("webcluster.error")
 

@@ -23,9 +23,9 @@ to leave no room for request smuggling, i.e. for two parsers to disagree on wher
 
 from __future__ import annotations
 
-from worker.http.errors import RemoteProtocolError
-from worker.http.events import Request
-from worker.http.grammar import (
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.events import Request
+from webcluster.worker.http.grammar import (
     ABSOLUTE_FORM_RE,
     AUTHORITY_FORM_RE,
     BAD_VALUE_CHAR_RE,

@@ -27,9 +27,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from worker.http import state as st
-from worker.http.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
-from worker.http.events import (
+from webcluster.worker.http import state as st
+from webcluster.worker.http.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import (
     NEED_DATA,
     PAUSED,
     ConnectionClosed,
@@ -38,8 +38,13 @@ from worker.http.events import (
     Request,
     _Sentinel,
 )
-from worker.http.readers import ChunkedReader, ContentLengthReader, HeadScanner, parse_request_head
-from worker.http.writers import BodyWriter, error_head, serialize_response
+from webcluster.worker.http.readers import (
+    ChunkedReader,
+    ContentLengthReader,
+    HeadScanner,
+    parse_request_head,
+)
+from webcluster.worker.http.writers import BodyWriter, error_head, serialize_response
 
 # RFC 9112 §2.2: "a server that is expecting to receive and parse a request-line SHOULD ignore at least
 # one empty line (CRLF) received prior to the request-line". A few, not an unbounded stream of them.

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from typing import NoReturn
 
-from worker.http.errors import RemoteProtocolError
-from worker.http.events import Data, EndOfMessage, Request
-from worker.http.grammar import CHUNK_LINE_RE, HTTP_VERSION_RE, REQUEST_LINE_RE, TOKEN_RE
-from worker.http.headers import build_request, check_target, parse_field_lines
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.events import Data, EndOfMessage, Request
+from webcluster.worker.http.grammar import CHUNK_LINE_RE, HTTP_VERSION_RE, REQUEST_LINE_RE, TOKEN_RE
+from webcluster.worker.http.headers import build_request, check_target, parse_field_lines
 
 # HTTP/1.x minor versions other than 0 are answered as 1.1 (RFC 9110 §2.5: a recipient "SHOULD process"
 # a higher minor version "as if it were the highest minor version ... to which the recipient is conformant").

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import enum
 
-from worker.http.errors import LocalProtocolError, RemoteProtocolError
-from worker.http.events import ConnectionClosed, EndOfMessage, Request
+from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import ConnectionClosed, EndOfMessage, Request
 
 
 class State(enum.Enum):

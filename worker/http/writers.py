@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from http import HTTPStatus
 
-from worker.http.errors import LocalProtocolError
-from worker.http.events import Request
-from worker.http.grammar import BAD_VALUE_CHAR_RE, CONTENT_LENGTH_RE, TOKEN_RE
+from webcluster.worker.http.errors import LocalProtocolError
+from webcluster.worker.http.events import Request
+from webcluster.worker.http.grammar import BAD_VALUE_CHAR_RE, CONTENT_LENGTH_RE, TOKEN_RE
 
 # The one table of reason phrases (RFC 9110 §15), with the names RFC 9110 gave the codes that
 # http.HTTPStatus still calls by their RFC 7231/7233 names.

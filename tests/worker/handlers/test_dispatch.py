@@ -10,7 +10,12 @@ import uuid
 import pytest
 
 from tests.fakes import FakeExchange, make_request
-from worker.handlers.dispatch import AppImportError, build_handler, default_root, load_app
+from webcluster.worker.handlers.dispatch import (
+    AppImportError,
+    build_handler,
+    default_root,
+    load_app,
+)
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -10,7 +10,7 @@ import wsgiref.validate
 import pytest
 
 from tests.support import is_closed, read_response, serve
-from worker.handlers.dispatch import build_handler
+from webcluster.worker.handlers.dispatch import build_handler
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -8,8 +8,8 @@ from email.utils import formatdate
 import pytest
 
 from tests.fakes import FakeExchange, make_request
-from worker.handlers.dispatch import default_root
-from worker.handlers.static import StaticHandler
+from webcluster.worker.handlers.dispatch import default_root
+from webcluster.worker.handlers.static import StaticHandler
 
 pytestmark = pytest.mark.timeout(10)
 

@@ -11,11 +11,11 @@ from wsgiref.validate import validator
 import pytest
 
 from tests.fakes import BodyReader, FakeExchange, make_request
-from worker.handlers.base import ClientDisconnected
-from worker.handlers.forwarded import ForwardedPolicy, parse_forwarded
-from worker.handlers.wsgi import FileWrapper, WSGIHandler
-from worker.http.errors import RemoteProtocolError
-from worker.http.protocol import H1Connection
+from webcluster.worker.handlers.base import ClientDisconnected
+from webcluster.worker.handlers.forwarded import ForwardedPolicy, parse_forwarded
+from webcluster.worker.handlers.wsgi import FileWrapper, WSGIHandler
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.protocol import H1Connection
 
 pytestmark = [
     pytest.mark.timeout(10),

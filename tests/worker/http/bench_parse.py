@@ -9,8 +9,8 @@ from __future__ import annotations
 import sys
 import time
 
-from worker.http.events import NEED_DATA, PAUSED
-from worker.http.protocol import H1Connection
+from webcluster.worker.http.events import NEED_DATA, PAUSED
+from webcluster.worker.http.protocol import H1Connection
 
 DATE = b"Sun, 06 Nov 1994 08:49:37 GMT"
 GET = (

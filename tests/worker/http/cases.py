@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from worker.http.protocol import Limits
+from webcluster.worker.http.protocol import Limits
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,8 @@ import pytest
 
 from tests.support import is_closed, read_response, serve
 from tests.worker.http.cases import INVALID, Invalid
-from worker.handlers.base import Exchange
-from worker.http.protocol import Limits
+from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.http.protocol import Limits
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -6,8 +6,8 @@ import pytest
 
 from tests.worker.http.cases import INVALID, VALID, Invalid, Valid
 from tests.worker.http.driver import DATE, MODES, Driver, same_request, splits
-from worker.http.errors import RemoteProtocolError
-from worker.http.state import CLOSED, ERROR, IDLE, MUST_CLOSE
+from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.state import CLOSED, ERROR, IDLE, MUST_CLOSE
 
 pytestmark = pytest.mark.timeout(60)
 

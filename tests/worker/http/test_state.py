@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.worker.http.driver import DATE
-from worker.http.errors import LocalProtocolError, RemoteProtocolError
-from worker.http.events import (
+from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import (
     NEED_DATA,
     PAUSED,
     ConnectionClosed,
@@ -17,8 +17,8 @@ from worker.http.events import (
     EndOfMessage,
     Request,
 )
-from worker.http.protocol import CONTINUE, H1Connection, Limits
-from worker.http.state import (
+from webcluster.worker.http.protocol import CONTINUE, H1Connection, Limits
+from webcluster.worker.http.state import (
     CLOSED,
     DONE,
     ERROR,

@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from tests.worker.http.driver import DATE
-from worker.http.errors import LocalProtocolError, RemoteProtocolError
-from worker.http.events import PAUSED, EndOfMessage, Request
-from worker.http.protocol import H1Connection
-from worker.http.state import DONE, ERROR, IDLE, MUST_CLOSE, SEND_BODY
+from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
+from webcluster.worker.http.events import PAUSED, EndOfMessage, Request
+from webcluster.worker.http.protocol import H1Connection
+from webcluster.worker.http.state import DONE, ERROR, IDLE, MUST_CLOSE, SEND_BODY
 
 GET11 = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"
 GET10 = b"GET / HTTP/1.0\r\n\r\n"
