@@ -205,11 +205,16 @@ def stop_scenario(server: str, scenario: str, log) -> str:
         return f"{server} {scenario}: {what}; the request in flight: {box.get('result')}"
     finally:
         for proc in procs:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(10)
+            stop_session(proc)
+
+
+def stop_session(proc: subprocess.Popen) -> None:
+    """Kill a server started in its own session (the server and its workers) and reap it."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(10)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,11 +250,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"webcluster: /healthz {_outcome(admin, '/healthz', 5.0)}")
         return 0 if ok >= 0.99 * args.normal else 1
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the server and its workers
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
+        stop_session(proc)
         log.close()
 
 

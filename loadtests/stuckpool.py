@@ -21,7 +21,6 @@ import argparse
 import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -31,7 +30,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from loadtests.crashstorm import _free_port, _outcome
+from loadtests.crashstorm import _free_port, _outcome, stop_session
 
 REPO = Path(__file__).resolve().parent.parent
 APP = "tests.apps.stuck:app"
@@ -150,11 +149,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"server log: {tmp / 'server.log'}")
         return 0
     finally:
-        try:
-            os.killpg(proc.pid, signal.SIGKILL)  # its own session: the server and its workers
-        except ProcessLookupError:
-            pass
-        proc.wait(10)
+        stop_session(proc)
         log.close()
 
 
