@@ -4,6 +4,9 @@
     A currently free TCP port on 127.0.0.1 (bind to 0, read, close). Prefer binding to port 0 yourself
     where you can: another process may take the port before you use it.
 
+``http_get(port, path, timeout=10) -> (status, body)``
+    One ``GET`` to 127.0.0.1:``port`` on a fresh connection.
+
 ``run_supervisor`` (fixture) -> ``start(*args, env=None, ready=True, procs=None, timeout=30,
 command=("supervisor.py",)) -> SupervisorProc``
     Launches ``sys.executable *command *args`` in a subprocess (cwd = repo root, its own session,
@@ -55,6 +58,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def http_get(port: int, path: str, timeout: float = 10.0) -> tuple[int, bytes]:
+    """One ``GET path`` to 127.0.0.1:``port`` on a fresh connection: (status, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request("GET", path)
+        resp = conn.getresponse()
+        return resp.status, resp.read()
+    finally:
+        conn.close()
 
 
 def poll(what: str, probe: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05) -> Any:
@@ -140,13 +154,7 @@ class SupervisorProc:
 
     # -- admin --
     def get_admin(self, path: str) -> tuple[int, bytes]:
-        conn = http.client.HTTPConnection("127.0.0.1", self.admin_port, timeout=10)
-        try:
-            conn.request("GET", path)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        finally:
-            conn.close()
+        return http_get(self.admin_port, path)
 
     def stats(self) -> dict[str, Any]:
         status, body = self.get_admin("/stats")

@@ -3,13 +3,12 @@ a hook that raises is logged while the request is still answered by the same wor
 
 from __future__ import annotations
 
-import http.client
 import signal
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import poll
+from tests.conftest import http_get, poll
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -53,16 +52,6 @@ def post_request(worker, req, resp):
 """
 
 
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
-
-
 def events(log: Path, name: str) -> list[list[str]]:
     if not log.exists():
         return []
@@ -81,16 +70,16 @@ def test_hooks_run_at_their_points_and_errors_never_fail_a_request(run_superviso
     assert events(log, "on_starting") == [[str(sup.pid), "1"]]
     assert events(log, "post_fork") == [[str(worker), "0", "1", str(sup.pid), str(worker)]]
 
-    status, body = get(sup.port, "/pid")
+    status, body = http_get(sup.port, "/pid")
     assert (status, body) == (200, str(worker).encode())
     poll("post_request", lambda: events(log, "post_request"))
     assert events(log, "pre_request") == [[str(worker), "GET", "/pid"]]
     assert events(log, "post_request") == [[str(worker), "/pid", "200", str(len(body))]]
 
     for which in ("pre", "post"):
-        assert get(sup.port, f"/pid?boom={which}") == (200, str(worker).encode())
+        assert http_get(sup.port, f"/pid?boom={which}") == (200, str(worker).encode())
         sup.wait_for_output(rf"hook {which}_request in .*raised(.|\n)*{which} hook failed")
-    assert get(sup.port, "/pid") == (200, str(worker).encode())  # the same worker still serves
+    assert http_get(sup.port, "/pid") == (200, str(worker).encode())  # the same worker still serves
 
     sup.signal(signal.SIGHUP)
     [new] = sup.wait_workers(1, exclude=[worker])

@@ -9,7 +9,6 @@ checkout so nothing is imported from it. Needs PyPI (pip); about a minute.
 
 from __future__ import annotations
 
-import http.client
 import re
 import subprocess
 import sys
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, poll
+from tests.conftest import ROOT, http_get, poll
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -119,8 +118,8 @@ def serve(script: Path, cwd: Path, log: Path) -> None:
             timeout=60,
         )
         port = int(match.group(1))
-        assert get(port, "/") == (200, b"hello from the wheel")
-        status, body = get(port, "/welcome/index.html")
+        assert http_get(port, "/") == (200, b"hello from the wheel")
+        status, body = http_get(port, "/welcome/index.html")
         assert status == 200 and b"webcluster" in body
         proc.terminate()
         assert proc.wait(30) == 0, log.read_text()
@@ -134,13 +133,3 @@ def package_welcome(script: Path) -> str:
     python = script.parent / "python"
     code = "from webcluster.worker.handlers.dispatch import default_root; print(default_root())"
     return run(python, "-c", code).strip()
-
-
-def get(port: int, path: str) -> tuple[int, bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read()
-    finally:
-        conn.close()
