@@ -43,17 +43,33 @@ _SPECIAL = frozenset(
 _MAX_LENGTH_DIGITS = 18
 
 
+# Field lines already parsed, by their text: clients repeat the same Host, User-Agent, Accept... on every
+# request, and a line that matched once parses the same way again. Only short lines, and emptied when full,
+# so it holds at most _PARSED_MAX * _PARSED_LINE characters whatever clients send.
+_PARSED: dict[str, tuple[str, str]] = {}
+_PARSED_MAX = 1024
+_PARSED_LINE = 256
+
+
 def parse_field_lines(lines: list[str]) -> list[tuple[str, str]]:
     """``name: value`` lines -> [(lower-case name, OWS-stripped value)] (RFC 9112 §5)."""
     match = FIELD_LINE_RE.fullmatch
+    seen = _PARSED.get
     fields = []
     append = fields.append
     for line in lines:
-        m = match(line)
-        if m is None:
-            raise RemoteProtocolError(_diagnose_field_line(line))
-        name, value = m.groups()
-        append((name.lower(), value))
+        field = seen(line)
+        if field is None:
+            m = match(line)
+            if m is None:
+                raise RemoteProtocolError(_diagnose_field_line(line))
+            name, value = m.groups()
+            field = (name.lower(), value)
+            if len(line) <= _PARSED_LINE:
+                if len(_PARSED) >= _PARSED_MAX:
+                    _PARSED.clear()
+                _PARSED[line] = field
+        append(field)
     return fields
 
 

@@ -27,6 +27,12 @@ REASONS: dict[int, str] = {s.value: s.phrase for s in HTTPStatus} | {
 _WATCHED = frozenset(
     ("content-length", "connection", "transfer-encoding", "keep-alive", "date", "server")
 )
+# Checked lines by (name, value) and status lines by (code, reason): responses repeat the same fields, and
+# a line that passed the checks once is the same text the next time. Emptied when full, so bounded.
+_LINES: dict[tuple[str, str], str] = {}
+_STATUS_LINES: dict[tuple[int, str], str] = {}
+_CACHE_MAX = 1024
+_CACHE_LINE = 512  # longer lines are checked every time: the caches stay small whatever apps send
 
 
 class FixedLengthWriter:
@@ -109,16 +115,33 @@ def status_line(status: int, reason: str) -> str:
     """``HTTP/1.1 <status> <reason>`` after checking both; we always speak 1.1 (RFC 9110 §2.5)."""
     if type(status) is not int or not 100 <= status <= 999:
         raise LocalProtocolError(f"invalid status code {status!r}")
+    key = (status, reason)
+    line = _STATUS_LINES.get(key) if type(reason) is str else None
+    if line is not None:
+        return line
     if not reason:
         reason = REASONS.get(status, "")
     elif type(reason) is not str or BAD_VALUE_CHAR_RE.search(reason):
         raise LocalProtocolError("invalid reason phrase")
-    return f"HTTP/1.1 {status} {reason}\r\n"
+    line = f"HTTP/1.1 {status} {reason}\r\n"
+    _remember(_STATUS_LINES, key, line)
+    return line
+
+
+def _remember(cache: dict, key: object, line: str) -> None:
+    if len(line) > _CACHE_LINE:
+        return
+    if len(cache) >= _CACHE_MAX:
+        cache.clear()
+    cache[key] = line
 
 
 def parse_content_length(value: str) -> int:
     """An application's Content-Length value: digits only, around optional whitespace (RFC 9110
     §8.6); anything else is a LocalProtocolError (answered 500, never sent)."""
+    # The usual case first: ASCII digits only, exactly what the pattern accepts.
+    if value.isdigit() and value.isascii():
+        return int(value)
     value = value.strip(" \t")
     if not CONTENT_LENGTH_RE.fullmatch(value):
         raise LocalProtocolError(f"invalid Content-Length {value!r} from the application")
@@ -137,15 +160,28 @@ class _AppHeaders:
         self.has_date = self.has_server = False
         token, bad_value = TOKEN_RE.fullmatch, BAD_VALUE_CHAR_RE.search
         append = self.lines.append
-        for name, value in headers:
+        seen = _LINES.get
+        for item in headers:
+            try:
+                line = seen(item)
+            except TypeError:  # unhashable: the checks below say what is wrong with it
+                line = None
+            if line is not None:
+                append(line)
+                continue
+            name, value = item
             if type(name) is not str or not token(name):
                 raise LocalProtocolError(f"invalid header name {name!r}")
             if type(value) is not str or bad_value(value):
                 raise LocalProtocolError(f"invalid value for header {name!r}")
             lname = name.lower()
-            if lname in _WATCHED and not self._watched(lname, value):
+            if lname in _WATCHED:
+                if self._watched(lname, value):
+                    append(f"{name}: {value}\r\n")
                 continue
-            append(f"{name}: {value}\r\n")
+            line = f"{name}: {value}\r\n"
+            _remember(_LINES, (name, value), line)
+            append(line)
 
     def _watched(self, lname: str, value: str) -> bool:
         """Record a framing-relevant field; True if it is written as given."""
