@@ -38,6 +38,7 @@ WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 # PEP 3333: status is "NNN reason". CR/LF in the reason is left to the core, which refuses it with
 # LocalProtocolError (one place decides what may go on the wire); we answer 500 either way.
 _STATUS = re.compile(r"([1-9][0-9][0-9]) (.*)", re.DOTALL)
+_STATUSES: dict[str, tuple[int, str]] = {}  # status strings seen before, parsed
 _BLOCK_SIZE = 65536
 # The headers ForwardedPolicy.resolve reads, as environ keys (names with "_" never reach either).
 _PROXY_KEYS = frozenset(("HTTP_FORWARDED", "HTTP_X_FORWARDED_FOR", "HTTP_X_FORWARDED_PROTO"))
@@ -140,17 +141,22 @@ def _may_have_length(code: int) -> bool:
 def _check_status(status: str) -> tuple[int, str]:
     if type(status) is not str:
         raise TypeError(f"status must be str, not {type(status).__name__}")
+    parsed = _STATUSES.get(status)
+    if parsed is not None:
+        return parsed
     match = _STATUS.fullmatch(status)
     if match is None:
         raise ValueError(f"status must look like '200 OK', got {status!r}")
-    return int(match.group(1)), match.group(2)
+    parsed = int(match.group(1)), match.group(2)
+    if len(_STATUSES) < 256:  # apps use a handful of status strings; a few odd ones are not kept
+        _STATUSES[status] = parsed
+    return parsed
 
 
 def _check_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int | None]:
     """Validate the app's headers (PEP 3333: a list of (str, str)); returns them and the Content-Length."""
     if not isinstance(headers, (list, tuple)):
         raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
-    checked: list[tuple[str, str]] = []
     length = None
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
@@ -158,10 +164,9 @@ def _check_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]
         name, value = item
         if type(name) is not str or type(value) is not str:
             raise TypeError(f"response header names and values must be str, got {item!r}")
-        if name.lower() == "content-length":
+        if len(name) == 14 and name.lower() == "content-length":
             length = parse_content_length(value)
-        checked.append((name, value))
-    return checked, length
+    return list(headers), length
 
 
 def _split_host(host: str) -> tuple[str, str]:
@@ -173,27 +178,49 @@ def _split_host(host: str) -> tuple[str, str]:
     return name, port
 
 
-def _header_environ(headers: list[tuple[str, str]]) -> dict[str, str]:
-    """``HTTP_*`` keys (plus ``CONTENT_TYPE``) from the request headers.
+def _header_environ(environ: dict[str, Any], headers: list[tuple[str, str]]) -> None:
+    """Add the ``HTTP_*`` keys (plus ``CONTENT_TYPE``) of the request headers to ``environ``.
 
     A name containing ``_`` is dropped: ``X_Forwarded_For`` and ``X-Forwarded-For`` would both become
     ``HTTP_X_FORWARDED_FOR``, letting a client spoof what a proxy set (nginx ``underscores_in_headers off``,
     gunicorn ``header_map=drop``). Repeated fields are joined with ``","`` (RFC 9110 §5.3), except Cookie,
     joined with ``"; "`` as RFC 6265 §5.4 serializes it.
     """
-    environ: dict[str, str] = {}
+    keys = _ENV_KEYS
+    content_type = False
     for name, value in headers:
-        if "_" in name or name == "content-length":  # CONTENT_LENGTH comes from the core's framing
+        key = keys.get(name)
+        if key is None:
+            key = _env_key(name)
+        if not key:
             continue
-        if name == "content-type":
-            environ.setdefault("CONTENT_TYPE", value)
-            continue
-        key = "HTTP_" + name.upper().replace("-", "_")
-        if key in environ:
+        if key == "CONTENT_TYPE":
+            if not content_type:  # the first one counts
+                content_type = True
+                environ[key] = value
+        elif key in environ:
             environ[key] += ("; " if key == "HTTP_COOKIE" else ",") + value
         else:
             environ[key] = value
-    return environ
+
+
+# Environ key by (lower-case) field name; "" for names that never reach the environ. Bounded like the
+# core's field-line cache: clients send the same few names.
+_ENV_KEYS: dict[str, str] = {}
+
+
+def _env_key(name: str) -> str:
+    if "_" in name or name == "content-length":  # CONTENT_LENGTH comes from the core's framing
+        key = ""
+    elif name == "content-type":
+        key = "CONTENT_TYPE"
+    else:
+        key = "HTTP_" + name.upper().replace("-", "_")
+    if len(name) <= 64:
+        if len(_ENV_KEYS) >= 1024:
+            _ENV_KEYS.clear()
+        _ENV_KEYS[name] = key
+    return key
 
 
 class WSGIHandler:
@@ -223,6 +250,17 @@ class WSGIHandler:
         self.server_name = server_name
         self.errors_stream = errors_stream
         self.forwarded = forwarded
+        self._template: dict[str, Any] = {
+            "SCRIPT_NAME": self.root_path,
+            "SERVER_SOFTWARE": server_software,
+            "wsgi.version": (1, 0),
+            "wsgi.input_terminated": True,  # the body reader stops at the end of the message
+            "wsgi.errors": errors_stream,
+            "wsgi.multithread": True,
+            "wsgi.multiprocess": multiprocess,
+            "wsgi.run_once": False,
+            "wsgi.file_wrapper": FileWrapper,
+        }
 
     def __call__(self, exchange: Exchange) -> None:
         response = _Response(exchange)
@@ -254,41 +292,34 @@ class WSGIHandler:
         path, query, authority = split_target(request.target)
         peer_host, peer_port = exchange.remote_addr
         remote, scheme = peer_host, exchange.url_scheme
-        environ: dict[str, Any] = _header_environ(request.headers)
+        environ: dict[str, Any] = self._template.copy()  # the keys no request changes
+        _header_environ(environ, request.headers)
         # Without any proxy header the policy's answer is (peer, scheme) whoever the peer is: skip it,
         # it would parse the peer address on every request, a large share of the hot path (BENCHMARKS.md).
         if self.forwarded is not None and not _PROXY_KEYS.isdisjoint(environ):
             remote, scheme = self.forwarded.resolve(peer_host, request.headers, scheme)
         if authority is not None:  # RFC 9112 §3.2.2: absolute-form authority replaces Host
             environ["HTTP_HOST"] = authority
-        script_name, path_info = self._split_path(unquote_to_bytes(path).decode("latin-1"))
-        server_name, server_port = self._server(environ.get("HTTP_HOST"), exchange, scheme)
+        if "%" in path:
+            path = unquote_to_bytes(path).decode("latin-1")
+        if self.root_path:
+            environ["SCRIPT_NAME"], path = self._split_path(path)
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = self._server(
+            environ.get("HTTP_HOST"), exchange, scheme
+        )
         if request.content_length is not None:
             environ["CONTENT_LENGTH"] = str(request.content_length)
-        environ.update(
-            {
-                "REQUEST_METHOD": request.method,
-                "SCRIPT_NAME": script_name,
-                "PATH_INFO": path_info,
-                "QUERY_STRING": query,
-                "RAW_URI": request.target,
-                "SERVER_NAME": server_name,
-                "SERVER_PORT": server_port,
-                "SERVER_PROTOCOL": f"HTTP/{request.http_version}",
-                "SERVER_SOFTWARE": self.server_software,
-                "REMOTE_ADDR": remote,
-                "REMOTE_PORT": str(peer_port),
-                "wsgi.version": (1, 0),
-                "wsgi.url_scheme": scheme,
-                "wsgi.input": exchange.body,
-                "wsgi.input_terminated": True,  # the body reader stops at the end of the message
-                "wsgi.errors": self.errors_stream or sys.stderr,
-                "wsgi.multithread": True,
-                "wsgi.multiprocess": self.multiprocess,
-                "wsgi.run_once": False,
-                "wsgi.file_wrapper": FileWrapper,
-            }
-        )
+        environ["REQUEST_METHOD"] = request.method
+        environ["PATH_INFO"] = path
+        environ["QUERY_STRING"] = query
+        environ["RAW_URI"] = request.target
+        environ["SERVER_PROTOCOL"] = "HTTP/1.1" if request.http_version == "1.1" else "HTTP/1.0"
+        environ["REMOTE_ADDR"] = remote
+        environ["REMOTE_PORT"] = str(peer_port)
+        environ["wsgi.url_scheme"] = scheme
+        environ["wsgi.input"] = exchange.body
+        if self.errors_stream is None:
+            environ["wsgi.errors"] = sys.stderr  # the current one: a test or a hook may replace it
         return environ
 
     def _split_path(self, path: str) -> tuple[str, str]:
