@@ -37,8 +37,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("webcluster.error")
 
 # A request that waited less than this for a thread is run without asking the kernel whether its client
-# is still there: the check costs a syscall, and a client rarely gives up within a few milliseconds.
-GONE_CHECK_AFTER = 0.01
+# is still there: the check costs a syscall (and a GIL hand-off), waits of a few milliseconds are ordinary
+# under load, and a client rarely gives up within 100 ms.
+GONE_CHECK_AFTER = 0.1
 # A shed request is told to come back after this many seconds (RFC 9110 §10.2.3): the queue of an
 # overloaded worker turns over within --queue-timeout, and a stuck worker's replacement boots in about 1 s.
 RETRY_AFTER_S = 1
