@@ -421,10 +421,11 @@ def check(attack: Attack, max_busy: int | None = None) -> None:
     assert gone and gone[0] - peak_t <= 2 * TIMEOUT + 3, samples
     assert gone[0] < LENGTH - 2, samples  # closed by the server, not by slowhttptest's own exit
     assert max(c for _, c, _ in attack.server.samples) >= ATTACKERS * 0.5, attack.server.samples
-    if max_busy is not None:  # while the server holds the whole attack, its pool threads are free
-        # (from 1.5 s after the plateau is reached: opening 1,000 connections is real work)
-        held = [s for s in attack.server.samples if s[1] >= ATTACKERS * 0.9]
-        settled = [s for s in held if held and s[0] >= held[0][0] + 1.5]
+    if max_busy is not None:  # while the server holds the attack, its pool threads are free
+        # (from 1 s after it holds half of it: opening 1,000 connections is real work; the first ones
+        # are closed by the timeouts about when the last open, so the full plateau lasts only ~1-2 s)
+        held = [s for s in attack.server.samples if s[1] >= ATTACKERS * 0.5]
+        settled = [s for s in held if held and s[0] >= held[0][0] + 1.0]
         assert settled and max(busy for _, _, busy in settled) <= max_busy, held
 
 
