@@ -8,6 +8,7 @@ stops sending or reading is dropped after ``--body-timeout`` / ``--send-timeout`
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, BinaryIO
 
 from webcluster.worker.handlers.base import copy_file
@@ -22,13 +23,21 @@ CORK_LIMIT = 1 << 20  # files up to this size get their head sent with MSG_MORE 
 
 
 class BodyStream:
-    """``wsgi.input``: the request body, bounded to the message, chunked framing removed as it streams."""
+    """``wsgi.input``: the request body, bounded to the message, chunked framing removed as it streams.
 
-    __slots__ = ("_conn", "_buf", "_done", "_started", "consumed")
+    Received pieces are held as they came (``bytes`` from the parser) and a read returns a piece itself
+    when it is exactly what was asked for, else one join of the parts that make it up. No buffer grows and
+    shrinks with every piece: under uploads those transient copies are most of a worker's allocations
+    (see README "Memory under uploads").
+    """
+
+    __slots__ = ("_conn", "_pieces", "_offset", "_held", "_done", "_started", "consumed")
 
     def __init__(self, conn: Conn) -> None:
         self._conn = conn
-        self._buf = bytearray()
+        self._pieces: deque[bytes] = deque()  # received, not yet read; the first from _offset on
+        self._offset = 0
+        self._held = 0  # bytes in _pieces not yet read
         self._done = False
         self._started = False
         self.consumed = 0  # body bytes handed to the application
@@ -44,7 +53,7 @@ class BodyStream:
         return self._done
 
     def _fill(self) -> bool:
-        """Append the next body bytes to the buffer; False once the body is complete."""
+        """Hold the next piece of the body; False once the body is complete."""
         if self._done:
             return False
         conn = self._conn
@@ -65,49 +74,83 @@ class BodyStream:
                 conn.recv_body_bytes()
                 continue
             if type(event) is Data:
-                self._buf += event.data
+                data = event.data
+                if data:
+                    self._pieces.append(data)
+                    self._held += len(data)
                 return True
             if type(event) is EndOfMessage:
                 self._done = True
                 return False
             raise RemoteProtocolError(f"unexpected event in body: {event!r}")
 
+    def _take(self, size: int) -> bytes:
+        """Remove and return the next ``size`` held bytes (``size <= _held``)."""
+        self.consumed += size
+        if not size:
+            return b""
+        pieces = self._pieces
+        self._held -= size
+        off = self._offset
+        if not off and len(pieces[0]) == size:
+            return pieces.popleft()  # the common case of a reader asking piece by piece: no copy
+        parts: list[bytes | memoryview] = []
+        while size:
+            piece = pieces[0]
+            avail = len(piece) - off
+            if avail <= size:
+                parts.append(memoryview(piece)[off:] if off else piece)
+                pieces.popleft()
+                off = 0
+                size -= avail
+            else:
+                parts.append(memoryview(piece)[off : off + size])
+                off += size
+                size = 0
+        self._offset = off
+        return b"".join(parts)
+
+    def _find_lf(self, start: int) -> int:
+        """Index (in held bytes) of the first LF at or after ``start``, or -1."""
+        pos = 0
+        off = self._offset
+        for piece in self._pieces:
+            avail = len(piece) - off
+            if pos + avail > start:
+                idx = piece.find(b"\n", off + max(0, start - pos))
+                if idx >= 0:
+                    return pos + idx - off
+            pos += avail
+            off = 0
+        return -1
+
     def read(self, size: int = -1, /) -> bytes:
-        buf = self._buf
         if size is None or size < 0:
             while self._fill():
                 pass
-            data = bytes(buf)
-            buf.clear()
-        else:
-            while len(buf) < size and self._fill():
-                pass
-            data = bytes(buf[:size])
-            del buf[:size]
-        self.consumed += len(data)
-        return data
+            return self._take(self._held)
+        while self._held < size and self._fill():
+            pass
+        return self._take(min(size, self._held))
 
     def readline(self, size: int = -1, /) -> bytes:
-        buf = self._buf
+        limit = size if size is not None and size >= 0 else -1
         start = 0
         while True:
-            idx = buf.find(b"\n", start)
+            idx = self._find_lf(start)
             if idx >= 0:
                 end = idx + 1
                 break
-            if 0 <= size <= len(buf):
-                end = size
+            if 0 <= limit <= self._held:
+                end = limit
                 break
-            start = len(buf)
+            start = self._held
             if not self._fill():
-                end = len(buf)
+                end = self._held
                 break
-        if size is not None and 0 <= size < end:
-            end = size
-        data = bytes(buf[:end])
-        del buf[:end]
-        self.consumed += len(data)
-        return data
+        if 0 <= limit < end:
+            end = limit
+        return self._take(end)
 
     def readlines(self, hint: int = -1, /) -> list[bytes]:
         lines = []
@@ -130,13 +173,17 @@ class BodyStream:
             raise StopIteration
         return line
 
+    def _drop(self) -> None:
+        self._pieces.clear()
+        self._offset = self._held = 0
+
     def discard(self, budget: int) -> bool:
         """Read and drop what the app left unread, up to ``budget`` bytes; True if the body is complete."""
-        self._buf.clear()
+        self._drop()
         while not self._done and budget > 0:
             if self._fill():
-                budget -= len(self._buf)
-                self._buf.clear()
+                budget -= self._held
+                self._drop()
         return self._done
 
 
