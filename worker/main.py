@@ -18,6 +18,7 @@ from dataclasses import dataclass, fields
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from webcluster.worker import allocator
 from webcluster.worker.accesslog import AccessLog
 from webcluster.worker.handlers.dispatch import AppImportError, build_handler, load_app
 from webcluster.worker.handlers.forwarded import ForwardedPolicy
@@ -147,6 +148,10 @@ def run(
     from webcluster.worker.reporter import Reporter
     from webcluster.worker.stats import WorkerStats
 
+    # Before any pool thread allocates: the arena cap only binds arenas not yet made.
+    log.debug(
+        "worker %d: glibc malloc %s", os.getpid(), allocator.tune() or "as the environment says"
+    )
     stats = WorkerStats()
     loop: Loop | None = None
 
@@ -194,8 +199,14 @@ def run(
     budget = _request_budget(cfg)
     retired = False
 
+    trim = allocator.trimmer()
+    trimmed_at = 0  # stats.requests at the last trim: an idle worker has nothing to give back
+
     def tick(now: float) -> None:
-        nonlocal retired
+        nonlocal retired, trimmed_at
+        if trim is not None and stats.requests != trimmed_at:
+            trimmed_at = stats.requests
+            trim()
         if reporter is None:
             return
         reporter.tick(now)
