@@ -77,7 +77,7 @@ def check_config(cfg: Config) -> int:
     from webcluster.worker.handlers.dispatch import AppImportError
     from webcluster.worker.hooks import HooksError, load_hooks
     from webcluster.worker.main import load_handler, tls_from
-    from webcluster.worker.tls import TLSConfigError
+    from webcluster.worker.tlscommon import TLSConfigError
 
     try:
         tls_from(cfg)

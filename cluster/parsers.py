@@ -14,7 +14,6 @@ import ipaddress
 import os
 import pwd
 import re
-import ssl
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -129,6 +128,8 @@ def parse_header_text(value: object) -> str:
 def parse_ciphers(value: object) -> str:
     """An OpenSSL cipher string that selects at least one cipher (checked by OpenSSL itself)."""
     text = as_text(value, "write an OpenSSL cipher string such as ECDHE+AESGCM")
+    import ssl  # here, not at the top: a plain-HTTP cluster never loads OpenSSL (worker/tlscommon.py)
+
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).set_ciphers(text)
     except ssl.SSLError:

@@ -30,7 +30,7 @@ from typing import Any
 from webcluster.cluster import addresses as addr
 from webcluster.cluster import parsers as p
 from webcluster.worker.http.protocol import Limits
-from webcluster.worker.tls import DEFAULT_CIPHERS
+from webcluster.worker.tlscommon import DEFAULT_CIPHERS
 from webcluster.worker.transport import LoopSettings
 from webcluster.worker.version import server_software
 

@@ -19,7 +19,7 @@ from webcluster.worker.http.errors import RemoteProtocolError
 from webcluster.worker.http.events import NEED_DATA, PAUSED, Data, EndOfMessage
 from webcluster.worker.http.protocol import H1Connection
 from webcluster.worker.outqueue import OutputQueue, wait_fd
-from webcluster.worker.tls import WantWrite
+from webcluster.worker.tlscommon import WantWrite
 from webcluster.worker.transport import State
 
 if TYPE_CHECKING:

@@ -32,11 +32,12 @@ from webcluster.worker.shedding import Shedding
 from webcluster.worker.threadpool import ThreadPool
 from webcluster.worker.timeouts import Timeouts
 from webcluster.worker.timers import DeadlineQueue
-from webcluster.worker.tls import TLSAcceptor, WantWrite
+from webcluster.worker.tlscommon import WantWrite
 from webcluster.worker.transport import LoopHost, LoopSettings, State, reads_body_first
 
 if TYPE_CHECKING:
     from webcluster.worker.handlers.forwarded import ForwardedPolicy
+    from webcluster.worker.tls import TLSAcceptor
 
 __all__ = ["Loop", "LoopSettings"]
 

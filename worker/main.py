@@ -31,7 +31,7 @@ from webcluster.worker.loop import Loop, LoopSettings
 from webcluster.worker.runner import Runner
 from webcluster.worker.statsd import Statsd, StatsdError, install_log_counter
 from webcluster.worker.threadpool import ThreadPool
-from webcluster.worker.tls import TLSAcceptor, TLSConfigError, share_context, worker_context
+from webcluster.worker.tlscommon import TLSConfigError
 from webcluster.worker.version import server_software
 from webcluster.worker.watchdog import PoolWatch, Watchdog
 
@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     from webcluster.cluster.config import Config
     from webcluster.worker.reporter import Reporter
     from webcluster.worker.stats import WorkerStats
+    from webcluster.worker.tls import TLSAcceptor
 
 log = logging.getLogger("webcluster.error")
 
@@ -80,6 +81,8 @@ def prefork(cfg: Config) -> None:
     """Supervisor side, before each fork: build what workers can share (the TLS context and its
     session-ticket key, see worker/tls.py)."""
     if cfg.certfile:
+        from webcluster.worker.tls import share_context  # only with TLS: see worker/tlscommon.py
+
         share_context(**tls_settings(cfg))
 
 
@@ -87,6 +90,8 @@ def tls_from(cfg: Config) -> TLSAcceptor | None:
     """The TLS acceptor when ``--certfile`` is set (raises TLSConfigError), else None (plain TCP)."""
     if not cfg.certfile:
         return None
+    from webcluster.worker.tls import TLSAcceptor, worker_context  # see worker/tlscommon.py
+
     return TLSAcceptor(worker_context(**tls_settings(cfg)))
 
 

@@ -16,7 +16,7 @@ from webcluster.worker.poller import ONESHOT, READ, WRITE
 from webcluster.worker.proxyproto import ProxyProtocolError, ProxyReader
 from webcluster.worker.proxyread import apply as apply_proxy_header
 from webcluster.worker.proxyread import read_step as read_proxy_step
-from webcluster.worker.tls import HS_DONE, HS_PLAIN_HTTP, HS_READ, HS_WRITE, TLSAcceptor
+from webcluster.worker.tlscommon import HS_DONE, HS_PLAIN_HTTP, HS_READ, HS_WRITE
 from webcluster.worker.transport import State
 
 if TYPE_CHECKING:
@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from webcluster.worker.handlers.forwarded import ForwardedPolicy
     from webcluster.worker.loop import Loop
     from webcluster.worker.stats import WorkerStats
+    from webcluster.worker.tls import TLSAcceptor
 
 log = logging.getLogger("webcluster.error")
 

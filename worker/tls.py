@@ -15,6 +15,9 @@ Which thread calls what:
 - ``TLSStream`` replaces the plain socket in ``Conn.sock`` once the handshake starts. It keeps the plain
   non-blocking socket's contract (``BlockingIOError`` = "wait for readable/writable", ``OSError`` = "gone"),
   so the loop's and the pool threads' code is the same for both; the plain path pays nothing for TLS.
+
+Only a worker (or supervisor) with TLS configured imports this module, and with it ``ssl`` and OpenSSL;
+what plain-HTTP code needs to name lives in ``worker.tlscommon``.
 """
 
 from __future__ import annotations
@@ -25,18 +28,20 @@ import os
 import socket
 import ssl
 
+from webcluster.worker.tlscommon import (
+    DEFAULT_CIPHERS,
+    HS_DONE,
+    HS_FAILED,
+    HS_PLAIN_HTTP,
+    HS_READ,
+    HS_WRITE,
+    TLSConfigError,
+    WantWrite,
+)
+
 log = logging.getLogger("webcluster.error")
 
 CERT_REQS = {"none": ssl.CERT_NONE, "optional": ssl.CERT_OPTIONAL, "required": ssl.CERT_REQUIRED}
-
-# Outcomes of one handshake step (loop thread).
-HS_DONE = 0  # established: the connection enters the normal READING state
-HS_READ = 1  # wait until readable
-HS_WRITE = 2  # wait until writable
-HS_PLAIN_HTTP = (
-    3  # a plaintext HTTP request reached the TLS port: answer 400 in clear text, then close
-)
-HS_FAILED = 4  # not TLS, a bad handshake, a refused client certificate, or the peer left: close
 
 _TLS_HANDSHAKE_RECORD = (
     0x16  # RFC 8446 §5.1 ContentType handshake: the first byte of every ClientHello
@@ -44,24 +49,7 @@ _TLS_HANDSHAKE_RECORD = (
 _ASCII_LETTERS = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 
 
-# Mozilla's "intermediate" TLS 1.2 suites without the DHE ones (finite-field DH needs a parameter file the
-# stdlib cannot generate): ECDHE key exchange (forward secrecy) with an AEAD cipher only. No CBC suite, so
-# no LUCKY13-style padding oracle; no RSA key exchange, so no ROBOT. TLS 1.3 suites are not affected by
-# this string (OpenSSL configures them separately) and all three of OpenSSL's are AEAD already.
-DEFAULT_CIPHERS = (
-    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
-    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
-    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
-)
 MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-
-
-class TLSConfigError(ValueError):
-    """The certificate, key or CA file cannot be used; ``str()`` names the setting."""
-
-
-class WantWrite(BlockingIOError):
-    """A TLS read cannot progress until the socket is writable (OpenSSL must send something first)."""
 
 
 def server_context(
