@@ -76,7 +76,6 @@ def open_sockets(
         # Import the worker code while still privileged: after the drop, an interpreter or
         # checkout readable only by root (say under /root) would fail at the first fork instead.
         target = target or default_target()
-        version()  # reads package metadata (lazy stdlib imports) while files are still readable
         listeners.chown_unix(uid if uid is not None else -1, gid if gid is not None else -1)
         drop_privileges(uid, gid)
     return listeners, target
@@ -99,7 +98,7 @@ def check_tls(cfg: Any) -> None:
     if not cfg.certfile:
         return
     from webcluster.worker.main import tls_from
-    from webcluster.worker.tls import TLSConfigError
+    from webcluster.worker.tlscommon import TLSConfigError
 
     try:
         tls_from(cfg)

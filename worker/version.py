@@ -1,30 +1,22 @@
 """The package version, for the banner, ``--version``, the Server header and ``SERVER_SOFTWARE``.
 
 Shared by both sides: the supervisor imports it, and the worker (which never imports ``cluster``) too.
+``VERSION`` is the one place the version is written: pyproject.toml reads it from here when a wheel is
+built (``[tool.setuptools.dynamic]``), so an installed copy and a checkout agree without a look-up in
+the package metadata at run time (``importlib.metadata`` and the email parser it loads would otherwise
+sit in the supervisor before it forks, and so in every worker).
 """
 
 from __future__ import annotations
 
-import functools
-import importlib.metadata
-import tomllib
-from pathlib import Path
+VERSION = "0.1.0"
 
 
-@functools.cache
 def version() -> str:
-    """The installed package version, else pyproject.toml's (running from a checkout); cached."""
-    try:
-        return importlib.metadata.version("webcluster")
-    except importlib.metadata.PackageNotFoundError:
-        pass
-    try:
-        text = (Path(__file__).resolve().parent.parent / "pyproject.toml").read_text()
-        return tomllib.loads(text)["project"]["version"]
-    except (OSError, KeyError, tomllib.TOMLDecodeError):
-        return "dev"
+    """This copy's version."""
+    return VERSION
 
 
 def server_software() -> str:
     """``webcluster/<version>``: the default Server header and the WSGI ``SERVER_SOFTWARE``."""
-    return f"webcluster/{version()}"
+    return f"webcluster/{VERSION}"

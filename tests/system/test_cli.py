@@ -13,6 +13,7 @@ import pytest
 
 from tests.conftest import ROOT
 from tests.system.test_supervisor import get
+from webcluster.worker.version import VERSION
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -33,7 +34,7 @@ def webcluster(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 def test_version() -> None:
     result = webcluster("--version")
     assert result.returncode == 0, result.stderr
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = VERSION
     assert result.stdout.startswith(f"webcluster {version} (cpython ")
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, http_get, poll
+from webcluster.worker.version import VERSION
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -80,6 +81,8 @@ def test_installed_beside_supervisord_cluster_and_worker(wheel: Path, tmp_path: 
     assert (site / "supervisor" / "supervisord.py").exists()  # supervisord's, not a file of ours
     assert not (site / "supervisor.py").exists() and not (site / "loadtests").exists()
     (record,) = site.glob("webcluster-*.dist-info/RECORD")
+    # pyproject.toml takes the version from worker/version.py (setuptools' dynamic version)
+    assert f"\nVersion: {VERSION}\n" in (record.parent / "METADATA").read_text()
     ours = {line.split(",")[0] for line in record.read_text().splitlines()}
     foreign = {p for p in ours if not p.startswith(("webcluster/", "webcluster-", "../../../bin/"))}
     assert not foreign, foreign  # every file the wheel installed is under webcluster/
@@ -89,7 +92,7 @@ def test_installed_beside_supervisord_cluster_and_worker(wheel: Path, tmp_path: 
 
     outside = tmp_path / "elsewhere"  # nothing importable from the checkout
     outside.mkdir()
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    version = VERSION
     assert run(script, "--version", cwd=outside).startswith(f"webcluster {version} ")
     (outside / "hello.py").write_text(
         "def app(environ, start_response):\n"
