@@ -13,11 +13,9 @@ config file and checking that named paths exist.
 from __future__ import annotations
 
 import argparse
-import difflib
 import os
 import re
 import sys
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import field, make_dataclass
 from typing import Any, NamedTuple, NoReturn
@@ -137,6 +135,10 @@ def _env_layer(environ: Mapping[str, str]) -> dict[str, _Raw]:
 
 
 def _file_layer(path: str) -> dict[str, _Raw]:
+    # tomllib and difflib (below) are imported where used: whatever the supervisor imports, every
+    # worker it forks carries, and most runs have no config file and no misspelled setting.
+    import tomllib
+
     try:
         with open(path, "rb") as f:
             data = tomllib.load(f)
@@ -160,6 +162,8 @@ def _file_layer(path: str) -> dict[str, _Raw]:
 
 
 def _suggest(name: str, prefix: str = "") -> str:
+    import difflib
+
     close = difflib.get_close_matches(name, BY_NAME, n=1)
     hint = f"did you mean {prefix}{close[0].upper() if prefix else close[0]}? " if close else ""
     return hint + "valid names are listed by --help"

@@ -18,9 +18,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import psutil
+from typing import TYPE_CHECKING, Any
 
 from webcluster.cluster.snapshot import (
     Counters,
@@ -33,6 +31,9 @@ from webcluster.cluster.snapshot import (
     sum_gauges,
 )
 
+if TYPE_CHECKING:
+    import psutil
+
 _RECENT_EXITS = 64  # exited workers whose late stats messages are still accepted
 
 
@@ -41,12 +42,17 @@ ProcInfoFn = Callable[[int], ProcInfo | None]
 
 class PsutilProcInfo:
     """``proc_info(pid)`` backed by psutil. Keeps one ``psutil.Process`` per pid because
-    ``cpu_percent()`` measures the time since the previous call on the same object."""
+    ``cpu_percent()`` measures the time since the previous call on the same object.
+
+    psutil is imported at the first call (the first sample, a second after start), not with this
+    module: the workers forked at start then do not carry it (only workers forked later do)."""
 
     def __init__(self) -> None:
         self._procs: dict[int, psutil.Process] = {}
 
     def __call__(self, pid: int) -> ProcInfo | None:
+        import psutil
+
         try:
             proc = self._procs.get(pid)
             if proc is None:
