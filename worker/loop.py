@@ -265,9 +265,10 @@ class Loop:
 
     def _dispatch(self, conn: Conn) -> None:
         self.enter(conn, BUSY)
-        if self.watch is not None and not self.shedding.enqueue(conn):
-            return
-        self.pool.submit(self.runner.run, conn)
+        if self.runner.on_loop(conn):  # a static file: nothing in it waits, so no thread hand-off
+            self.resume(conn, self.runner.serve_on_loop(conn))
+        elif self.watch is None or self.shedding.enqueue(conn):
+            self.pool.submit(self.runner.run, conn)
 
     def fail(self, conn: Conn, exc: RemoteProtocolError) -> None:
         """The one place the loop turns a protocol error into a response: status, Connection: close."""

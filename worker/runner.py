@@ -1,6 +1,7 @@
 """What a pool thread does with a connection: serve its request, then any pipelined ones, then hand back.
 
-SYNCHRONOUS: ``Runner.run`` is the pool-thread entry point. The loop has already parsed a complete request
+SYNCHRONOUS: ``Runner.run`` is the pool-thread entry point (``serve_on_loop`` the loop thread's, for
+handlers that never wait). The loop has already parsed a complete request
 head; the thread runs the handler, finishes the response, consumes what the app left of the body, and either
 serves the next request already buffered (pipelining, RFC 9112 §9.3.2: answered in order, no wait for a socket
 event) or returns the connection to the loop with ``Host.hand_back``.
@@ -73,6 +74,31 @@ class Runner:
             log.exception("error while serving a connection")
         conn.host.hand_back(conn, close)
 
+    def on_loop(self, conn: Conn) -> bool:
+        """True when the loop thread may serve this request itself, with no hand-off to a pool thread:
+        its handler never waits (``runs_on_loop``: static files, whose bodies go out with sendfile and
+        whose unsent rest the loop sends anyway), it has no body to read, the transport can sendfile (the
+        TLS copy path could fill the output queue and wait for the client), and no --hooks run."""
+        request = conn.h1.request
+        if request.chunked or request.content_length or not conn.host.can_sendfile:
+            return False
+        if self.hooks is not None:
+            return False
+        handler = self.handler
+        route = getattr(handler, "route", None)
+        if route is not None:
+            handler = route(request.target)
+        return getattr(handler, "runs_on_loop", False)
+
+    def serve_on_loop(self, conn: Conn) -> bool:
+        """Loop-thread entry point (see ``on_loop``): serve this one request; True when the connection
+        must close. Pipelined requests are left for the loop to parse and dispatch as usual."""
+        try:
+            return self._serve_all(conn, 0.0, only_one=True)
+        except Exception:  # a bug here must not take the loop down
+            log.exception("error while serving a connection")
+            return True
+
     def _admit(self, conn: Conn, watch: PoolWatch) -> float | None:
         """Before the app: take ownership of the queued request, then run it unless it waited longer
         than --queue-timeout (the loop answers 503) or its client has gone (dropped, logged as 499).
@@ -94,21 +120,23 @@ class Runner:
         host.hand_back(conn, True)
         return None
 
-    def _serve_all(self, conn: Conn, waited: float = 0.0) -> bool:
+    def _serve_all(self, conn: Conn, waited: float = 0.0, only_one: bool = False) -> bool:
         """Serve requests while they are buffered; return True when the connection must close.
-        ``waited``: how long the first one waited for this thread (part of its latency)."""
+        ``waited``: how long the first one waited for this thread (part of its latency). ``only_one``:
+        the loop thread serves; it stops after this request and records nothing in the thread table."""
         h1 = conn.h1
+        inflight = None if only_one else self.inflight
         while True:
             request = h1.request
-            if not self._serve_one(conn, request, waited):
+            if not self._serve_one(conn, request, waited, inflight):
                 return True
             waited = 0.0  # pipelined requests follow at once
             if conn.broken or not h1.keep_alive:
                 return True
             h1.start_next_cycle()
-            if (
-                conn.out.file_left
-            ):  # the loop sends that file, then reads on (pipelined bytes are kept)
+            # The loop sends a file left over, then reads on (pipelined bytes are kept); when the loop
+            # itself serves, it parses and dispatches the next request like any other.
+            if only_one or conn.out.file_left:
                 return False
             try:
                 event = h1.next_event()
@@ -127,13 +155,14 @@ class Runner:
             if reads_body_first(event):
                 return False  # the loop reads its body, so a slow body holds no thread
 
-    def _serve_one(self, conn: Conn, request: Request, waited: float = 0.0) -> bool:
+    def _serve_one(
+        self, conn: Conn, request: Request, waited: float, inflight: Inflight | None
+    ) -> bool:
         """Run the handler for one request; False when the connection cannot be reused. Its recorded
         duration includes ``waited``, the time it queued for a thread, so an overload shows in /stats."""
         start = time.monotonic()  # the inflight records' clock, shared with the supervisor
         in_before = conn.bytes_in
         ex = ConnExchange(conn, request)
-        inflight = self.inflight
         if inflight is not None:
             inflight.begin(request.method, request.target, start)
         hooks = self.hooks
@@ -185,6 +214,10 @@ class Runner:
         """Drop the unread rest of the body so the next request starts at a message boundary."""
         h1 = conn.h1
         if ex.body.done or h1.their_state is DONE:
+            return True
+        request = ex.request
+        if not request.chunked and not request.content_length and not conn.early:
+            h1.next_event()  # the EndOfMessage of an empty body: nothing to read or drop
             return True
         if ex.request.expect_continue and not ex.body.started:
             # The client is still waiting for 100 Continue and we answered without it: it may or may not

@@ -23,11 +23,13 @@ Runs on pool threads; a ``StaticHandler`` holds only immutable configuration. Ch
 
 from __future__ import annotations
 
+import functools
 import logging
 import mimetypes
 import os
 import re
 import stat
+import time
 from email.utils import formatdate, mktime_tz, parsedate_tz
 from typing import BinaryIO
 from urllib.parse import unquote_to_bytes
@@ -61,6 +63,14 @@ _ETAG = re.compile(r'\s*(W/)?"([^"]*)"\s*(?:,|$)')
 # RFC 9110 §14.1.2, one range only; 19 digits bound int() work and still cover any real file size
 _RANGE = re.compile(r"\s*[bB][yY][tT][eE][sS]\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0,19})\s*")
 UNSATISFIABLE = "unsatisfiable"
+REAL_PATH_TTL = 1.0
+_CACHE_MAX = 1024  # entries in each of the caches above and below; emptied when full
+
+
+@functools.lru_cache(maxsize=_CACHE_MAX)
+def _last_modified(mtime: int) -> str:
+    """IMF-fixdate of a file's mtime (RFC 9110 §8.8.2); files of a site share a few mtimes."""
+    return formatdate(mtime, usegmt=True)
 
 
 def _mime_table() -> mimetypes.MimeTypes:
@@ -94,10 +104,21 @@ def safe_segments(path: str) -> list[str] | None:
 class StaticHandler:
     """Serve files under ``root`` for request paths under ``prefix`` (``""`` = the whole URL space)."""
 
+    # The loop thread may run it (``Runner.on_loop``): it answers from the file system and page cache
+    # (like nginx without aio), sends the body with sendfile, and leaves what the socket does not take
+    # to the loop, so it never waits for the client.
+    runs_on_loop = True
+
     def __init__(self, root: str, *, prefix: str = "") -> None:
         self.root = os.path.realpath(root)
         self.prefix = prefix.rstrip("/")
         self.types = _mime_table()
+        # realpath() costs an lstat per path component. A path found inside the root is remembered for
+        # REAL_PATH_TTL seconds (nginx's open_file_cache_valid plays the same role): a symlink changed
+        # meanwhile is seen that much later. Only paths inside the root are kept, so a cached answer can
+        # never lead outside; the file is still opened and checked (O_NOFOLLOW, regular) every time.
+        self._real: dict[str, tuple[float, str]] = {}
+        self._mime: dict[str, str] = {}  # Content-Type by file extension
 
     def __call__(self, exchange: Exchange) -> None:
         try:
@@ -149,8 +170,15 @@ class StaticHandler:
 
     def _inside(self, path: str) -> str | None:
         """``realpath(path)`` if it lies under the root (symlinks resolved), else None."""
+        now = time.monotonic()
+        cached = self._real.get(path)
+        if cached is not None and cached[0] > now:
+            return cached[1]
         real = os.path.realpath(path)
         if real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep):
+            if len(self._real) >= _CACHE_MAX:
+                self._real.clear()
+            self._real[path] = (now + REAL_PATH_TTL, real)
             return real
         return None
 
@@ -175,7 +203,7 @@ class StaticHandler:
         request = exchange.request
         size = info.st_size
         etag = f'"{info.st_mtime_ns:x}-{size:x}"'
-        validators = [("ETag", etag), ("Last-Modified", formatdate(info.st_mtime, usegmt=True))]
+        validators = [("ETag", etag), ("Last-Modified", _last_modified(int(info.st_mtime)))]
         precondition = check_preconditions(request, etag, int(info.st_mtime))
         if precondition == 304:
             exchange.start_response(304, "Not Modified", validators)
@@ -208,8 +236,15 @@ class StaticHandler:
 
     def content_type(self, path: str) -> str:
         """MIME type for ``path``; text types are declared UTF-8."""
+        ext = os.path.splitext(path)[1]
+        found = self._mime.get(ext)
+        if found is not None:
+            return found
         mime = self.types.guess_type(path, strict=False)[0] or "application/octet-stream"
-        return f"{mime}; charset=utf-8" if mime.startswith("text/") else mime
+        found = f"{mime}; charset=utf-8" if mime.startswith("text/") else mime
+        if len(self._mime) < _CACHE_MAX:
+            self._mime[ext] = found
+        return found
 
 
 def _open_regular(path: str) -> BinaryIO:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import json
 import os
 import socket
+import threading
 import wsgiref.validate
 
 import pytest
 
+from tests.conftest import poll
 from tests.support import is_closed, read_response, serve
 from webcluster.worker.handlers.dispatch import build_handler
 
@@ -251,3 +253,40 @@ def test_ipv6_loopback_if_available(files):
         assert read_response(c)[::2] == (200, b"0123456789")
         c.sendall(b"GET /addr HTTP/1.1\r\nHost: [::1]\r\n\r\n")
         assert read_response(c)[::2] == (200, b"::1")
+
+
+def test_static_files_are_served_by_the_loop_while_every_thread_is_busy(files):
+    """Static responses never wait for a pool thread: with the only thread stuck in the app, files
+    (a small one, a 1 MiB one, a 304, a 404, a pipelined pair) are still answered, and an app request
+    pipelined behind a static one still goes to the pool, in order."""
+    release = threading.Event()
+
+    def app(environ, start_response):
+        if environ["PATH_INFO"] == "/block":
+            release.wait(20)
+        start_response("200 OK", [("Content-Length", "3")])
+        return [b"app"]
+
+    def status_body(response):
+        return response[0], response[2]
+
+    small = b"GET /assets/sub/a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
+    handler = build_handler(app=app, static_mounts=(("/assets", str(files)),))
+    with serve(handler, threads=1) as srv:
+        blocked = srv.connect()
+        blocked.sendall(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
+        poll("the only thread to be busy", lambda: srv.pool.busy == 1)
+        assert status_body(get(srv, "/assets/sub/a.txt")) == (200, b"0123456789")
+        assert status_body(get(srv, "/assets/big.bin")) == (200, BIG)
+        etag = get(srv, "/assets/sub/a.txt")[1]["etag"]
+        assert get(srv, "/assets/sub/a.txt", f"If-None-Match: {etag}")[0] == 304
+        assert get(srv, "/assets/missing.txt")[0] == 404
+        c, first = request(srv, small * 2)
+        assert status_body(first) == (200, b"0123456789")
+        assert status_body(read_response(c)) == (200, b"0123456789")
+        c.sendall(small + b"GET /app HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status_body(read_response(c)) == (200, b"0123456789")
+        assert srv.pool.busy == 1 and srv.pool.started == 1  # nothing else took a thread
+        release.set()
+        assert status_body(read_response(c)) == (200, b"app")
+        assert status_body(read_response(blocked)) == (200, b"app")
