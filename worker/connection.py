@@ -59,6 +59,7 @@ class Conn:
         "body_start",
         "body_base",
         "proxy",
+        "arming",
     )
 
     def __init__(
@@ -78,6 +79,7 @@ class Conn:
         self.idle = True  # no byte of the next request received yet
         self.requests = 0
         self.broken = False  # the peer went away mid-response
+        self.arming = False  # a pool thread is re-arming the fd this instant (worker.rearm)
         self.last_unsent = 0  # send-queue bytes seen at the last idle timeout (slow readers)
         self.bytes_in = 0
         self.body_error: RemoteProtocolError | None = None

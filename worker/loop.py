@@ -3,8 +3,10 @@
 ASYNCHRONOUS (loop thread): accept (``worker.acceptor``), the PROXY header and TLS handshake
 (``worker.preamble``), read until a request head is complete, keep idle keep-alive connections, flush output
 a pool thread left behind, linger before closing, and run the timers (``worker.timeouts``). A complete head
-goes to the pool; the thread hands the connection back through ``Host.hand_back``, which queues
-``Loop.resume`` on this thread. Idle connections cost a socket and a few hundred bytes, never a thread.
+goes to the pool, unless its handler never waits (static files: ``Runner.on_loop``); the thread hands the
+connection back through ``Host.hand_back``, which queues ``Loop.resume`` on this thread, or re-arms an idle
+keep-alive connection itself (``worker.rearm``). Idle connections cost a socket and a few hundred bytes,
+never a thread.
 
 Every state change goes through ``Loop.enter``: the token changes with the state (``worker.timers``).
 """
@@ -27,6 +29,7 @@ from webcluster.worker.http.state import DONE, MUST_CLOSE, SEND_BODY
 from webcluster.worker.httpdate import http_date
 from webcluster.worker.poller import ONESHOT, READ, WRITE, Poller
 from webcluster.worker.preamble import Preamble
+from webcluster.worker.rearm import Rearm
 from webcluster.worker.runner import Runner
 from webcluster.worker.shedding import Shedding
 from webcluster.worker.threadpool import ThreadPool
@@ -75,11 +78,12 @@ class Loop:
         self.clock = clock
         self.tick = tick
         self.preamble = Preamble(self, tls, proxy_trust, runner.stats)
-        # No sendfile under TLS: it would bypass the encryption.
         self.watch = runner.watch
         self.shedding = Shedding(self, self.watch)
+        self.rearm = Rearm(self)  # a pool thread re-arms an idle keep-alive connection
         self.host = LoopHost(settings, self.poller.call_soon, self.resume, self.shedding.shed, clock=clock,
-                             url_scheme=url_scheme, can_sendfile=can_sendfile and tls is None)  # fmt: skip
+                             url_scheme=url_scheme, can_sendfile=can_sendfile and tls is None,  # TLS:
+                             rearm=self.rearm.from_pool)  # sendfile would bypass encryption  # fmt: skip
         self.can_sendfile = self.host.can_sendfile
         self._exit_now = False
         self._stop_deadline = 0.0
@@ -93,11 +97,9 @@ class Loop:
                                  count=stats.count if stats is not None else None)  # fmt: skip
         # Queue waits (--queue-timeout, gone clients) and stuck pools (--request-timeout): worker.watchdog.
         self.timeouts = Timeouts(settings, self, self.watch.queue_timeout if self.watch else 0.0)
-        self._on_event = {
-            READING: self.on_readable, BODY: self._on_body_readable, FLUSHING: self._flush,
-            LINGERING: self._on_linger_readable, HANDSHAKING: self.preamble.on_handshake,
-            PROXY_HEADER: self.preamble.on_proxy_header,
-        }  # fmt: skip
+        self._on_event = {READING: self.on_readable, BODY: self._on_body_readable, FLUSHING: self._flush,
+                          LINGERING: self._on_linger_readable, HANDSHAKING: self.preamble.on_handshake,
+                          PROXY_HEADER: self.preamble.on_proxy_header}  # fmt: skip
 
     @property
     def stopping(self) -> bool:
@@ -117,13 +119,9 @@ class Loop:
     def gauges(self) -> dict[str, int]:
         """Connection and thread gauges for the stats report (loop thread)."""
         idle = sum(1 for c in self._conns.values() if c.state is READING and c.idle)
-        return {
-            "active_connections": len(self._conns) - idle,  # idle ones are counted separately
-            "idle_connections": idle,
-            "busy_threads": self.pool.busy,
-            "queue_depth": self.pool.queued,
-            "threads": self.pool.size,
-        }
+        pool = self.pool  # active connections: the idle ones are counted separately
+        return {"active_connections": len(self._conns) - idle, "idle_connections": idle,
+                "busy_threads": pool.busy, "queue_depth": pool.queued, "threads": pool.size}  # fmt: skip
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> None:
@@ -326,21 +324,17 @@ class Loop:
             conn.idle = False
             self._start_body(conn)
             return
-        pending, _ = conn.h1.trailing_data
-        now = self.clock()
-        if pending:
-            # Part of the next request is already here: it has --header-timeout to complete.
+        if conn.h1.buffered:  # part of a next request is here: --header-timeout to complete
             conn.idle = False
-            self.enter(conn, READING, self.timeouts.header, now)
+            self.enter(conn, READING, self.timeouts.header)
             self._advance(conn)
             return
-        conn.idle = True
-        self.enter(conn, READING, self.timeouts.drain if self.stopping else self.timeouts.idle, now)
+        self.rearm.settle(conn, self.clock())  # idle keep-alive: state, token, keep-alive timer
         self.poller.modify(conn.fd, READ | ONESHOT)
 
     def _linger(self, conn: Conn) -> None:
         h1 = conn.h1
-        if h1.their_state in _REQUEST_COMPLETE and not h1.trailing_data[0]:
+        if h1.their_state in _REQUEST_COMPLETE and not h1.buffered:
             self.close(conn)  # nothing unread: a plain close cannot turn into an RST
             return
         try:
@@ -365,6 +359,9 @@ class Loop:
 
     def close(self, conn: Conn) -> None:
         if conn.state is CLOSED:
+            return
+        if conn.arming:  # a pool thread is re-arming the fd (worker.rearm): on the next pass
+            self.poller.call_soon(self.close, conn)
             return
         self.enter(conn, CLOSED)
         self.poller.unregister(conn.fd)

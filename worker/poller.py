@@ -1,8 +1,10 @@
 """The poller: an epoll set owned by the loop thread, plus a thread-safe ``call_soon``.
 
-Only the loop thread registers, modifies or polls (docs/ARCHITECTURE.md, Threads). Pool threads hand
-work back with ``call_soon(fn, *args)``: the callback is appended to a deque and the loop is woken through an
-eventfd. The eventfd is written only when no wake-up is pending, so a burst of hand-backs costs one syscall.
+Only the loop thread registers, unregisters or polls (docs/ARCHITECTURE.md, Threads); the one exception
+is ``worker.rearm``, where a pool thread re-arms (EPOLL_CTL_MOD) the EPOLLONESHOT fd it is handing back. Pool
+threads hand work back with ``call_soon(fn, *args)``: the callback is appended to a deque and the loop is
+woken through an eventfd. The eventfd is written only when no wake-up is pending, so a burst of hand-backs
+costs one syscall.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ class Poller:
         """Run ``fn(*args)`` on the loop thread soon. Safe from any thread and from signal handlers."""
         self._calls.append((fn, args))
         self.wake()
+
+    def defer(self, fn: Callable[..., None], *args: Any) -> None:
+        """Run ``fn(*args)`` on the loop thread at its next pass, without waking it: for a caller that is
+        about to make the loop wake anyway (``worker.rearm``: it arms an fd right after)."""
+        self._calls.append((fn, args))
 
     def wake(self) -> None:
         if not self._wake_pending:

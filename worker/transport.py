@@ -93,7 +93,7 @@ class LoopHost:
     """The loop's ``Host``: settings and clock, the stopping/draining flags, a thread-safe hand-back."""
 
     __slots__ = ("settings", "url_scheme", "can_sendfile", "stopping", "draining", "clock",
-                 "_call_soon", "_resume", "_shed")  # fmt: skip
+                 "_call_soon", "_resume", "_shed", "_rearm")  # fmt: skip
 
     def __init__(
         self,
@@ -105,6 +105,7 @@ class LoopHost:
         clock: Callable[[], float] = time.monotonic,
         url_scheme: str = "http",
         can_sendfile: bool = True,
+        rearm: Callable[[Conn], bool] | None = None,
     ) -> None:
         self.settings = settings
         self.url_scheme = url_scheme
@@ -115,6 +116,7 @@ class LoopHost:
         self._call_soon = call_soon  # runs a call on the loop thread (Poller.call_soon)
         self._resume = resume
         self._shed = shed
+        self._rearm = rearm  # re-arms a keep-alive connection from the pool thread (worker.rearm)
 
     def begin_request(self, conn: Conn) -> None:
         conn.new_request()
@@ -132,6 +134,8 @@ class LoopHost:
         return self.stopping or self.draining
 
     def hand_back(self, conn: Conn, close: bool) -> None:
+        if not close and self._rearm is not None and self._rearm(conn):
+            return
         self._call_soon(self._resume, conn, close)
 
     def shed(self, conn: Conn, event: str, waited: float) -> None:

@@ -114,6 +114,11 @@ class H1Connection:
         """(buffered bytes not parsed yet, EOF seen)."""
         return bytes(self._buf), self._eof
 
+    @property
+    def buffered(self) -> int:
+        """Bytes received and not parsed yet (``trailing_data`` without the copy)."""
+        return len(self._buf)
+
     def request_close(self) -> None:
         """Close after the current response (graceful stop, max requests): ``Connection: close``."""
         self._state.disable_keep_alive()
