@@ -75,7 +75,9 @@ def open_sockets(
     if uid is not None or gid is not None:
         # Import the worker code while still privileged: after the drop, an interpreter or
         # checkout readable only by root (say under /root) would fail at the first fork instead.
+        # The same holds for what is otherwise imported on first use (psutil for the stats, ssl).
         target = target or default_target()
+        import_lazy_modules(tls=bool(cfg.certfile))
         listeners.chown_unix(uid if uid is not None else -1, gid if gid is not None else -1)
         drop_privileges(uid, gid)
     return listeners, target
@@ -234,6 +236,14 @@ def resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | 
     if group:
         gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
     return uid, gid
+
+
+def import_lazy_modules(*, tls: bool) -> None:
+    """Import now the modules the supervisor and its workers otherwise import on first use."""
+    import psutil  # noqa: F401 - cluster.stats, at the first sample
+
+    if tls:
+        import webcluster.worker.tls  # noqa: F401 - ssl, in the supervisor's TLS check and in workers
 
 
 def drop_privileges(uid: int | None, gid: int | None) -> None:
