@@ -240,6 +240,8 @@ def resolve_ids(user: str | None, group: str | None) -> tuple[int | None, int | 
 
 def import_lazy_modules(*, tls: bool) -> None:
     """Import now the modules the supervisor and its workers otherwise import on first use."""
+    import difflib  # noqa: F401 - cluster.config, "did you mean" for a misspelt setting at a reload
+
     import psutil  # noqa: F401 - cluster.stats, at the first sample
 
     if tls:
