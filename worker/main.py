@@ -190,6 +190,10 @@ def run(
     # The app and everything imported so far live as long as the worker: move them out of the
     # collector's sight so full GC passes only walk objects created while serving (shorter pauses).
     gc.freeze()
+    # This process's copy of the supervisor's heap holds the pages it had free at the fork: give them back.
+    trim = allocator.trimmer()
+    if trim is not None:
+        trim()
 
     access_log = (
         AccessLog(
@@ -204,7 +208,6 @@ def run(
     budget = _request_budget(cfg)
     retired = False
 
-    trim = allocator.trimmer()
     trimmed_at = 0  # stats.requests at the last trim: an idle worker has nothing to give back
 
     def tick(now: float) -> None:
