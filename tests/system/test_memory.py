@@ -1,6 +1,7 @@
 """A worker's memory, over real sockets and processes: pool threads start as demand needs them and never
 beyond ``--threads``; uploads leave RSS bounded (the body is streamed piece by piece, and the worker's
-glibc malloc policy, worker/allocator.py, returns what the pieces used)."""
+glibc malloc policy, worker/allocator.py, returns what the pieces used); a plain-HTTP worker does not
+carry the modules only the supervisor (or TLS) needs."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 import psutil
 import pytest
 
-from tests.conftest import poll
+from tests.conftest import http_get, poll
 
 MIB = 1 << 20
 
@@ -102,3 +103,10 @@ def test_uploads_leave_worker_rss_bounded(run_supervisor):
     report = f"RSS {before / MIB:.1f} MiB -> peak {peak / MIB:.1f} -> after {after / MIB:.1f}"
     print(report)
     assert peak - before < RSS_GROWTH_BOUND, report
+
+
+def test_a_plain_worker_carries_no_supervisor_only_module(run_supervisor):
+    sup = run_supervisor("--procs", "1", "--app", "tests.apps.modules:app")
+    status, body = http_get(sup.port, "/")
+    assert status == 200
+    assert json.loads(body) == []  # ssl (no TLS), psutil, importlib.metadata, tomllib, difflib...
