@@ -14,8 +14,10 @@ buy next to no concurrency. So the worker, once, at start:
   their own that go back to the kernel when freed. Left alone, glibc raises the threshold to the size
   of every mmapped block freed (up to 32 MiB), after which multi-MiB buffers (``wsgi.input.read()`` of
   a whole upload) land in an arena and stay there as long as one small block sits above them;
-- and ``trim()`` (``malloc_trim(0)``, called from the loop's once-a-second tick while requests come in)
-  gives back the whole free pages inside the arenas, so RSS follows what is live, not the peak.
+- and ``trim()`` (``malloc_trim(0)``, called once the worker has booted, then from the loop's
+  once-a-second tick while requests come in) gives back the whole free pages inside the arenas: the ones
+  the supervisor's heap had free when it forked, then those of finished requests, so RSS follows what is
+  live, not the peak.
 
 A ``MALLOC_ARENA_MAX`` / ``MALLOC_MMAP_THRESHOLD_`` set in the environment wins over our value. With
 another C library (musl, macOS) nothing is done and nothing is reported: the policy is an optimisation.
