@@ -154,9 +154,7 @@ def run(
     from webcluster.worker.stats import WorkerStats
 
     # Before any pool thread allocates: the arena cap only binds arenas not yet made.
-    log.debug(
-        "worker %d: glibc malloc %s", os.getpid(), allocator.tune() or "as the environment says"
-    )
+    log.debug("worker %d: glibc malloc %s", os.getpid(), allocator.tune() or "left as it was")
     stats = WorkerStats()
     loop: Loop | None = None
 
