@@ -30,6 +30,11 @@ class Server:
     def connect(self) -> socket.socket:
         return socket.create_connection((self.host, self.port), timeout=10)
 
+    @property
+    def busy(self) -> int:
+        """Requests running now: on pool threads, or on the poller's thread (worker.leader)."""
+        return self.loop.gauges()["busy_threads"]
+
 
 @contextmanager
 def serve(

@@ -27,6 +27,7 @@ from webcluster.worker.http.events import NEED_DATA, ConnectionClosed, Request
 from webcluster.worker.http.protocol import H1Connection
 from webcluster.worker.http.state import DONE, MUST_CLOSE, SEND_BODY
 from webcluster.worker.httpdate import http_date
+from webcluster.worker.leader import Deposed, Leadership
 from webcluster.worker.poller import ONESHOT, READ, WRITE, Poller
 from webcluster.worker.preamble import Preamble
 from webcluster.worker.rearm import Rearm
@@ -85,6 +86,7 @@ class Loop:
                              url_scheme=url_scheme, can_sendfile=can_sendfile and tls is None,  # TLS:
                              rearm=self.rearm.from_pool)  # sendfile would bypass encryption  # fmt: skip
         self.can_sendfile = self.host.can_sendfile
+        self.lead: Leadership | None = None  # set by run() when --inline-budget > 0
         self._exit_now = False
         self._stop_deadline = 0.0
         # Live connections by serial. Timer entries name a serial, never a Conn, so a closed connection
@@ -120,13 +122,18 @@ class Loop:
         """Connection and thread gauges for the stats report (loop thread)."""
         idle = sum(1 for c in self._conns.values() if c.state is READING and c.idle)
         pool = self.pool  # active connections: the idle ones are counted separately
+        busy = pool.busy + (self.lead.running if self.lead is not None else 0)
         return {"active_connections": len(self._conns) - idle, "idle_connections": idle,
-                "busy_threads": pool.busy, "queue_depth": pool.queued, "threads": pool.size}  # fmt: skip
+                "busy_threads": busy, "queue_depth": pool.queued, "threads": pool.size}  # fmt: skip
 
     # ---- the loop -----------------------------------------------------------------------
     def run(self) -> None:
         """Serve until stopped: at once for a fast stop, when drained (or at the deadline) for a graceful one."""
         self.acceptor.start()
+        if self.settings.inline_budget > 0:  # requests served on the poller's thread (worker.leader)
+            self.lead = Leadership(self, self.settings.inline_budget, self.clock)
+            self.lead.run()
+            return
         while self.step():
             pass
         self.close_all()
@@ -137,19 +144,33 @@ class Loop:
         now = self.clock()
         if self._exit_now or (self.stopping and (not self._conns or now >= self._stop_deadline)):
             return False
-        for obj, _events in self.poller.poll(self.poll_timeout(now)):
-            if type(obj) is Listener:
-                self.acceptor.accept(obj)
-            else:
-                on_event = self._on_event.get(obj.state)  # BUSY, CLOSED: no events expected
-                if on_event is not None:
-                    on_event(obj)
+        self._handle(self.poller.poll(self.poll_timeout(now), run_calls=False), self.poller.run_calls)
         now = self.clock()
         self.timeouts.run(now, self._conns)
         self.acceptor.on_timer(now)
         if self.tick is not None:
             self.tick(now)
         return True
+
+    def _handle(self, events: list, first: Callable[[], None] | None = None) -> None:
+        """Handle ready events, after ``first`` (the poller's queued callbacks: they run between the wait
+        and the events, see ``Poller.defer``)."""
+        it = iter(events)
+        try:
+            if first is not None:
+                first()
+            for obj, _events in it:
+                if type(obj) is Listener:
+                    self.acceptor.accept(obj)
+                else:
+                    on_event = self._on_event.get(obj.state)  # BUSY, CLOSED: no events expected
+                    if on_event is not None:
+                        on_event(obj)
+        except Deposed:  # another thread has the poller now: the events not yet handled are its
+            rest = list(it)
+            if rest:
+                self.poller.call_soon(self._handle, rest)
+            raise
 
     def poll_timeout(self, now: float) -> float:
         """Seconds the poller may wait: until the next deadline, at most the 1 s stats/heartbeat tick."""
@@ -265,6 +286,8 @@ class Loop:
         self.enter(conn, BUSY)
         if self.runner.on_loop(conn):  # a static file: nothing in it waits, so no thread hand-off
             self.resume(conn, self.runner.serve_on_loop(conn))
+        elif self.lead is not None and self.lead.may_inline() and self.runner.can_inline(conn):
+            self.lead.serve_inline(conn)  # the leader serves it (worker.leader)
         elif self.watch is None or self.shedding.enqueue(conn):
             self.pool.submit(self.runner.run, conn)
 

@@ -52,8 +52,10 @@ class Poller:
     def __len__(self) -> int:
         return len(self._objects)
 
-    def poll(self, timeout: float | None) -> list[tuple[Any, int]]:
-        """Wait for events (timeout in seconds, None = forever); run queued callbacks first-in first-out."""
+    def poll(self, timeout: float | None, run_calls: bool = True) -> list[tuple[Any, int]]:
+        """Wait for events (timeout in seconds, None = forever); run queued callbacks first-in first-out
+        (unless ``run_calls`` is False: the caller runs ``run_calls`` itself before it handles the events,
+        as the loop does, so a callback that gives the poller away leaves the events to the next owner)."""
         if self._calls:
             timeout = 0
         try:
@@ -69,7 +71,8 @@ class Poller:
             obj = objects.get(fd)
             if obj is not None:
                 out.append((obj, events))
-        self.run_calls()
+        if run_calls:
+            self.run_calls()
         return out
 
     def run_calls(self) -> None:

@@ -90,11 +90,18 @@ class Runner:
             handler = route(request.target)
         return getattr(handler, "runs_on_loop", False)
 
-    def serve_on_loop(self, conn: Conn) -> bool:
-        """Loop-thread entry point (see ``on_loop``): serve this one request; True when the connection
-        must close. Pipelined requests are left for the loop to parse and dispatch as usual."""
+    def can_inline(self, conn: Conn) -> bool:
+        """True when the poller's thread may run this request's handler itself (``worker.leader``): it
+        has no body (a body may have to be waited for) and no ``Expect: 100-continue``."""
+        request = conn.h1.request
+        return not (request.chunked or request.content_length or request.expect_continue)
+
+    def serve_on_loop(self, conn: Conn, record: bool = False) -> bool:
+        """Loop-thread entry point (see ``on_loop`` and ``worker.leader``): serve this one request; True
+        when the connection must close. Pipelined requests are left for the loop to parse and dispatch
+        as usual. ``record``: name the request in the in-flight table, as a pool thread does."""
         try:
-            return self._serve_all(conn, 0.0, only_one=True)
+            return self._serve_all(conn, 0.0, only_one=True, record=record)
         except Exception:  # a bug here must not take the loop down
             log.exception("error while serving a connection")
             return True
@@ -120,12 +127,14 @@ class Runner:
         host.hand_back(conn, True)
         return None
 
-    def _serve_all(self, conn: Conn, waited: float = 0.0, only_one: bool = False) -> bool:
+    def _serve_all(
+        self, conn: Conn, waited: float = 0.0, only_one: bool = False, record: bool = True
+    ) -> bool:
         """Serve requests while they are buffered; return True when the connection must close.
         ``waited``: how long the first one waited for this thread (part of its latency). ``only_one``:
-        the loop thread serves; it stops after this request and records nothing in the thread table."""
+        the loop thread serves; it stops after this request. ``record``: name it in the thread table."""
         h1 = conn.h1
-        inflight = None if only_one else self.inflight
+        inflight = self.inflight if record else None
         while True:
             request = h1.request
             if not self._serve_one(conn, request, waited, inflight):

@@ -44,6 +44,10 @@ class LoopSettings:
     # On graceful stop, an idle keep-alive connection is closed after this grace: a request already on
     # its way then still gets an answer (with Connection: close) instead of a reset.
     drain_idle_grace: float = 1.0
+    # A request without a body is first run on the poller's thread; one running longer than this moves
+    # the poller to a standby thread and sends requests through the pool for a while (worker.leader).
+    # 0: every request goes through the pool.
+    inline_budget: float = 0.002
     limits: Limits = field(default_factory=Limits)
     server_header: bytes = b"webcluster"
 

@@ -208,17 +208,18 @@ def test_max_connections_pauses_accepting_until_a_slot_frees():
         assert read_response(extra)[2] == b"hello /extra"
 
 
-def test_graceful_stop_finishes_in_flight_and_says_connection_close():
+@pytest.mark.parametrize("inline_budget", [0.0, 0.002], ids=["pool", "inline"])
+def test_graceful_stop_finishes_in_flight_and_says_connection_close(inline_budget):
     gate = threading.Event()
 
     def slow(ex: Exchange) -> None:
         gate.wait(5)
         hello(ex)
 
-    with serve(slow, graceful_timeout=5) as srv:
+    with serve(slow, graceful_timeout=5, inline_budget=inline_budget) as srv:
         c = srv.connect()
         c.sendall(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
-        poll("srv.pool.busy == 1", lambda: srv.pool.busy == 1, 5.0)
+        poll("a request running", lambda: srv.busy == 1, 5.0)
         srv.loop.stop(graceful=True)
         poll("srv.loop.stopping", lambda: srv.loop.stopping, 5.0)
         gate.set()
@@ -227,20 +228,21 @@ def test_graceful_stop_finishes_in_flight_and_says_connection_close():
         assert is_closed(c)
 
 
-def test_client_that_stops_reading_is_dropped_after_send_timeout():
+@pytest.mark.parametrize("inline_budget", [0.0, 0.002], ids=["pool", "inline"])
+def test_client_that_stops_reading_is_dropped_after_send_timeout(inline_budget):
     big = b"x" * (8 * 1024 * 1024)
 
     def huge(ex: Exchange) -> None:
         ex.start_response(200, "OK", [("Content-Length", str(len(big)))])
         ex.write(big)
 
-    with serve(huge, send_timeout=0.5) as srv:
+    with serve(huge, send_timeout=0.5, inline_budget=inline_budget) as srv:
         c = srv.connect()
         c.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
         # we never read: the server must give up and free its thread
-        poll("srv.pool.busy == 1", lambda: srv.pool.busy == 1, 5)
-        poll("srv.pool.busy == 0", lambda: srv.pool.busy == 0, 10)
+        poll("the request running", lambda: srv.busy == 1, 5)
+        poll("no request running", lambda: srv.busy == 0, 10)
         poll(
             "srv.loop.gauges()['active_connections'] == 0",
             lambda: srv.loop.gauges()["active_connections"] == 0,

@@ -34,7 +34,7 @@ def _count_resumes(srv) -> list[bool]:
 
 
 def test_keep_alive_responses_are_re_armed_by_the_pool_thread() -> None:
-    with serve(hello, keepalive=5.0) as srv:
+    with serve(hello, inline_budget=0, keepalive=5.0) as srv:
         resumes = _count_resumes(srv)
         c = srv.connect()
         for _ in range(50):
@@ -49,7 +49,7 @@ def test_keep_alive_responses_are_re_armed_by_the_pool_thread() -> None:
 
 
 def test_keep_alive_timeout_counts_from_the_response_after_a_re_arm() -> None:
-    with serve(hello, keepalive=1.0) as srv:
+    with serve(hello, inline_budget=0, keepalive=1.0) as srv:
         resumes = _count_resumes(srv)
         c = srv.connect()
         c.sendall(REQUEST)
@@ -63,7 +63,7 @@ def test_keep_alive_timeout_counts_from_the_response_after_a_re_arm() -> None:
 
 
 def test_short_keep_alive_timeouts_go_through_the_loop() -> None:
-    with serve(hello, keepalive=0.5) as srv:
+    with serve(hello, inline_budget=0, keepalive=0.5) as srv:
         resumes = _count_resumes(srv)
         c = srv.connect()
         for _ in range(3):

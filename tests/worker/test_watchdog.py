@@ -206,7 +206,7 @@ def _send(server, target: str) -> socket.socket:
 
 def test_a_request_queued_longer_than_the_queue_timeout_gets_503_and_never_runs() -> None:
     gate, stats = Gate(), WorkerStats()
-    with serve(gate, threads=2, watch=PoolWatch(queue_timeout=0.3), stats=stats) as srv:
+    with serve(gate, inline_budget=0, threads=2, watch=PoolWatch(queue_timeout=0.3), stats=stats) as srv:
         blockers = [_send(srv, f"/block{i}") for i in range(2)]
         poll("len(gate.ran) == 2", lambda: len(gate.ran) == 2)
         start = time.monotonic()
@@ -225,7 +225,7 @@ def test_a_request_queued_longer_than_the_queue_timeout_gets_503_and_never_runs(
 
 def test_a_queued_request_whose_client_left_is_dropped_unrun() -> None:
     gate, stats = Gate(), WorkerStats()
-    with serve(gate, threads=1, watch=PoolWatch(), stats=stats) as srv:
+    with serve(gate, inline_budget=0, threads=1, watch=PoolWatch(), stats=stats) as srv:
         blocker = _send(srv, "/block")
         poll("len(gate.ran) == 1", lambda: len(gate.ran) == 1)
         gone = [_send(srv, f"/gone{i}") for i in range(3)]
@@ -254,7 +254,7 @@ def test_peer_gone_sees_a_close_and_not_a_waiting_client() -> None:
 
 def test_a_saturated_pool_sheds_its_queue_and_accepts_nothing_until_it_recovers() -> None:
     gate, stats = Gate(), WorkerStats()
-    with serve(gate, threads=1, watch=PoolWatch(), stats=stats) as srv:
+    with serve(gate, inline_budget=0, threads=1, watch=PoolWatch(), stats=stats) as srv:
         blocker = _send(srv, "/block")
         poll("len(gate.ran) == 1", lambda: len(gate.ran) == 1)
         queued = _send(srv, "/queued")

@@ -272,7 +272,7 @@ def test_static_files_are_served_by_the_loop_while_every_thread_is_busy(files):
 
     small = b"GET /assets/sub/a.txt HTTP/1.1\r\nHost: t\r\n\r\n"
     handler = build_handler(app=app, static_mounts=(("/assets", str(files)),))
-    with serve(handler, threads=1) as srv:
+    with serve(handler, threads=1, inline_budget=0) as srv:  # the app on a pool thread
         blocked = srv.connect()
         blocked.sendall(b"GET /block HTTP/1.1\r\nHost: t\r\n\r\n")
         poll("the only thread to be busy", lambda: srv.pool.busy == 1)

@@ -1,0 +1,206 @@
+"""Serving a request on the poller's own thread, and moving the poller away from one that runs long.
+
+Handing a request to a pool thread costs more than a hello-world request itself: a wake-up (futex), two
+threads contending for the GIL at every system call either makes, and the hand-back. So a request without a
+body is first served by the thread that read it, the one that holds the poller (the *leader*), with no
+hand-off at all. Nothing guarantees an application returns quickly, though, and while it runs nobody
+accepts, reads or times out connections. So a watcher thread checks, every half ``--inline-budget``, whether
+the same inline request is still running; if so it *deposes* the leader: a standby thread takes the poller
+and runs the loop, and the old leader, once its request ends, hands the connection back like any pool
+thread (``Host.hand_back``) and parks as the next standby. This is the leader/followers pattern (Schmidt et
+al., "Leader/Followers", PLoP 2000) with promotion made lazy: the next leader is woken only when a request
+actually runs long, not before every request.
+
+After a deposition the worker serves through the pool (``worker.threadpool``) for a while (1 s, doubling up
+to 60 s while depositions keep coming), so an application that often blocks pays the budget at most once per
+back-off, and no inline request starts while a deposed thread is still serving: at most one request ever
+runs outside the pool. Exactly two threads (*seats*) take turns as leader, so leadership never creates a
+thread on the request path. The main thread only waits for the loop to end: signal handlers, which CPython
+runs on the main thread, never wait behind an application.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from webcluster.worker.connection import Conn
+    from webcluster.worker.loop import Loop
+
+__all__ = ["SEATS", "Deposed", "Leadership"]
+
+log = logging.getLogger("webcluster.error")
+
+SEATS = 2  # threads that take turns holding the poller (each may run requests: an in-flight record each)
+BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds of pool-only serving after a deposition
+CPU_CAP_FACTOR = 25  # a request on CPU keeps the poller up to this many budgets (at least 50 ms)
+IDLE_CHECKS = 400  # watcher checks with no inline request before it sleeps until the next one
+
+
+class Deposed(Exception):  # noqa: N818 - a signal between two methods of the loop, not an error
+    """Raised on a leader whose inline request outlived the budget: another thread has the poller now."""
+
+
+class _Seat:
+    __slots__ = ("index", "promoted", "thread")
+
+    def __init__(self, index: int) -> None:
+        self.index = index
+        self.promoted = threading.Lock()
+        self.promoted.acquire()  # held until this seat is given the poller
+        self.thread: threading.Thread | None = None
+
+
+class Leadership:
+    """Runs ``loop`` on one of two seat threads at a time; see the module docstring."""
+
+    def __init__(self, loop: Loop, budget: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.loop = loop
+        self.budget = budget
+        self.clock = clock
+        self.ended = threading.Event()
+        self.depositions = 0
+        self._lock = threading.Lock()  # guards everything below, between leader and watcher
+        self._seats = [_Seat(i) for i in range(SEATS)]
+        self._leader = 0
+        self._leader_tid = 0  # the leading seat's kernel thread id (its state tells blocked from busy)
+        # A request still computing (runnable) moves the poller only after this long: moving it then
+        # would not make the CPU it waits for any freer. One blocked (sleeping: I/O, locks) moves it
+        # after the budget.
+        self.cap = max(CPU_CAP_FACTOR * budget, 0.05)
+        self._seq = 0  # inline requests started
+        self._serving = 0  # the seq of the inline request running now; 0: none
+        self._deposed = 0  # the seq of the request whose thread lost the poller
+        self._stray = False  # a deposed thread is still serving: no inline request until it is done
+        self._quiet_until = 0.0  # no inline serving before this (back-off after a deposition)
+        self._backoff = 0.0
+        self._watch_parked = False
+        self._watch_wake = threading.Lock()
+        self._watch_wake.acquire()
+
+    # ---- the main thread ----------------------------------------------------------------
+    def run(self) -> None:
+        """Start the first seat and the watcher; return once the loop has ended (on whichever seat)."""
+        threading.Thread(target=self._watch, name="webcluster-inline-watch", daemon=True).start()
+        self._promote(self._seats[0])
+        self.ended.wait()
+
+    @property
+    def running(self) -> int:
+        """1 while a request runs outside the pool (on the leader, or on a deposed leader), else 0."""
+        return 1 if self._serving else 0
+
+    # ---- the leader -----------------------------------------------------------------------
+    def may_inline(self) -> bool:
+        """True when the leader may serve a request itself now (leader thread)."""
+        return not self._stray and self.clock() >= self._quiet_until
+
+    def serve_inline(self, conn: Conn) -> None:
+        """Serve ``conn``'s request on this (the leader's) thread. Raises ``Deposed`` when the poller
+        was given to another seat meanwhile: the connection went back like a pool thread's."""
+        with self._lock:
+            self._seq += 1
+            seq = self._serving = self._seq
+            if self._watch_parked:
+                self._watch_parked = False
+                self._watch_wake.release()
+        close = self.loop.runner.serve_on_loop(conn, record=True)
+        with self._lock:
+            self._serving = 0
+            deposed = self._deposed == seq
+            if deposed:
+                self._stray = False
+        if not deposed:
+            self.loop.resume(conn, close)
+            return
+        conn.host.hand_back(conn, close)
+        raise Deposed
+
+    # ---- seats ------------------------------------------------------------------------------
+    def _promote(self, seat: _Seat) -> None:
+        """Give ``seat`` the poller (under ``_lock``, or before anything else runs)."""
+        self._leader = seat.index
+        seat.promoted.release()
+        if seat.thread is None:
+            seat.thread = threading.Thread(target=self._sit, args=(seat,), daemon=True,
+                                           name=f"webcluster-loop-{seat.index}")  # fmt: skip
+            seat.thread.start()
+
+    def _sit(self, seat: _Seat) -> None:
+        """A seat's thread: wait for the poller, lead until deposed or the loop ends."""
+        loop = self.loop
+        tid = threading.get_native_id()
+        while True:
+            seat.promoted.acquire()
+            if self.ended.is_set():
+                return
+            self._leader_tid = tid
+            try:
+                while loop.step():
+                    pass
+            except Deposed:
+                continue
+            loop.close_all()
+            with self._lock:
+                self.ended.set()
+                for other in self._seats:
+                    if other.thread is not None and other is not seat and other.promoted.locked():
+                        other.promoted.release()  # it returns at once
+            return
+
+    # ---- the watcher ----------------------------------------------------------------------
+    def _watch(self) -> None:
+        """Every half budget: depose a leader whose inline request was running at the last check too.
+        Sleeps until the next inline request once none ran for IDLE_CHECKS checks."""
+        interval = self.budget / 2
+        seen, last_seq, idle, checks = 0, 0, 0, 0
+        while not self.ended.is_set():
+            time.sleep(interval)
+            with self._lock:
+                if self.ended.is_set():
+                    return
+                serving = self._serving
+                if serving == self._deposed:  # already deposed: it runs on as a pool thread would
+                    serving = 0
+                checks = checks + 1 if serving and serving == seen else 0
+                if checks and (checks * interval >= self.cap or not _running(self._leader_tid)):
+                    self._depose(serving)
+                    checks = 0
+                seen = serving
+                idle = idle + 1 if not serving and self._seq == last_seq else 0
+                last_seq = self._seq
+                park = self._watch_parked = idle >= IDLE_CHECKS
+            if park:
+                self._watch_wake.acquire()
+                idle = 0
+
+    def _depose(self, seq: int) -> None:
+        """Under ``_lock``: the leader's request ``seq`` ran past the budget; give the poller to the other
+        seat and serve through the pool for a back-off that doubles while depositions keep coming."""
+        now = self.clock()
+        recent = now < self._quiet_until + 2 * self._backoff
+        self._backoff = min(self._backoff * 2, BACKOFF_MAX) if recent else BACKOFF_FIRST
+        self._quiet_until = now + self._backoff
+        self._deposed = seq
+        self._stray = True
+        self.depositions += 1
+        self._promote(self._seats[1 - self._leader])
+        log.debug("a request ran past --inline-budget: the poller moved to another thread; "
+                  "requests go to the pool for %.0f s", self._backoff)  # fmt: skip
+
+
+def _running(tid: int) -> bool:
+    """True when kernel thread ``tid`` of this process is running or runnable (state R in
+    /proc/self/task/TID/stat, proc(5)): busy on CPU or preempted, not blocked. A request of a thread that
+    only waits for a CPU gains nothing from moving the poller (on a busy 2-core machine a thread is often
+    preempted for milliseconds). False when it cannot be told: then the budget alone decides."""
+    try:
+        with open(f"/proc/self/task/{tid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R"
