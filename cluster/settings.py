@@ -137,6 +137,12 @@ SETTINGS: tuple[Setting, ...] = (
        help="Number of worker processes (slots)."),
     _s("threads", "int", 32, p.parse_int, "workers", "--threads/-t", metavar=_N,
        validate=p.at_least(1), help="Application threads per worker process."),
+    _s("inline_budget", "float", _LOOP.inline_budget, p.parse_duration, "workers", "--inline-budget",
+       metavar=_SECONDS, validate=p.at_least(0, "0 sends every request through the thread pool"),
+       help="A request without a body first runs on the worker's poller thread, with no hand-off to "
+            "a pool thread. One that blocks longer than this (or computes for 25 times as long, at "
+            "least 50 ms) moves the poller to a standby thread, and the worker uses the pool for the "
+            "next second (doubling while it recurs). 0 = always the pool."),
     _s("app", _OPT, None, p.parse_app, "server", "--app", metavar="MODULE:CALLABLE",
        default_doc="none: serve static files",
        help="WSGI application to serve, e.g. myproject.wsgi:application."),

@@ -28,6 +28,8 @@ TEXT_BYTES = 245
 _RECORD = struct.Struct(f"<BdH{TEXT_BYTES}s")  # 256 bytes
 RECORD_BYTES = _RECORD.size
 _FREE, _RUNNING, _FINISHED = 0, 1, 2
+# The threads that take turns holding the poller run requests too (worker.leader): a record each.
+LEADER_SEATS = 2
 
 
 @dataclass(frozen=True)
@@ -58,8 +60,9 @@ class Inflight:
 
     @classmethod
     def create(cls, threads: int) -> Inflight:
-        """A zeroed anonymous shared mapping (the supervisor, before fork: the child inherits it)."""
-        threads = max(1, threads)
+        """A zeroed anonymous shared mapping (the supervisor, before fork: the child inherits it), with
+        a record for each of ``threads`` pool threads and each of the loop's ``LEADER_SEATS``."""
+        threads = max(1, threads) + LEADER_SEATS
         return cls(mmap.mmap(-1, threads * RECORD_BYTES), threads)
 
     def _offset(self) -> int:

@@ -27,6 +27,8 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from webcluster.worker.inflight import LEADER_SEATS
+
 if TYPE_CHECKING:
     from webcluster.worker.connection import Conn
     from webcluster.worker.loop import Loop
@@ -35,7 +37,7 @@ __all__ = ["SEATS", "Deposed", "Leadership"]
 
 log = logging.getLogger("webcluster.error")
 
-SEATS = 2  # threads that take turns holding the poller (each may run requests: an in-flight record each)
+SEATS = LEADER_SEATS  # threads that take turns holding the poller (each has an in-flight record)
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds of pool-only serving after a deposition
 CPU_CAP_FACTOR = 25  # a request on CPU keeps the poller up to this many budgets (at least 50 ms)
 IDLE_CHECKS = 400  # watcher checks with no inline request before it sleeps until the next one

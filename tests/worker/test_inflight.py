@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import mmap
 import threading
 import time
 
-from webcluster.worker.inflight import RECORD_BYTES, TEXT_BYTES, Inflight
+from webcluster.worker.inflight import LEADER_SEATS, RECORD_BYTES, TEXT_BYTES, Inflight
 
 
 def test_begin_and_end_per_thread():
@@ -46,7 +47,7 @@ def test_next_request_on_a_thread_reuses_its_record():
 
 
 def test_long_targets_are_truncated_and_more_threads_than_records_are_ignored():
-    table = Inflight.create(threads=1)
+    table = Inflight(mmap.mmap(-1, RECORD_BYTES), threads=1)
     table.begin("GET", "/" + "x" * 1000, time.monotonic())
     (running,) = table.running()
     assert len(running.request) == TEXT_BYTES and running.request.startswith("GET /xxx")
@@ -58,7 +59,8 @@ def test_long_targets_are_truncated_and_more_threads_than_records_are_ignored():
 
 def test_oldest_first_and_size():
     table = Inflight.create(threads=3)
-    assert len(table._buf) == 3 * RECORD_BYTES == 768
+    # a record for each pool thread and each thread that may hold the poller (worker.leader)
+    assert len(table._buf) == (3 + LEADER_SEATS) * RECORD_BYTES == 1280
     threads = [
         threading.Thread(target=table.begin, args=("GET", f"/{i}", time.monotonic()))
         for i in range(3)
