@@ -60,16 +60,20 @@ class _Seat:
 class Leadership:
     """Runs ``loop`` on one of two seat threads at a time; see the module docstring."""
 
-    def __init__(self, loop: Loop, budget: float, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, loop: Loop, budget: float, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.loop = loop
         self.budget = budget
         self.clock = clock
         self.ended = threading.Event()
+        self.active = False  # run() was called: the watcher runs (a loop stepped by hand never inlines)
         self.depositions = 0
         self._lock = threading.Lock()  # guards everything below, between leader and watcher
         self._seats = [_Seat(i) for i in range(SEATS)]
         self._leader = 0
-        self._leader_tid = 0  # the leading seat's kernel thread id (its state tells blocked from busy)
+        # The leading seat's kernel thread id and CPU-time clock: they tell a blocked request from a busy one.
+        self._leader_ids: tuple[int, int] = (0, 0)
         # A request still computing (runnable) moves the poller only after this long: moving it then
         # would not make the CPU it waits for any freer. One blocked (sleeping: I/O, locks) moves it
         # after the budget.
@@ -87,6 +91,7 @@ class Leadership:
     # ---- the main thread ----------------------------------------------------------------
     def run(self) -> None:
         """Start the first seat and the watcher; return once the loop has ended (on whichever seat)."""
+        self.active = True
         threading.Thread(target=self._watch, name="webcluster-inline-watch", daemon=True).start()
         self._promote(self._seats[0])
         self.ended.wait()
@@ -99,7 +104,7 @@ class Leadership:
     # ---- the leader -----------------------------------------------------------------------
     def may_inline(self) -> bool:
         """True when the leader may serve a request itself now (leader thread)."""
-        return not self._stray and self.clock() >= self._quiet_until
+        return self.active and not self._stray and self.clock() >= self._quiet_until
 
     def serve_inline(self, conn: Conn) -> None:
         """Serve ``conn``'s request on this (the leader's) thread. Raises ``Deposed`` when the poller
@@ -135,12 +140,12 @@ class Leadership:
     def _sit(self, seat: _Seat) -> None:
         """A seat's thread: wait for the poller, lead until deposed or the loop ends."""
         loop = self.loop
-        tid = threading.get_native_id()
+        ids = (threading.get_native_id(), _cpu_clock())
         while True:
             seat.promoted.acquire()
             if self.ended.is_set():
                 return
-            self._leader_tid = tid
+            self._leader_ids = ids
             try:
                 while loop.step():
                     pass
@@ -160,6 +165,9 @@ class Leadership:
         Sleeps until the next inline request once none ran for IDLE_CHECKS checks."""
         interval = self.budget / 2
         seen, last_seq, idle, checks = 0, 0, 0, 0
+        cpu_seen: tuple[tuple[int, int], float] | None = (
+            None  # the leader and its CPU time, last check
+        )
         while not self.ended.is_set():
             time.sleep(interval)
             with self._lock:
@@ -169,7 +177,20 @@ class Leadership:
                 if serving == self._deposed:  # already deposed: it runs on as a pool thread would
                     serving = 0
                 checks = checks + 1 if serving and serving == seen else 0
-                if checks and (checks * interval >= self.cap or not _running(self._leader_tid)):
+                # Computing: it used a quarter of the interval's CPU (it may be waiting for the GIL
+                # this very check holds). Busy, or only waiting for a CPU: moving the poller frees no
+                # CPU, so only the cap moves it. Blocked (I/O, sleep, a lock): the budget does.
+                ids = self._leader_ids
+                cpu = _cpu_time(ids[1])
+                computing = (
+                    cpu_seen is not None
+                    and cpu_seen[0] == ids
+                    and cpu - cpu_seen[1] >= interval / 4
+                )
+                cpu_seen = (ids, cpu)
+                if checks and (
+                    checks * interval >= self.cap or not (computing or _running(ids[0]))
+                ):
                     self._depose(serving)
                     checks = 0
                 seen = serving
@@ -190,6 +211,9 @@ class Leadership:
         self._deposed = seq
         self._stray = True
         self.depositions += 1
+        rest = self.loop.take_pending()  # the blocked leader's unhandled events: the next leader's
+        if rest:
+            self.loop.poller.call_soon(self.loop.handle, rest)
         self._promote(self._seats[1 - self._leader])
         log.debug("a request ran past --inline-budget: the poller moved to another thread; "
                   "requests go to the pool for %.0f s", self._backoff)  # fmt: skip
@@ -206,3 +230,18 @@ def _running(tid: int) -> bool:
     except OSError:
         return False
     return stat[stat.rindex(b")") + 2 : stat.rindex(b")") + 3] == b"R"
+
+
+def _cpu_clock() -> int:
+    """The calling thread's CPU-time clock id (0 where there is none: then no request counts as busy)."""
+    try:
+        return time.pthread_getcpuclockid(threading.get_ident())
+    except (AttributeError, OSError):
+        return 0
+
+
+def _cpu_time(clock: int) -> float:
+    try:
+        return time.clock_gettime(clock) if clock else 0.0
+    except OSError:
+        return 0.0

@@ -17,7 +17,7 @@ import itertools
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from webcluster.worker.acceptor import Acceptor, Listener
@@ -27,7 +27,7 @@ from webcluster.worker.http.events import NEED_DATA, ConnectionClosed, Request
 from webcluster.worker.http.protocol import H1Connection
 from webcluster.worker.http.state import DONE, MUST_CLOSE, SEND_BODY
 from webcluster.worker.httpdate import http_date
-from webcluster.worker.leader import Deposed, Leadership
+from webcluster.worker.leader import Leadership
 from webcluster.worker.poller import ONESHOT, READ, WRITE, Poller
 from webcluster.worker.preamble import Preamble
 from webcluster.worker.rearm import Rearm
@@ -86,7 +86,10 @@ class Loop:
                              url_scheme=url_scheme, can_sendfile=can_sendfile and tls is None,  # TLS:
                              rearm=self.rearm.from_pool)  # sendfile would bypass encryption  # fmt: skip
         self.can_sendfile = self.host.can_sendfile
-        self.lead: Leadership | None = None  # set by run() when --inline-budget > 0
+        # --inline-budget: requests run on the poller's thread (worker.leader), once run() started it
+        budget = settings.inline_budget
+        self.lead = Leadership(self, budget, clock) if budget > 0 else None
+        self._pending: list[Iterator] = []  # iterators over the events being handled (see _handle)
         self._exit_now = False
         self._stop_deadline = 0.0
         # Live connections by serial. Timer entries name a serial, never a Conn, so a closed connection
@@ -130,8 +133,7 @@ class Loop:
     def run(self) -> None:
         """Serve until stopped: at once for a fast stop, when drained (or at the deadline) for a graceful one."""
         self.acceptor.start()
-        if self.settings.inline_budget > 0:  # requests served on the poller's thread (worker.leader)
-            self.lead = Leadership(self, self.settings.inline_budget, self.clock)
+        if self.lead is not None:
             self.lead.run()
             return
         while self.step():
@@ -144,7 +146,8 @@ class Loop:
         now = self.clock()
         if self._exit_now or (self.stopping and (not self._conns or now >= self._stop_deadline)):
             return False
-        self._handle(self.poller.poll(self.poll_timeout(now), run_calls=False), self.poller.run_calls)
+        events = self.poller.poll(self.poll_timeout(now), run_calls=False)
+        self.handle(events, self.poller.run_calls)
         now = self.clock()
         self.timeouts.run(now, self._conns)
         self.acceptor.on_timer(now)
@@ -152,10 +155,12 @@ class Loop:
             self.tick(now)
         return True
 
-    def _handle(self, events: list, first: Callable[[], None] | None = None) -> None:
+    def handle(self, events: list, first: Callable[[], None] | None = None) -> None:
         """Handle ready events, after ``first`` (the poller's queued callbacks: they run between the wait
         and the events, see ``Poller.defer``)."""
         it = iter(events)
+        pending = self._pending  # a deposed leader unwinds this list, the next leader a new one
+        pending.append(it)  # what a deposition hands over (take_pending), innermost last
         try:
             if first is not None:
                 first()
@@ -166,11 +171,14 @@ class Loop:
                     on_event = self._on_event.get(obj.state)  # BUSY, CLOSED: no events expected
                     if on_event is not None:
                         on_event(obj)
-        except Deposed:  # another thread has the poller now: the events not yet handled are its
-            rest = list(it)
-            if rest:
-                self.poller.call_soon(self._handle, rest)
-            raise
+        finally:
+            pending.pop()
+
+    def take_pending(self) -> list:
+        """The ready events this thread has not handled yet (``worker.leader``, while the leader's own
+        request blocks: it will not touch them again, it raises ``Deposed`` once the request ends)."""
+        pending, self._pending = self._pending, []
+        return [event for it in pending for event in it]
 
     def poll_timeout(self, now: float) -> float:
         """Seconds the poller may wait: until the next deadline, at most the 1 s stats/heartbeat tick."""

@@ -33,7 +33,11 @@ def _get(port: int, path: str) -> int:
 
 @pytest.mark.timeout(60)
 def test_pool_threads_start_on_demand_and_never_exceed_threads(run_supervisor):
-    sup = run_supervisor("--procs", "1", "--threads", "4", "--app", "tests.apps.basic:app")
+    # --inline-budget 0: every request in the pool (a bodiless one would otherwise run on the poller's
+    # thread, and one that sleeps would move the poller to the second seat: test_leader covers that)
+    sup = run_supervisor(
+        "--procs", "1", "--threads", "4", "--app", "tests.apps.basic:app", "--inline-budget", "0"
+    )  # fmt: skip
     (pid,) = sup.wait_workers(1)
     worker = psutil.Process(pid)
     at_boot = worker.num_threads()

@@ -206,7 +206,9 @@ def _send(server, target: str) -> socket.socket:
 
 def test_a_request_queued_longer_than_the_queue_timeout_gets_503_and_never_runs() -> None:
     gate, stats = Gate(), WorkerStats()
-    with serve(gate, inline_budget=0, threads=2, watch=PoolWatch(queue_timeout=0.3), stats=stats) as srv:
+    with serve(
+        gate, inline_budget=0, threads=2, watch=PoolWatch(queue_timeout=0.3), stats=stats
+    ) as srv:
         blockers = [_send(srv, f"/block{i}") for i in range(2)]
         poll("len(gate.ran) == 2", lambda: len(gate.ran) == 2)
         start = time.monotonic()
