@@ -94,7 +94,10 @@ class Leadership:
         self.active = True
         threading.Thread(target=self._watch, name="webcluster-inline-watch", daemon=True).start()
         self._promote(self._seats[0])
-        self.ended.wait()
+        # Wake each second: a process signal may be delivered to another thread, and CPython runs its
+        # Python handler only when the main thread next runs bytecode.
+        while not self.ended.wait(1.0):
+            pass
 
     @property
     def running(self) -> int:
