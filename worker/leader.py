@@ -67,7 +67,9 @@ class Leadership:
         self.budget = budget
         self.clock = clock
         self.ended = threading.Event()
-        self.active = False  # run() was called: the watcher runs (a loop stepped by hand never inlines)
+        self.active = (
+            False  # run() was called: the watcher runs (a loop stepped by hand never inlines)
+        )
         self.depositions = 0
         self._lock = threading.Lock()  # guards everything below, between leader and watcher
         self._seats = [_Seat(i) for i in range(SEATS)]
