@@ -33,6 +33,10 @@ _EVENT_METRICS: dict[str, tuple[str, str, dict[str, str]]] = {
         "webcluster_proxy_rejected_total",
         "Connections closed for a missing, malformed or untrusted PROXY protocol header.", {}
     ),
+    "poller_moved": (
+        "webcluster_poller_moved_total",
+        "Requests on the poller's thread that blocked past --inline-budget (the poller moved).", {}
+    ),
 }  # fmt: skip
 
 

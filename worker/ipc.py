@@ -29,7 +29,9 @@ Events: ``request_timeouts`` (requests that ran past --request-timeout, counted 
 queued behind a pool whose every thread is stuck), ``client_gone`` (queued requests dropped unrun because
 the client had disconnected), ``accept_errors`` (accept() failures such as EMFILE),
 ``access_log_errors`` (access-log lines that could not be written), ``proxy_rejected`` (connections
-closed for a missing, malformed, late or untrusted PROXY protocol header).
+closed for a missing, malformed, late or untrusted PROXY protocol header), ``poller_moved`` (requests run on
+the poller's thread that blocked past --inline-budget, so the poller moved to the standby thread and
+the worker served through its pool for a back-off: worker/leader.py).
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ GAUGE_FIELDS: tuple[str, ...] = (
 )  # fmt: skip
 EVENT_FIELDS: tuple[str, ...] = (
     "request_timeouts", "shed_queue_timeout", "shed_stuck_pool", "client_gone", "accept_errors",
-    "access_log_errors", "proxy_rejected",
+    "access_log_errors", "proxy_rejected", "poller_moved",
 )  # fmt: skip
 
 # Required fields per type, with the type each must have (bool is rejected where int is asked).

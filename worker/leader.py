@@ -4,10 +4,12 @@ Handing a request to a pool thread costs more than a hello-world request itself:
 threads contending for the GIL at every system call either makes, and the hand-back. So a request without a
 body is first served by the thread that read it, the one that holds the poller (the *leader*), with no
 hand-off at all. Nothing guarantees an application returns quickly, though, and while it runs nobody
-accepts, reads or times out connections. So a watcher thread checks, every half ``--inline-budget``, whether
-the same inline request is still running; if so it *deposes* the leader: a standby thread takes the poller
-and runs the loop, and the old leader, once its request ends, hands the connection back like any pool
-thread (``Host.hand_back``) and parks as the next standby. This is the leader/followers pattern (Schmidt et
+accepts, reads or times out connections. So a watcher thread checks every half ``--inline-budget``; when the
+same inline request has been *blocked* (sleeping, waiting on I/O or a lock) for about the budget, or running
+for the cap (``CPU_CAP_FACTOR`` budgets), it *deposes* the leader: a standby thread takes the poller, with
+the events the old leader had not handled yet (``Loop.take_pending``), and runs the loop; the old leader,
+once its request ends, hands the connection back like any pool thread (``Host.hand_back``) and parks as
+the next standby. This is the leader/followers pattern (Schmidt et
 al., "Leader/Followers", PLoP 2000) with promotion made lazy: the next leader is woken only when a request
 actually runs long, not before every request.
 
@@ -55,6 +57,21 @@ class _Seat:
         self.promoted = threading.Lock()
         self.promoted.acquire()  # held until this seat is given the poller
         self.thread: threading.Thread | None = None
+
+
+class _Seen:
+    """What the watcher saw at its last check."""
+
+    __slots__ = ("serving", "seq", "checks", "blocked", "idle", "ids", "cpu")
+
+    def __init__(self) -> None:
+        self.serving = 0  # the inline request running then (0: none)
+        self.seq = 0  # inline requests started by then
+        self.checks = 0  # checks in a row that saw the same request running
+        self.blocked = 0  # of those, the last ones in a row that saw it blocked
+        self.idle = 0  # checks in a row with no inline request
+        self.ids: tuple[int, int] = (0, 0)  # the leader then (kernel thread id, CPU clock)
+        self.cpu = 0.0  # its CPU time then
 
 
 class Leadership:
@@ -166,45 +183,45 @@ class Leadership:
 
     # ---- the watcher ----------------------------------------------------------------------
     def _watch(self) -> None:
-        """Every half budget: depose a leader whose inline request was running at the last check too.
-        Sleeps until the next inline request once none ran for IDLE_CHECKS checks."""
+        """Every half budget, one check (``_check``); sleeps until the next inline request once none
+        ran for IDLE_CHECKS checks."""
         interval = self.budget / 2
-        seen, last_seq, idle, checks = 0, 0, 0, 0
-        cpu_seen: tuple[tuple[int, int], float] | None = (
-            None  # the leader and its CPU time, last check
-        )
+        seen = _Seen()
         while not self.ended.is_set():
             time.sleep(interval)
             with self._lock:
                 if self.ended.is_set():
                     return
-                serving = self._serving
-                if serving == self._deposed:  # already deposed: it runs on as a pool thread would
-                    serving = 0
-                checks = checks + 1 if serving and serving == seen else 0
-                # Computing: it used a quarter of the interval's CPU (it may be waiting for the GIL
-                # this very check holds). Busy, or only waiting for a CPU: moving the poller frees no
-                # CPU, so only the cap moves it. Blocked (I/O, sleep, a lock): the budget does.
-                ids = self._leader_ids
-                cpu = _cpu_time(ids[1])
-                computing = (
-                    cpu_seen is not None
-                    and cpu_seen[0] == ids
-                    and cpu - cpu_seen[1] >= interval / 4
-                )
-                cpu_seen = (ids, cpu)
-                if checks and (
-                    checks * interval >= self.cap or not (computing or _running(ids[0]))
-                ):
-                    self._depose(serving)
-                    checks = 0
-                seen = serving
-                idle = idle + 1 if not serving and self._seq == last_seq else 0
-                last_seq = self._seq
-                park = self._watch_parked = idle >= IDLE_CHECKS
+                park = self._check(seen, interval)
             if park:
                 self._watch_wake.acquire()
-                idle = 0
+                seen.idle = 0
+
+    def _check(self, seen: _Seen, interval: float) -> bool:
+        """Under ``_lock``: depose the leader when its inline request was seen *blocked* (neither on a
+        CPU nor computing: I/O, sleep, a lock) at two checks in a row, so for about the budget, or seen
+        running for the cap. A request that computes, or only waits for a CPU, keeps the poller until
+        the cap: moving it would not free the CPU the request waits for. "Computing": a quarter of the
+        interval's CPU used since the last check (it may be waiting for the GIL this check holds).
+        Returns True when the watcher may sleep until the next inline request."""
+        serving = self._serving if self._serving != self._deposed else 0  # deposed: left alone
+        ids = self._leader_ids
+        cpu = _cpu_time(ids[1])
+        computing = seen.ids == ids and cpu - seen.cpu >= interval / 4
+        seen.ids, seen.cpu = ids, cpu
+        if serving and serving == seen.serving:
+            seen.checks += 1
+            seen.blocked = 0 if computing or _running(ids[0]) else seen.blocked + 1
+            if seen.blocked >= 2 or seen.checks * interval >= self.cap:
+                self._depose(serving)
+                seen.checks = seen.blocked = 0
+        else:
+            seen.checks = seen.blocked = 0
+        seen.serving = serving
+        seen.idle = seen.idle + 1 if not serving and self._seq == seen.seq else 0
+        seen.seq = self._seq
+        self._watch_parked = seen.idle >= IDLE_CHECKS
+        return self._watch_parked
 
     def _depose(self, seq: int) -> None:
         """Under ``_lock``: the leader's request ``seq`` ran past the budget; give the poller to the other
@@ -216,6 +233,9 @@ class Leadership:
         self._deposed = seq
         self._stray = True
         self.depositions += 1
+        stats = self.loop.runner.stats
+        if stats is not None:
+            stats.count("poller_moved")
         rest = self.loop.take_pending()  # the blocked leader's unhandled events: the next leader's
         if rest:
             self.loop.poller.call_soon(self.loop.handle, rest)

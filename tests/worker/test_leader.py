@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import poll
 from tests.support import read_response, serve
 from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.stats import WorkerStats
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -72,11 +73,12 @@ def test_a_blocked_request_moves_the_poller_and_everyone_else_is_still_served():
     """The app blocks on the poller's thread: within a few budgets another thread holds the poller;
     new connections are accepted and served (through the pool, during the back-off) while it blocks;
     the blocked request is answered once released, and its connection kept alive."""
-    app = App()
-    with serve(app, threads=2, inline_budget=0.002) as srv:
+    app, stats = App(), WorkerStats()
+    with serve(app, threads=2, inline_budget=0.002, stats=stats) as srv:
         blocked = srv.connect()
         blocked.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
         poll("the poller to move", lambda: srv.loop.lead.depositions == 1, 5)
+        assert stats.event("poller_moved") == 1  # /stats and /metrics show it
         assert srv.busy == 1  # the blocked request is still counted as running
         for _ in range(5):
             assert ran_on(srv.connect()).startswith("webcluster-worker")  # back-off: the pool
