@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import select
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -79,9 +80,21 @@ def main(argv: list[str] | None = None) -> int:
     sock.bind(("127.0.0.1", args.port))
     sock.listen(1024)
     sock.setblocking(False)
+    children = []
     for _ in range(args.procs - 1):
-        if os.fork() == 0:
+        pid = os.fork()
+        if pid == 0:
+            children = []
             break
+        children.append(pid)
+
+    def stop(*_) -> None:  # the first process takes the others with it (kill it by its pid)
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+        os._exit(0)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
     serve(sock)
     return 0
 
