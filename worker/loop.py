@@ -1,9 +1,10 @@
-"""The worker's event loop: the one thread that owns the poller.
+"""The worker's event loop: the one thread that owns the poller (which thread that is: ``worker.leader``).
 
 ASYNCHRONOUS (loop thread): accept (``worker.acceptor``), the PROXY header and TLS handshake
 (``worker.preamble``), read until a request head is complete, keep idle keep-alive connections, flush output
-a pool thread left behind, linger before closing, and run the timers (``worker.timeouts``). A complete head
-goes to the pool, unless its handler never waits (static files: ``Runner.on_loop``); the thread hands the
+a pool thread left behind, linger before closing (``worker.linger``), and run the timers (``worker.timeouts``).
+A complete head goes to the pool, unless its handler never waits (static files: ``Runner.on_loop``) or it has
+no body and runs here (``worker.leader``); the thread hands the
 connection back through ``Host.hand_back``, which queues ``Loop.resume`` on this thread, or re-arms an idle
 keep-alive connection itself (``worker.rearm``). Idle connections cost a socket and a few hundred bytes,
 never a thread.
@@ -25,9 +26,10 @@ from webcluster.worker.connection import RECV_SIZE, Conn
 from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
 from webcluster.worker.http.events import NEED_DATA, ConnectionClosed, Request
 from webcluster.worker.http.protocol import H1Connection
-from webcluster.worker.http.state import DONE, MUST_CLOSE, SEND_BODY
+from webcluster.worker.http.state import SEND_BODY
 from webcluster.worker.httpdate import http_date
 from webcluster.worker.leader import Leadership
+from webcluster.worker.linger import Linger
 from webcluster.worker.poller import ONESHOT, READ, WRITE, Poller
 from webcluster.worker.preamble import Preamble
 from webcluster.worker.rearm import Rearm
@@ -50,8 +52,6 @@ log = logging.getLogger("webcluster.error")
 HANDSHAKING, READING, BODY, BUSY, PROXY_HEADER = (State.HANDSHAKING, State.READING, State.BODY,
                                                   State.BUSY, State.PROXY_HEADER)  # fmt: skip
 FLUSHING, LINGERING, CLOSED = State.FLUSHING, State.LINGERING, State.CLOSED
-# The client's request was read to its end (MUST_CLOSE: it ended and asked to close, or was HTTP/1.0).
-_REQUEST_COMPLETE = frozenset((DONE, MUST_CLOSE))
 
 
 class Loop:
@@ -81,6 +81,7 @@ class Loop:
         self.preamble = Preamble(self, tls, proxy_trust, runner.stats)
         self.watch = runner.watch
         self.shedding = Shedding(self, self.watch)
+        self.linger = Linger(self)  # the lingering close after a connection's last response
         self.rearm = Rearm(self)  # a pool thread re-arms an idle keep-alive connection
         self.host = LoopHost(settings, self.poller.call_soon, self.resume, self.shedding.shed, clock=clock,
                              url_scheme=url_scheme, can_sendfile=can_sendfile and tls is None,  # TLS:
@@ -103,7 +104,7 @@ class Loop:
         # Queue waits (--queue-timeout, gone clients) and stuck pools (--request-timeout): worker.watchdog.
         self.timeouts = Timeouts(settings, self, self.watch.queue_timeout if self.watch else 0.0)
         self._on_event = {READING: self.on_readable, BODY: self._on_body_readable, FLUSHING: self._flush,
-                          LINGERING: self._on_linger_readable, HANDSHAKING: self.preamble.on_handshake,
+                          LINGERING: self.linger.on_readable, HANDSHAKING: self.preamble.on_handshake,
                           PROXY_HEADER: self.preamble.on_proxy_header}  # fmt: skip
 
     @property
@@ -349,7 +350,7 @@ class Loop:
 
     def _after_flush(self, conn: Conn) -> None:
         if conn.after_flush is LINGERING:
-            self._linger(conn)
+            self.linger.start(conn)
             return
         if conn.h1.their_state is SEND_BODY:  # a pipelined head a thread parsed: body read here
             conn.idle = False
@@ -362,31 +363,6 @@ class Loop:
             return
         self.rearm.settle(conn, self.clock())  # idle keep-alive: state, token, keep-alive timer
         self.poller.modify(conn.fd, READ | ONESHOT)
-
-    def _linger(self, conn: Conn) -> None:
-        h1 = conn.h1
-        if h1.their_state in _REQUEST_COMPLETE and not h1.buffered:
-            self.close(conn)  # nothing unread: a plain close cannot turn into an RST
-            return
-        try:
-            conn.sock.shutdown(socket.SHUT_WR)
-        except OSError:
-            self.close(conn)
-            return
-        self.enter(conn, LINGERING, self.timeouts.linger)
-        self.poller.modify(conn.fd, READ | ONESHOT)
-
-    def _on_linger_readable(self, conn: Conn) -> None:
-        try:
-            data = conn.sock.recv(RECV_SIZE)
-        except BlockingIOError:
-            data = b"-"
-        except OSError:
-            data = b""
-        if not data:
-            self.close(conn)
-        else:
-            self.poller.modify(conn.fd, READ | ONESHOT)
 
     def close(self, conn: Conn) -> None:
         if conn.state is CLOSED:
