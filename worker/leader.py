@@ -84,9 +84,9 @@ class Leadership:
         self.budget = budget
         self.clock = clock
         self.ended = threading.Event()
-        self.active = (
-            False  # run() was called: the watcher runs (a loop stepped by hand never inlines)
-        )
+        # run() was called, so the watcher runs (a loop stepped by hand never serves inline)
+        self.active = False
+        self.error: BaseException | None = None  # what ended the loop, if it failed
         self.depositions = 0
         self._lock = threading.Lock()  # guards everything below, between leader and watcher
         self._seats = [_Seat(i) for i in range(SEATS)]
@@ -117,6 +117,8 @@ class Leadership:
         # Python handler only when the main thread next runs bytecode.
         while not self.ended.wait(1.0):
             pass
+        if self.error is not None:  # as when the loop ran on this thread: the worker exits with it
+            raise self.error
 
     @property
     def running(self) -> int:
@@ -171,9 +173,11 @@ class Leadership:
             try:
                 while loop.step():
                     pass
+                loop.close_all()
             except Deposed:
                 continue
-            loop.close_all()
+            except BaseException as exc:  # a bug: end the loop and let the main thread raise it
+                self.error = exc
             with self._lock:
                 self.ended.set()
                 for other in self._seats:
@@ -192,7 +196,11 @@ class Leadership:
             with self._lock:
                 if self.ended.is_set():
                     return
-                park = self._check(seen, interval)
+                try:
+                    park = self._check(seen, interval)
+                except Exception:  # a bug here must not leave blocked requests holding the poller
+                    log.exception("inline-serving watcher")
+                    park = False
             if park:
                 self._watch_wake.acquire()
                 seen.idle = 0

@@ -6,6 +6,7 @@ Over real sockets against a real Loop: which thread runs the app is what the app
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
 
@@ -14,7 +15,10 @@ import pytest
 from tests.conftest import poll
 from tests.support import read_response, serve
 from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.loop import Loop, LoopSettings
+from webcluster.worker.runner import Runner
 from webcluster.worker.stats import WorkerStats
+from webcluster.worker.threadpool import ThreadPool
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -141,3 +145,34 @@ def test_events_ready_beside_a_blocked_request_go_to_the_next_leader():
                 assert read_response(c)[0] == 200
             app.release.set()
             assert read_response(conns[0])[0] == 200
+
+
+def test_a_failing_loop_ends_run_with_its_exception_on_the_calling_thread():
+    """A bug in the loop must end the worker (the supervisor replaces it), as when the loop ran on the
+    main thread, not leave it alive with no thread polling."""
+    lsock = socket.create_server(("127.0.0.1", 0))
+    loop = Loop(
+        [lsock], Runner(App(), None, None), ThreadPool(2), LoopSettings(inline_budget=0.002)
+    )
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            loop.run()
+        except RuntimeError as exc:
+            raised.append(exc)
+
+    def boom() -> bool:
+        raise RuntimeError("bug in the loop")
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    try:
+        poll("the loop running on a seat", lambda: loop.lead._leader_ids[0] != 0)
+        loop.step = boom  # the seat looks it up on every pass
+        loop.poller.wake()
+        t.join(5)
+        assert not t.is_alive() and [str(e) for e in raised] == ["bug in the loop"]
+    finally:
+        loop.stop(graceful=False)
+        lsock.close()
