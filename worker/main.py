@@ -206,13 +206,13 @@ def run(
     budget = _request_budget(cfg)
     retired = False
 
-    trimmed_at = 0  # stats.requests at the last trim: an idle worker has nothing to give back
+    # the loop calls tick on every pass; the trim runs at most once a second, after requests
+    trims = allocator.TrimSchedule(trim, lambda: stats.requests) if trim is not None else None
 
     def tick(now: float) -> None:
-        nonlocal retired, trimmed_at
-        if trim is not None and stats.requests != trimmed_at:
-            trimmed_at = stats.requests
-            trim()
+        nonlocal retired
+        if trims is not None:
+            trims.tick(now)
         if reporter is None:
             return
         reporter.tick(now)

@@ -83,3 +83,19 @@ def test_on_glibc_the_real_calls_succeed() -> None:
         ]
     )
     assert out[1] == "True"
+
+
+def test_the_trim_runs_at_most_once_a_second_and_only_after_requests() -> None:
+    trims: list[float] = []
+    served = [0]
+    schedule = allocator.TrimSchedule(lambda: trims.append(now), lambda: served[0])
+    for i in range(300):  # the loop's passes over 3 s, a request before each
+        now = i / 100
+        served[0] += 1
+        schedule.tick(now)
+    assert trims == [0.0, 1.0, 2.0]
+    now = 10.0
+    schedule.tick(now)  # requests since the last trim: one more
+    now = 20.0
+    schedule.tick(now)  # none since: an idle worker is not trimmed again
+    assert trims == [0.0, 1.0, 2.0, 10.0]
