@@ -47,7 +47,9 @@ class LoopSettings:
     # A request without a body is first run on the poller's thread; one running longer than this moves
     # the poller to a standby thread and sends requests through the pool for a while (worker.leader).
     # 0: every request goes through the pool.
-    inline_budget: float = 0.002
+    # 5 ms: the watcher wakes every 2.5 ms, and each wake takes the GIL from a busy leader (at 1 ms,
+    # c64 lost 5 % of its requests per second to it; BENCHMARKS.md, issue 9 third pass).
+    inline_budget: float = 0.005
     limits: Limits = field(default_factory=Limits)
     server_header: bytes = b"webcluster"
 
