@@ -9,9 +9,8 @@ same inline request has been *blocked* (sleeping, waiting on I/O or a lock) for 
 for the cap (``CPU_CAP_FACTOR`` budgets), it *deposes* the leader: a standby thread takes the poller, with
 the events the old leader had not handled yet (``Loop.take_pending``), and runs the loop; the old leader,
 once its request ends, hands the connection back like any pool thread (``Host.hand_back``) and parks as
-the next standby. This is the leader/followers pattern (Schmidt et
-al., "Leader/Followers", PLoP 2000) with promotion made lazy: the next leader is woken only when a request
-actually runs long, not before every request.
+the next standby. This is the leader/followers pattern (Schmidt et al., "Leader/Followers", PLoP 2000)
+with promotion made lazy: the next leader is woken only when a request blocks, not before every request.
 
 After a deposition the worker serves through the pool (``worker.threadpool``) for a while (1 s, doubling up
 to 60 s while depositions keep coming), so an application that often blocks pays the budget at most once per
@@ -42,7 +41,7 @@ log = logging.getLogger("webcluster.error")
 SEATS = LEADER_SEATS  # threads that take turns holding the poller (each has an in-flight record)
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds of pool-only serving after a deposition
 CPU_CAP_FACTOR = 25  # a request on CPU keeps the poller up to this many budgets (at least 50 ms)
-IDLE_CHECKS = 400  # watcher checks with no inline request before it sleeps until the next one
+IDLE_CHECKS = 400  # checks with no inline request (1 s at 5 ms) before the watcher sleeps
 
 
 class Deposed(Exception):  # noqa: N818 - a signal between two methods of the loop, not an error
