@@ -202,7 +202,7 @@ class Loop:
         if restart:
             conn.token += 1
         if timer is not None:
-            timer.add(conn.serial, conn.token, self.clock() if now is None else now)
+            self.timeouts.add(timer, conn, self.clock() if now is None else now)
 
     def _add_conn(self, sock: socket.socket, addr, lst: Listener) -> None:
         sock.setblocking(False)

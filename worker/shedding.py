@@ -38,7 +38,7 @@ class Shedding:
         now = loop.clock()
         watch.enqueue(conn.serial, now)  # before submit: a thread may claim it at once
         if watch.queue_timeout:
-            loop.timeouts.queue.add(conn.serial, conn.token, now)
+            loop.timeouts.add(loop.timeouts.queue, conn, now)
         return True
 
     def on_queue_timeout(self, conn: Conn) -> None:

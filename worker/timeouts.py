@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("webcluster.error")
 
+INF = float("inf")
+
 HANDSHAKING, READING, BODY, BUSY = State.HANDSHAKING, State.READING, State.BODY, State.BUSY
 PROXY_HEADER = State.PROXY_HEADER
 FLUSHING, LINGERING = State.FLUSHING, State.LINGERING
@@ -50,21 +52,34 @@ class Timeouts:
         self.queue = DeadlineQueue(queue_timeout)
         if queue_timeout:
             self._queues += ((self.queue, self._on_queue_timeout),)
+        # No entry of any queue is due before this. Kept up to date by ``add`` and recomputed by ``run``,
+        # so the loop's pass after each request costs one comparison, not a look at every queue. It may
+        # be early (an entry voided since only wakes the loop early), never late.
+        self.earliest = INF
+
+    def add(self, queue: DeadlineQueue, conn: Conn, now: float) -> None:
+        """Schedule ``conn`` in ``queue`` from ``now``, valid while its token holds (loop thread)."""
+        deadline = queue.add(conn.serial, conn.token, now)
+        if deadline < self.earliest:
+            self.earliest = deadline
 
     def next_deadline(self) -> float | None:
         """The earliest deadline over every queue (stale entries included: they only wake us early)."""
-        deadlines = [d for q, _ in self._queues if (d := q.next_deadline()) is not None]
-        return min(deadlines) if deadlines else None
+        return None if self.earliest == INF else self.earliest
 
     def run(self, now: float, live: dict[int, Any]) -> None:
         """Pop every due entry; act on its connection if that is still live with the entry's token."""
+        if now < self.earliest:
+            return
         for queue, action in self._queues:
             deadline = queue.next_deadline()
             if deadline is not None and deadline <= now:
                 for serial, token in queue.expired(now):
                     conn = live.get(serial)
                     if conn is not None and conn.token == token:
-                        action(conn)
+                        action(conn)  # may schedule again: ``add`` lowers ``earliest``
+        heads = [d for q, _ in self._queues if (d := q.next_deadline()) is not None]
+        self.earliest = min(heads) if heads else INF
 
     def _on_header_timeout(self, conn: Conn) -> None:
         loop = self._loop

@@ -35,11 +35,14 @@ class DeadlineQueue:
         self._tokens = array("q")
         self._head = 0  # entries before this index were popped
 
-    def add(self, key: int, token: int, now: float) -> None:
-        """Schedule ``key`` (a connection serial) at ``now + duration``, valid while ``token`` holds."""
-        self._deadlines.append(now + self.duration)
+    def add(self, key: int, token: int, now: float) -> float:
+        """Schedule ``key`` (a connection serial) at ``now + duration``, valid while ``token`` holds;
+        returns that deadline."""
+        deadline = now + self.duration
+        self._deadlines.append(deadline)
         self._keys.append(key)
         self._tokens.append(token)
+        return deadline
 
     def next_deadline(self) -> float | None:
         head = self._head

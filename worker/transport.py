@@ -66,6 +66,10 @@ class State(enum.Enum):
     LINGERING = "lingering"  # output done, write side shut down, discarding input (RFC 9112 §9.6)
     CLOSED = "closed"
 
+    # Identity hash: the loop looks up its event handler by state on every event, and Enum's own
+    # __hash__ is a Python call on the name.
+    __hash__ = object.__hash__
+
 
 class Host(Protocol):
     """What a connection and the runner may ask of the loop that owns them."""

@@ -35,6 +35,10 @@ class State(enum.Enum):
     def __repr__(self) -> str:
         return self.name
 
+    # Members are singletons compared by identity; Enum's own __hash__ is a Python call on the name, and
+    # the transition tables below are looked up twice per request.
+    __hash__ = object.__hash__
+
 
 IDLE, SEND_BODY, DONE, MUST_CLOSE, CLOSED, ERROR = State
 
