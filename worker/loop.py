@@ -238,13 +238,15 @@ class Loop:
         data = self._receive(conn)
         if data is None:
             return
-        if data and conn.idle:
-            # First byte of a request: the head must now arrive within --header-timeout.
+        first = bool(data) and conn.idle
+        if first:
             conn.idle = False
-            self.enter(conn, READING, self.timeouts.header)
-        self._advance(conn)
+        self._advance(conn, first)
 
-    def _advance(self, conn: Conn) -> None:
+    def _advance(self, conn: Conn, first: bool = False) -> None:
+        """Parse what is buffered of a request head. ``first``: these are the first bytes of it, so an
+        incomplete head now starts its --header-timeout (a complete one, the usual case, needs none:
+        the next state's timer replaces it)."""
         try:
             event = conn.h1.next_event()
         except RemoteProtocolError as exc:
@@ -254,6 +256,8 @@ class Loop:
             self.host.begin_request(conn)
             self._start_body(conn)
         elif event is NEED_DATA:
+            if first:
+                self.enter(conn, READING, self.timeouts.header)
             self.poller.modify(conn.fd, READ | ONESHOT)
         elif type(event) is ConnectionClosed:
             self.close(conn)
@@ -358,8 +362,8 @@ class Loop:
             return
         if conn.h1.buffered:  # part of a next request is here: --header-timeout to complete
             conn.idle = False
-            self.enter(conn, READING, self.timeouts.header)
-            self._advance(conn)
+            self.enter(conn, READING)  # no timer yet: a complete head needs none (_advance)
+            self._advance(conn, first=True)
             return
         self.rearm.settle(conn, self.clock())  # idle keep-alive: state, token, keep-alive timer
         self.poller.modify(conn.fd, READ | ONESHOT)

@@ -167,6 +167,33 @@ def test_half_sent_head_gets_408_at_the_header_timeout_then_lingers(harness):
     assert not h.loop._conns
 
 
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_a_head_begun_after_a_response_runs_on_the_header_timeout(harness, pipelined):
+    # A head that arrives whole needs no header timer; a partial one must leave the keep-alive period
+    # (5 s, which would close it silently) for the header timeout (10 s, then a 408). Pipelined: the
+    # partial head came with the first request, and the loop parses it after the response went out.
+    h = harness(keepalive=5.0, header_timeout=10.0)
+    c = h.connect()
+    first = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+    if pipelined:
+        c.sendall(first + b"GET / HTTP/1.1\r\nHo")
+        h.settle()
+    else:
+        c.sendall(first)
+        h.settle()
+        assert pending(c).endswith(b"hello")
+        h.later(1.0)
+        c.sendall(b"GET / HTTP/1.1\r\nHo")
+        h.settle()
+    assert h.conn().state is State.READING and not h.conn().idle
+    h.later(6.0)
+    assert len(h.loop._conns) == 1
+    h.later(3.9)
+    assert len(h.loop._conns) == 1
+    h.later(0.2)
+    assert b"HTTP/1.1 408 " in pending(c)
+
+
 def test_lingering_ends_as_soon_as_the_client_closes(harness):
     h = harness(header_timeout=10.0, linger_timeout=2.0)
     c = h.connect()
