@@ -132,7 +132,9 @@ class FakeExchange:
         self.sendfile_calls.append((offset, count))
         self.body_out += os.pread(file.fileno(), count, offset)
 
-    def finish(self) -> None:
+    def finish(self, data: bytes = b"") -> None:
+        if data:
+            self.write(data)
         self._commit()
         self.finished = True
 

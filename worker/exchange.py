@@ -279,11 +279,17 @@ class ConnExchange:
             conn.send(suffix)
         self.bytes_out += count
 
-    def finish(self) -> None:
+    def finish(self, data: bytes = b"") -> None:
         if self.finished:
+            if data:
+                raise LocalProtocolError("response already finished")
             return
+        h1 = self._conn.h1
         head = b"" if self.headers_sent else self._head()
-        tail = self._conn.h1.send_end()
+        if data:
+            head += h1.send_data(data)  # the whole response in one send: head, body, end
+            self.bytes_out += len(data)
+        tail = h1.send_end()
         self.finished = True
         if head or tail:
             self._conn.send(head + tail)

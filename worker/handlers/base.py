@@ -48,8 +48,9 @@ class Exchange(Protocol):
     def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
         """Send ``count`` bytes of ``file`` from ``offset`` (os.sendfile when possible, else reads+write)."""
 
-    def finish(self) -> None:
-        """End the response (terminating chunk if chunked)."""
+    def finish(self, data: bytes = b"") -> None:
+        """End the response (terminating chunk if chunked), after ``data``: the last body bytes, which
+        then go out in the same send as the head (a whole response, usually) and the end."""
 
     def abort(self) -> None:
         """Something went wrong after the head was sent: close the connection without finishing."""

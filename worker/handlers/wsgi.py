@@ -117,9 +117,15 @@ class _Response:
         self.send_head()
         _send(self.exchange.sendfile, file, offset, count)
 
-    def finish(self) -> None:
+    def finish(self, data: bytes = b"") -> None:
+        """End the response; ``data``, the app's last chunk, goes out with the head and the end."""
+        if data and self.status is None:
+            raise AssertionError("write() or body returned before start_response()")
         self.send_head()
-        _send(self.exchange.finish)
+        if data:
+            _send(self.exchange.finish, data)
+        else:
+            _send(self.exchange.finish)
 
 
 def _send(method: Callable[..., None], *args: Any) -> None:
@@ -267,8 +273,7 @@ class WSGIHandler:
         result: Iterable[bytes] | None = None
         try:
             result = self.app(self.environ(exchange), response.start_response)
-            self._send_result(response, result)
-            response.finish()
+            response.finish(self._send_result(response, result))
         except ClientDisconnected as exc:  # while sending, or while the app read wsgi.input
             log.debug("client went away during %s: %s", exchange.request.target, exc)
             exchange.abort()
@@ -339,16 +344,20 @@ class WSGIHandler:
         name = self.server_name or addr_host or "localhost"
         return name, str(addr_port) if addr_port else default_port
 
-    def _send_result(self, response: _Response, result: Iterable[bytes]) -> None:
-        """Send the app iterable: ``sendfile`` for a real file in a ``FileWrapper``, else chunk by chunk."""
+    def _send_result(self, response: _Response, result: Iterable[bytes]) -> bytes:
+        """Send the app iterable: ``sendfile`` for a real file in a ``FileWrapper``, else chunk by chunk.
+        Returns what is left for ``finish``: the body of a one-chunk response, which then goes out with
+        its head in one send (and gets a Content-Length: keep-alive without chunking)."""
         if isinstance(result, FileWrapper) and self._try_sendfile(response, result):
-            return
+            return b""
         if isinstance(result, (list, tuple)) and len(result) == 1 and not response.head_sent:
             body = result[0]
             if isinstance(body, (bytes, bytearray)):
-                response.length_hint = len(body)  # lets keep-alive work without chunking
+                response.length_hint = len(body)
+                return body
         for chunk in result:
             response.write(chunk)
+        return b""
 
     def _try_sendfile(self, response: _Response, wrapper: FileWrapper) -> bool:
         """Send a regular file with ``exchange.sendfile`` from its current position; False to iterate."""

@@ -333,7 +333,7 @@ def test_client_gone_aborts(site):
 @pytest.mark.parametrize("target", ["/a.txt", "/nope", "/sub"])
 def test_client_gone_at_finish_aborts(site, target):
     class GoneAtFinish(FakeExchange):
-        def finish(self):
+        def finish(self, data=b""):
             raise ConnectionResetError("reset")
 
     exchange = GoneAtFinish(make_request("GET", target))
