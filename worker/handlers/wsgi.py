@@ -21,7 +21,7 @@ import os
 import re
 import stat
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, BinaryIO, TextIO
 from urllib.parse import unquote_to_bytes
 
@@ -68,7 +68,7 @@ class _Response:
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
         self.status: tuple[int, str] | None = None
-        self.headers: list[tuple[str, str]] = []
+        self.headers: Sequence[tuple[str, str]] = ()
         self.content_length: int | None = None  # as given by the app
         self.length_hint: int | None = None  # body size we know ourselves (one-item list, sendfile)
         self.head_sent = False  # exchange.start_response() accepted our head
@@ -159,10 +159,20 @@ def _check_status(status: str) -> tuple[int, str]:
     return parsed
 
 
-def _check_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int | None]:
-    """Validate the app's headers (PEP 3333: a list of (str, str)); returns them and the Content-Length."""
+def _check_headers(
+    headers: list[tuple[str, str]],
+) -> tuple[tuple[tuple[str, str], ...], int | None]:
+    """Validate the app's headers (PEP 3333: a list of (str, str)); returns them, as a tuple the app can
+    no longer change, and the Content-Length."""
     if not isinstance(headers, (list, tuple)):
         raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
+    try:  # the same headers as an earlier response: checked then (see _CHECKED)
+        key = tuple(headers)
+        length = _CHECKED.get(key, _UNSEEN)
+    except TypeError:  # an unhashable item: the loop below says which
+        key, length = None, _UNSEEN
+    if length is not _UNSEEN:
+        return key, length
     length = None
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
@@ -172,7 +182,18 @@ def _check_headers(headers: list[tuple[str, str]]) -> tuple[list[tuple[str, str]
             raise TypeError(f"response header names and values must be str, got {item!r}")
         if len(name) == 14 and name.lower() == "content-length":
             length = parse_content_length(value)
-    return list(headers), length
+    checked = tuple(headers)
+    if len(checked) <= 16:
+        if len(_CHECKED) >= 1024:
+            _CHECKED.clear()
+        _CHECKED[checked] = length
+    return checked, length
+
+
+# Header lists that passed _check_headers, with their Content-Length: an application sends the same few
+# lists over and over. Only tuples of str get in, so an equal list is one that would pass the checks.
+_CHECKED: dict[tuple, int | None] = {}
+_UNSEEN = object()
 
 
 def _split_host(host: str) -> tuple[str, str]:

@@ -32,6 +32,11 @@ _WATCHED = frozenset(
 _LINES: dict[tuple[str, str], str] = {}
 _STATUS_LINES: dict[tuple[int, str], str] = {}
 _CACHE_MAX = 1024
+# Whole response heads, but for the Date line, by everything that decides them: status, reason, the
+# application's headers, HEAD or not, HTTP version, keep-alive and Server. Most responses repeat one of a
+# few heads; a head that passed the checks once is the same bytes the next time. Bounded like the above.
+_HEADS: dict[tuple, tuple] = {}
+_CACHE_HEAD = 2048
 _CACHE_LINE = 512  # longer lines are checked every time: the caches stay small whatever apps send
 
 
@@ -217,18 +222,50 @@ def serialize_response(
 
     Raises LocalProtocolError, without side effects, on anything invalid.
     """
+    key = known = None
+    if type(status) is int and type(reason) is str:  # 200.0 == 200, but only 200 may hit
+        try:  # the same response as before: its head is known but for the Date (see _HEADS)
+            key = (status, reason, tuple(headers), request.method == "HEAD", request.http_version,
+                   keep_alive, server)  # fmt: skip
+            known = _HEADS.get(key)
+        except TypeError:  # unhashable: not a list of tuples; the checks below say what is wrong
+            key = None
+    if known is not None:
+        prefix, suffix, make, length, keep_alive = known
+        writer = make() if length is None else make(length)
+        if suffix is None:  # the application sent its own Date
+            return prefix, writer, keep_alive
+        return b"".join((prefix, b"Date: ", date, suffix)), writer, keep_alive
     first = status_line(status, reason)
     app = _AppHeaders(headers)
     if status < 200 and status != 101:  # informational: no framing, no content (RFC 9110 §15.2)
         return _encode([first, *app.lines, "\r\n"]), None, keep_alive
     lines = [first, *app.lines]
     writer, keep_alive = _framing(status, request, app, keep_alive, lines)
-    if not app.has_date:
-        lines.append(f"Date: {date.decode('latin-1')}\r\n")
-    if server and not app.has_server:
-        lines.append(f"Server: {server}\r\n")
-    lines.append("\r\n")
-    return _encode(lines), writer, keep_alive
+    tail = [f"Server: {server}\r\n"] if server and not app.has_server else []
+    tail.append("\r\n")
+    if app.has_date:
+        lines += tail
+        head = _encode(lines)
+        if key is not None:
+            _remember_head(key, (head, None, type(writer), _fixed_length(writer), keep_alive))
+        return head, writer, keep_alive
+    prefix, suffix = _encode(lines), _encode(["\r\n", *tail])
+    if key is not None:
+        _remember_head(key, (prefix, suffix, type(writer), _fixed_length(writer), keep_alive))
+    return b"".join((prefix, b"Date: ", date, suffix)), writer, keep_alive
+
+
+def _fixed_length(writer: BodyWriter) -> int | None:
+    return writer.remaining if type(writer) is FixedLengthWriter else None
+
+
+def _remember_head(key: tuple, value: tuple) -> None:
+    if len(value[0]) > _CACHE_HEAD:
+        return
+    if len(_HEADS) >= _CACHE_MAX:
+        _HEADS.clear()
+    _HEADS[key] = value
 
 
 def _framing(

@@ -358,3 +358,50 @@ def test_error_response_for_local_error_ends_reading() -> None:
     assert out.startswith(b"HTTP/1.1 500 ") and b"\r\nConnection: close\r\n" in out
     assert (conn.their_state, conn.our_state, conn.keep_alive) == (ERROR, MUST_CLOSE, False)
     assert conn.next_event() is PAUSED  # no Data, no new request: the connection is closing
+
+
+# -- the head cache: a head seen before is the same bytes, but for its Date ------------------------------
+
+_CASES = [
+    (GET11, 200, [("Content-Length", "5")], b"hello"),
+    (GET11, 200, [("Content-Type", "text/plain")], b"hello"),  # chunked
+    (GET10, 200, [], b"hello"),  # close-delimited
+    (GET10_KA, 200, [("Content-Length", "5")], b"hello"),
+    (HEAD11, 200, [("Content-Length", "5")], b""),
+    (HEAD10, 200, [], b""),
+    (GET11, 204, [("Content-Length", "0")], b""),
+    (GET11, 304, [("ETag", '"x"')], b""),
+    (GET11, 200, [("Date", "Sun, 06 Nov 1994 08:49:37 GMT"), ("Content-Length", "2")], b"ok"),
+    (GET11, 200, [("Server", "app"), ("Connection", "close"), ("Content-Length", "2")], b"ok"),
+]
+
+
+def _respond(
+    raw: bytes, status: int, headers: list, body: bytes, date: bytes
+) -> tuple[bytes, bool]:
+    conn = ready(raw)
+    out = conn.send_response(status, list(headers), date=date)
+    out += conn.send_data(body) + conn.send_end()
+    return out, conn.keep_alive
+
+
+@pytest.mark.parametrize("case", _CASES)
+def test_a_remembered_head_is_the_head_built_afresh(case, monkeypatch) -> None:
+    from webcluster.worker.http import writers
+
+    later = b"Mon, 07 Nov 1994 08:49:37 GMT"
+    monkeypatch.setattr(writers, "_HEADS", {})
+    _respond(*case, date=DATE)  # remembered
+    assert writers._HEADS
+    remembered = _respond(*case, date=later)
+    monkeypatch.setattr(writers, "_HEADS", {})
+    assert remembered == _respond(*case, date=later)  # bytes, framing and keep-alive alike
+
+
+@pytest.mark.parametrize("status", [200.0])
+def test_a_status_equal_to_a_remembered_one_is_still_checked(status) -> None:
+    ready().send_response(200, [("Content-Length", "0")], date=DATE)
+    conn = ready()
+    with pytest.raises(LocalProtocolError):
+        conn.send_response(status, [("Content-Length", "0")], date=DATE)
+    assert conn.our_state is IDLE
