@@ -187,6 +187,31 @@ class BodyStream:
         return self._done
 
 
+class EmptyBody:
+    """``wsgi.input`` of a request that has no body (no Content-Length, not chunked, no Expect): reads
+    return nothing. One shared instance, no state: the runner consumes the core's EndOfMessage itself
+    (``Runner._consume_body``), so a bodiless request costs no ``BodyStream`` and its buffer."""
+
+    __slots__ = ()
+    started = done = False
+    consumed = 0
+
+    def read(self, size: int = -1, /) -> bytes:
+        return b""
+
+    def readline(self, size: int = -1, /) -> bytes:
+        return b""
+
+    def readlines(self, hint: int = -1, /) -> list[bytes]:
+        return []
+
+    def __iter__(self):
+        return iter(())
+
+
+EMPTY_BODY = EmptyBody()
+
+
 class ConnExchange:
     """Implements ``worker.handlers.base.Exchange`` over a ``Conn`` (see that protocol for the contract)."""
 
@@ -209,7 +234,8 @@ class ConnExchange:
     def __init__(self, conn: Conn, request: Request) -> None:
         self._conn = conn
         self.request = request
-        self.body = BodyStream(conn)
+        has_body = request.chunked or request.content_length or request.expect_continue
+        self.body: BodyStream | EmptyBody = BodyStream(conn) if has_body else EMPTY_BODY
         self.remote_addr = conn.remote
         self.server_addr = conn.local
         self.url_scheme = conn.host.url_scheme
