@@ -78,7 +78,10 @@ class Inflight:
     def begin(self, method: str, target: str, started: float) -> None:
         """This thread starts ``method target`` at ``started`` (``time.monotonic()``; pool thread, once
         per request)."""
-        offset = self._offset()
+        try:
+            offset = self._local.offset
+        except AttributeError:
+            offset = self._offset()
         if offset >= 0:
             text = f"{method} {target}".encode("latin-1", "replace")[:TEXT_BYTES]
             _RECORD.pack_into(self._buf, offset, _RUNNING, started, len(text), text)

@@ -59,6 +59,9 @@ class Runner:
         self.watch = watch  # queue waits, watched by worker.watchdog (None: not watched)
         self.hooks = hooks  # --hooks pre_request/post_request; None when the module has neither
         self.statsd = statsd  # --statsd-host
+        # Looked up once: getattr with a default costs a raised AttributeError when it is absent (WSGI).
+        self._route = getattr(handler, "route", None)  # a dispatcher picks a handler per target
+        self._on_loop = getattr(handler, "runs_on_loop", False)
 
     def run(self, conn: Conn) -> None:
         """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
@@ -84,11 +87,10 @@ class Runner:
             return False
         if self.hooks is not None:
             return False
-        handler = self.handler
-        route = getattr(handler, "route", None)
-        if route is not None:
-            handler = route(request.target)
-        return getattr(handler, "runs_on_loop", False)
+        route = self._route
+        if route is None:
+            return self._on_loop
+        return getattr(route(request.target), "runs_on_loop", False)
 
     def can_inline(self, conn: Conn) -> bool:
         """True when the poller's thread may run this request's handler itself (``worker.leader``): it

@@ -403,6 +403,8 @@ class WSGIHandler:
 
 def _close(result: Iterable[bytes], exchange: Exchange) -> None:
     """PEP 3333: call the iterable's ``close()`` whatever happened; its errors are logged, not sent."""
+    if type(result) is list or type(result) is tuple:  # no close(); getattr would raise inside
+        return
     close = getattr(result, "close", None)
     if close is None:
         return

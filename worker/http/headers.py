@@ -49,6 +49,8 @@ _MAX_LENGTH_DIGITS = 18
 _PARSED: dict[str, tuple[str, str]] = {}
 _PARSED_MAX = 1024
 _PARSED_LINE = 256
+# Host values that matched HOST_RE, bounded the same way: a client names the same host every time.
+_HOSTS: set[str] = set()
 
 
 def parse_field_lines(lines: list[str]) -> list[tuple[str, str]]:
@@ -163,8 +165,15 @@ def _check_host(hosts: list[str], version: str) -> None:
         return
     if len(hosts) > 1:
         raise RemoteProtocolError("more than one Host header (RFC 9112 §3.2)")
-    if not HOST_RE.fullmatch(hosts[0]):
+    host = hosts[0]
+    if host in _HOSTS:
+        return
+    if not HOST_RE.fullmatch(host):
         raise RemoteProtocolError("invalid Host header (RFC 9112 §3.2)")
+    if len(host) <= _PARSED_LINE:
+        if len(_HOSTS) >= _PARSED_MAX:
+            _HOSTS.clear()
+        _HOSTS.add(host)
 
 
 def _content_length(values: list[str], max_body: int) -> int:
