@@ -28,10 +28,12 @@ _OUT_OF_RESOURCES = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 class Listener:
     """A listening socket plus what every connection accepted on it shares."""
 
-    __slots__ = ("sock", "tcp", "local")
+    __slots__ = ("sock", "tcp", "local", "_kind")
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
+        # socket.accept() converts family and type to enums on every call; accept() below does not.
+        self._kind = (int(sock.family), int(sock.type), sock.proto)
         self.tcp = sock.family in (socket.AF_INET, socket.AF_INET6)
         local = sock.getsockname()[:2] if self.tcp else ("", 0)
         # A specific bind address is every connection's local address: no getsockname per accept.
@@ -41,6 +43,12 @@ class Listener:
             # Nagle would hold a response's last segment until the client's delayed ACK (~40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
+
+    def accept(self) -> tuple[socket.socket, object]:
+        """One connection from the queue (BlockingIOError when it is empty), as ``socket.accept()``
+        without its per-call enum conversions and timeout checks (the loop makes it non-blocking)."""
+        fd, addr = self.sock._accept()
+        return socket.socket(*self._kind, fileno=fd), addr
 
     def addresses(self, sock: socket.socket, addr) -> tuple[tuple[str, int], tuple[str, int]]:
         """(remote, local) of a connection accepted here; ("", 0) for unix sockets."""
@@ -129,7 +137,7 @@ class Acceptor:
                 self.pause()  # backpressure: leave the rest in the kernel queue
                 return
             try:
-                sock, addr = lst.sock.accept()
+                sock, addr = lst.accept()
             except BlockingIOError:
                 return
             except OSError as exc:

@@ -381,7 +381,7 @@ class Loop:
             self.poller.call_soon(self.close, conn)
             return
         self.enter(conn, CLOSED)
-        self.poller.unregister(conn.fd)
+        self.poller.forget(conn.fd)  # the close below takes it out of the epoll set
         conn.out.drop_file()
         try:
             conn.sock.close()

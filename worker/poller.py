@@ -49,6 +49,14 @@ class Poller:
             except (OSError, ValueError):
                 pass  # already closed: the kernel dropped it from the set
 
+    def forget(self, fd: int) -> None:
+        """Drop ``fd``, which the caller closes right after: closing a socket's last descriptor takes it
+        out of the epoll set, so a connection's close costs no EPOLL_CTL_DEL (nginx's close path skips
+        it the same way). Should a forked child still hold the descriptor, the set keeps the entry until
+        the child closes it; an armed entry can then fire once more, under an fd number we may have
+        given to a new connection, which reads nothing and is re-armed."""
+        self._objects.pop(fd, None)
+
     def __len__(self) -> int:
         return len(self._objects)
 
