@@ -263,7 +263,8 @@ class ConnExchange:
             raise LocalProtocolError("start_response was not called before the body")
         status, reason, headers = self._pending
         conn = self._conn
-        if conn.host.closing():
+        host = conn.host
+        if host.stopping or host.draining:
             conn.h1.request_close()  # graceful stop: RFC 9112 §9.6, tell the client before it reuses us
         head = conn.h1.send_response(status, headers, reason, date=http_date())
         self.status = status

@@ -88,7 +88,10 @@ class Inflight:
 
     def end(self) -> None:
         """This thread's request is over (pool thread)."""
-        offset = self._offset()
+        try:
+            offset = self._local.offset
+        except AttributeError:
+            offset = self._offset()
         if offset >= 0:
             self._buf[offset] = _FINISHED
 

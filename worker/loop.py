@@ -145,7 +145,9 @@ class Loop:
         """One pass: wait for events (at most until the next deadline), handle them, run the timers that
         are due. False, without waiting, once the loop is to end."""
         now = self.clock()
-        if self._exit_now or (self.stopping and (not self._conns or now >= self._stop_deadline)):
+        if self._exit_now or (
+            self.host.stopping and (not self._conns or now >= self._stop_deadline)
+        ):
             return False
         events = self.poller.poll(self.poll_timeout(now), run_calls=False)
         self.handle(events, self.poller.run_calls)
@@ -189,7 +191,7 @@ class Loop:
             timeout = min(timeout, deadline - now)
         if self.acceptor.resume_at is not None:
             timeout = min(timeout, self.acceptor.resume_at - now)
-        if self.stopping:
+        if self.host.stopping:
             timeout = min(timeout, self._stop_deadline - now)
         return max(timeout, 0.0)
 

@@ -75,5 +75,5 @@ class Rearm:
         loop = self._loop
         conn.idle = True
         conn.after_flush = READING
-        timer = loop.timeouts.drain if loop.stopping else loop.timeouts.idle
+        timer = loop.timeouts.drain if loop.host.stopping else loop.timeouts.idle
         loop.enter(conn, READING, timer, since)

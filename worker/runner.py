@@ -193,7 +193,8 @@ class Runner:
         if conn.body_error is not None and not ex.headers_sent and not conn.broken:
             self._send_error(conn, ex, conn.body_error)
         duration = time.monotonic() - start + waited
-        self._record(conn, ex, request, duration, conn.bytes_in - in_before)
+        self.record(conn, request, ex.status or 500, duration, conn.bytes_in - in_before,
+                    ex.bytes_out, ex)  # fmt: skip
         if hooks is not None:
             hooks.after(request, ex.status or 500, ex.response_headers, ex.bytes_out, duration)
         if conn.broken or ex.aborted or conn.body_error is not None:
@@ -239,11 +240,6 @@ class Runner:
             return ex.body.discard(DISCARD_BUDGET)
         except (RemoteProtocolError, ClientDisconnected):
             return False
-
-    def _record(
-        self, conn: Conn, ex: ConnExchange, request: Request, duration: float, bytes_in: int
-    ):
-        self.record(conn, request, ex.status or 500, duration, bytes_in, ex.bytes_out, ex)
 
     def record(
         self,

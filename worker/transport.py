@@ -85,9 +85,6 @@ class Host(Protocol):
     def clock(self) -> float:
         """Monotonic seconds (the loop's clock, so tests can drive time)."""
 
-    def closing(self) -> bool:
-        """True when every next response must carry Connection: close (stopping or draining)."""
-
     def begin_request(self, conn: Conn) -> None:
         """A request head was parsed on ``conn`` (by its owner thread): count it, decide if it is the last."""
 
@@ -139,9 +136,6 @@ class LoopHost:
             or conn.requests >= s.keepalive_requests
         ):
             conn.h1.request_close()
-
-    def closing(self) -> bool:
-        return self.stopping or self.draining
 
     def hand_back(self, conn: Conn, close: bool) -> None:
         if not close and self._rearm is not None and self._rearm(conn):

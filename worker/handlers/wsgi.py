@@ -122,10 +122,12 @@ class _Response:
         if data and self.status is None:
             raise AssertionError("write() or body returned before start_response()")
         self.send_head()
-        if data:
-            _send(self.exchange.finish, data)
-        else:
-            _send(self.exchange.finish)
+        try:  # as _send does
+            self.exchange.finish(data)
+        except ClientDisconnected:
+            raise
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
 
 
 def _send(method: Callable[..., None], *args: Any) -> None:

@@ -89,7 +89,8 @@ class CycleState:
         self.their_state = new
         if event in _ENDS_KEEP_ALIVE:
             self.keep_alive = False
-        self._settle()
+        if not self.keep_alive:  # else nothing to settle (the usual keep-alive cycle)
+            self._settle()
 
     def ours(self, event: type) -> None:
         """Advance our side; e.g. sending body bytes before the head raises LocalProtocolError."""
@@ -99,7 +100,8 @@ class CycleState:
         self.our_state = new
         if event in _ENDS_KEEP_ALIVE:
             self.keep_alive = False
-        self._settle()
+        if not self.keep_alive:  # else nothing to settle (the usual keep-alive cycle)
+            self._settle()
 
     def disable_keep_alive(self) -> None:
         """Either side asked for close, or the framing makes reuse impossible (RFC 9112 §9.6)."""
