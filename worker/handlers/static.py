@@ -118,6 +118,9 @@ class StaticHandler:
         # meanwhile is seen that much later. Only paths inside the root are kept, so a cached answer can
         # never lead outside; the file is still opened and checked (O_NOFOLLOW, regular) every time.
         self._real: dict[str, tuple[float, str]] = {}
+        # URL path -> real path of a regular file found for it, for the same REAL_PATH_TTL: the next
+        # request for it costs no path checks and no stat (the open and fstat still check the file).
+        self._files: dict[str, tuple[float, str]] = {}
         self._mime: dict[str, str] = {}  # Content-Type by file extension
 
     def __call__(self, exchange: Exchange) -> None:
@@ -144,6 +147,10 @@ class StaticHandler:
 
     def locate(self, path: str) -> str | int:
         """Real path of the file for URL ``path`` (percent-encoded), or a status: 404, 403 or 301."""
+        now = time.monotonic()
+        known = self._files.get(path)
+        if known is not None and known[0] > now:
+            return known[1]
         if not path.startswith("/") or (
             path != self.prefix and not path.startswith(self.prefix + "/")
         ):
@@ -162,7 +169,12 @@ class StaticHandler:
         except OSError:  # missing, a file used as a directory, name too long, symlink loop
             return 404
         if not is_dir:
-            return 404 if rest.endswith("/") else candidate  # "file.txt/" names no directory
+            if rest.endswith("/"):  # "file.txt/" names no directory
+                return 404
+            if len(self._files) >= _CACHE_MAX:
+                self._files.clear()
+            self._files[path] = (now + REAL_PATH_TTL, candidate)
+            return candidate
         if not rest.endswith("/"):
             return 301
         index = self._inside(os.path.join(candidate, "index.html"))
@@ -188,7 +200,7 @@ class StaticHandler:
 
     def _serve(self, exchange: Exchange, real: str) -> None:
         try:
-            file = _open_regular(real)
+            file, info = _open_regular(real)
         except PermissionError:
             _reply(exchange, 403)
             return
@@ -196,7 +208,7 @@ class StaticHandler:
             _reply(exchange, 404)
             return
         with file:
-            self._send(exchange, file, os.fstat(file.fileno()), real)
+            self._send(exchange, file, info, real)
 
     def _send(self, exchange: Exchange, file: BinaryIO, info: os.stat_result, real: str) -> None:
         """Answer 304/412/416/206/200 for an open regular file."""
@@ -247,15 +259,17 @@ class StaticHandler:
         return found
 
 
-def _open_regular(path: str) -> BinaryIO:
-    """Open a regular file for reading. O_NONBLOCK so a FIFO planted in the root cannot hang the thread;
-    O_NOFOLLOW so the last component cannot be swapped for a symlink after ``realpath``."""
+def _open_regular(path: str) -> tuple[BinaryIO, os.stat_result]:
+    """Open a regular file for reading; the file and its fstat. O_NONBLOCK so a FIFO planted in the
+    root cannot hang the thread; O_NOFOLLOW so the last component cannot be swapped for a symlink after
+    ``realpath``. Unbuffered: the body goes out with sendfile, or in blocks of our own size."""
     flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(path, flags)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
             raise IsADirectoryError(path)  # directories, devices, FIFOs, sockets: 404
-        return os.fdopen(fd, "rb")
+        return os.fdopen(fd, "rb", buffering=0), info
     except BaseException:
         os.close(fd)
         raise

@@ -130,6 +130,23 @@ def test_unreadable_file_is_403(site, monkeypatch):
     assert get(site, "/style.css").status == 200
 
 
+def test_a_remembered_file_is_still_opened_and_checked_each_time(site):
+    handler = StaticHandler(str(site))
+
+    def fetch(target):
+        exchange = FakeExchange(make_request("GET", target, [("host", "localhost")]))
+        handler(exchange)
+        return exchange
+
+    assert fetch("/sub/page.txt").data == b"sub page"
+    (site / "sub" / "page.txt").write_text("changed")
+    assert fetch("/sub/page.txt").data == b"changed"  # the path is remembered, the file is not
+    (site / "sub" / "page.txt").unlink()
+    assert fetch("/sub/page.txt").status == 404
+    os.symlink(site.parent / "outside" / "secret.txt", site / "sub" / "page.txt")
+    assert fetch("/sub/page.txt").status == 404  # O_NOFOLLOW: never a way out of the root
+
+
 # -- directories ----------------------------------------------------------------------------------------
 
 
