@@ -181,7 +181,7 @@ class Runner:
             hooks.before(request)  # absorbs what the hook raises: the request is still answered
         try:
             self.handler(ex)
-            if not ex.aborted:
+            if not (ex.finished or ex.aborted):
                 ex.finish()
         except ClientDisconnected:
             conn.broken = True
