@@ -151,6 +151,12 @@ class Dispatcher:
 
     def route(self, target: str) -> Handler:
         """The handler for a request-target (a mount matches whole segments: /static, /static/...)."""
+        if target.startswith("/"):  # origin-form: the path is a prefix of the target
+            for prefix, _ in self.mounts:
+                if target.startswith(prefix):
+                    break
+            else:
+                return self.fallback  # no mount can match: the usual application request
         path = split_target(target)[0]
         for prefix, handler in self.mounts:
             if path == prefix or path.startswith(prefix + "/"):

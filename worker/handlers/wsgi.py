@@ -261,6 +261,8 @@ class WSGIHandler:
     ``server_software`` is ``SERVER_SOFTWARE`` (``webcluster/<version>`` in a worker).
     """
 
+    runs_on_loop = False  # an application may wait for anything (Runner.on_loop)
+
     def __init__(
         self,
         app: WSGIApp,

@@ -159,6 +159,12 @@ def test_mounts_then_app(dirs):
     assert call(handler, "/s").header("location") == "/s/"
     assert call(handler, "/sx/which.txt").data == b"app |/sx/which.txt"
     assert call(handler, "/").data == b"app |/"
+    assert call(handler, "/s?x=1").header("location") == "/s/?x=1"
+    assert call(handler, "http://h/s/which.txt").data == b"assets"  # absolute-form: its path counts
+    assert call(handler, "http://h/other").data == b"app |/other"
+    assert handler.route("/s/which.txt") is not handler.route(
+        "/sx"
+    )  # the fast path for app requests
 
 
 def test_root_path_and_flags_reach_the_app(dirs):
