@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -119,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
     if not have_wrk():
         say("wrk is not installed (apt-get install wrk)")
         return 2
+    # SIGTERM (kill, a CI timeout) unwinds like Ctrl-C, so the servers started below are stopped by
+    # their finally blocks instead of outliving the run on their ports.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     meta: dict[str, Any] = {
         "argv": shlex.join(
             ["python", "-m", "loadtests.bench", *(sys.argv[1:] if argv is None else argv)]
