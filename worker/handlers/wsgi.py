@@ -233,6 +233,9 @@ def _header_environ(environ: dict[str, Any], headers: list[tuple[str, str]]) -> 
             environ[key] = value
 
 
+# (SERVER_NAME, SERVER_PORT) by (Host, default port): clients name the same host on every request.
+_SERVERS: dict[tuple[str, str], tuple[str, str]] = {}
+
 # Environ key by (lower-case) field name; "" for names that never reach the environ. Bounded like the
 # core's field-line cache: clients send the same few names.
 _ENV_KEYS: dict[str, str] = {}
@@ -363,8 +366,15 @@ class WSGIHandler:
     def _server(self, host: str | None, exchange: Exchange, scheme: str) -> tuple[str, str]:
         default_port = "443" if scheme == "https" else "80"
         if host:
-            name, port = _split_host(host)
-            return name, port or default_port
+            known = _SERVERS.get((host, default_port))
+            if known is None:
+                name, port = _split_host(host)
+                known = name, port or default_port
+                if len(host) <= 256:  # bounded like the core's caches, whatever clients send
+                    if len(_SERVERS) >= 1024:
+                        _SERVERS.clear()
+                    _SERVERS[host, default_port] = known
+            return known
         addr_host, addr_port = exchange.server_addr
         name = self.server_name or addr_host or "localhost"
         return name, str(addr_port) if addr_port else default_port
