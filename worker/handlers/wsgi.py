@@ -176,6 +176,7 @@ def _check_headers(
     if length is not _UNSEEN:
         return key, length
     length = None
+    size = 0
     for item in headers:
         if type(item) is not tuple or len(item) != 2:
             raise TypeError(f"each response header must be a (name, value) tuple, got {item!r}")
@@ -184,9 +185,10 @@ def _check_headers(
             raise TypeError(f"response header names and values must be str, got {item!r}")
         if len(name) == 14 and name.lower() == "content-length":
             length = parse_content_length(value)
+        size += len(name) + len(value)
     checked = tuple(headers)
-    if len(checked) <= 16:
-        if len(_CHECKED) >= 1024:
+    if size <= 2048:  # 256 lists of at most 2 KiB, whatever an application echoes into them
+        if len(_CHECKED) >= 256:
             _CHECKED.clear()
         _CHECKED[checked] = length
     return checked, length

@@ -35,7 +35,10 @@ _CACHE_MAX = 1024
 # Whole response heads, but for the Date line, by everything that decides them: status, reason, the
 # application's headers, HEAD or not, HTTP version, keep-alive and Server. Most responses repeat one of a
 # few heads; a head that passed the checks once is the same bytes the next time. Bounded like the above.
+# An application that echoes what clients send into its headers (a Location) makes a new head each time:
+# 256 heads of at most 2 KiB bound what that can hold.
 _HEADS: dict[tuple, tuple] = {}
+_HEADS_MAX = 256
 _CACHE_HEAD = 2048
 _CACHE_LINE = 512  # longer lines are checked every time: the caches stay small whatever apps send
 
@@ -263,7 +266,7 @@ def _fixed_length(writer: BodyWriter) -> int | None:
 def _remember_head(key: tuple, value: tuple) -> None:
     if len(value[0]) > _CACHE_HEAD:
         return
-    if len(_HEADS) >= _CACHE_MAX:
+    if len(_HEADS) >= _HEADS_MAX:
         _HEADS.clear()
     _HEADS[key] = value
 
