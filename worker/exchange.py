@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from typing import TYPE_CHECKING, BinaryIO
 
-from webcluster.worker.handlers.base import ClientDisconnected, copy_file
+from webcluster.worker.handlers.base import copy_file
 from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
 from webcluster.worker.http.events import NEED_DATA, Data, EndOfMessage, Request
 from webcluster.worker.httpdate import http_date
@@ -319,12 +319,7 @@ class ConnExchange:
         tail = h1.send_end()
         self.finished = True
         if head or tail:
-            conn = self._conn
-            try:  # Conn.send, one call less on every response
-                conn.out.send(head + tail)
-            except ClientDisconnected:
-                conn.broken = True
-                raise
+            self._conn.send(head + tail)
 
     def abort(self) -> None:
         self.aborted = True

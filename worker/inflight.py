@@ -66,32 +66,27 @@ class Inflight:
         return cls(mmap.mmap(-1, threads * RECORD_BYTES), threads)
 
     def _offset(self) -> int:
-        offset = getattr(self._local, "offset", None)
-        if offset is None:
-            index = next(self._next)  # first request on this thread: claim the next record
+        try:
+            return self._local.offset
+        except AttributeError:  # first request on this thread: claim the next record
+            index = next(self._next)
             offset = index * RECORD_BYTES if index < self.threads else -1
             if offset >= 0:
                 self._idents[index] = threading.get_ident()
             self._local.offset = offset
-        return offset
+            return offset
 
     def begin(self, method: str, target: str, started: float) -> None:
         """This thread starts ``method target`` at ``started`` (``time.monotonic()``; pool thread, once
         per request)."""
-        try:
-            offset = self._local.offset
-        except AttributeError:
-            offset = self._offset()
+        offset = self._offset()
         if offset >= 0:
             text = f"{method} {target}".encode("latin-1", "replace")[:TEXT_BYTES]
             _RECORD.pack_into(self._buf, offset, _RUNNING, started, len(text), text)
 
     def end(self) -> None:
         """This thread's request is over (pool thread)."""
-        try:
-            offset = self._local.offset
-        except AttributeError:
-            offset = self._offset()
+        offset = self._offset()
         if offset >= 0:
             self._buf[offset] = _FINISHED
 

@@ -26,7 +26,7 @@ from webcluster.worker.connection import RECV_SIZE, Conn
 from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
 from webcluster.worker.http.events import NEED_DATA, ConnectionClosed, Request
 from webcluster.worker.http.protocol import H1Connection
-from webcluster.worker.http.state import IDLE, SEND_BODY
+from webcluster.worker.http.state import SEND_BODY
 from webcluster.worker.httpdate import http_date
 from webcluster.worker.leader import Leadership
 from webcluster.worker.linger import Linger
@@ -328,12 +328,6 @@ class Loop:
             return
         if close and conn.broken:
             self.close(conn)
-            return
-        h1 = conn.h1
-        if not (close or conn.out or h1.buffered or h1.their_state is not IDLE):
-            # The usual end of a keep-alive request: nothing to send, nothing of the next one here.
-            self.rearm.settle(conn, self.clock())
-            self.poller.modify(conn.fd, READ | ONESHOT)
             return
         self._start_flush(conn, LINGERING if close else READING)
 

@@ -38,6 +38,7 @@ from webcluster.worker.handlers.base import Exchange, copy_file
 from webcluster.worker.handlers.target import split_target
 from webcluster.worker.http.errors import LocalProtocolError
 from webcluster.worker.http.events import Request
+from webcluster.worker.http.memo import remember
 from webcluster.worker.http.writers import REASONS
 
 log = logging.getLogger("webcluster.error")
@@ -171,9 +172,7 @@ class StaticHandler:
         if not is_dir:
             if rest.endswith("/"):  # "file.txt/" names no directory
                 return 404
-            if len(self._files) >= _CACHE_MAX:
-                self._files.clear()
-            self._files[path] = (now + REAL_PATH_TTL, candidate)
+            remember(self._files, path, (now + REAL_PATH_TTL, candidate), _CACHE_MAX)
             return candidate
         if not rest.endswith("/"):
             return 301
@@ -188,9 +187,7 @@ class StaticHandler:
             return cached[1]
         real = os.path.realpath(path)
         if real == self.root or real.startswith(self.root.rstrip(os.sep) + os.sep):
-            if len(self._real) >= _CACHE_MAX:
-                self._real.clear()
-            self._real[path] = (now + REAL_PATH_TTL, real)
+            remember(self._real, path, (now + REAL_PATH_TTL, real), _CACHE_MAX)
             return real
         return None
 

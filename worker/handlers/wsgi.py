@@ -29,6 +29,7 @@ from webcluster.worker.handlers.base import ClientDisconnected, Exchange, send_i
 from webcluster.worker.handlers.forwarded import ForwardedPolicy
 from webcluster.worker.handlers.target import split_target
 from webcluster.worker.http.errors import RemoteProtocolError
+from webcluster.worker.http.memo import remember
 from webcluster.worker.http.writers import parse_content_length
 
 log = logging.getLogger("webcluster.error")
@@ -122,12 +123,7 @@ class _Response:
         if data and self.status is None:
             raise AssertionError("write() or body returned before start_response()")
         self.send_head()
-        try:  # as _send does
-            self.exchange.finish(data)
-        except ClientDisconnected:
-            raise
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
+        _send(self.exchange.finish, data)
 
 
 def _send(method: Callable[..., None], *args: Any) -> None:
@@ -188,9 +184,7 @@ def _check_headers(
         size += len(name) + len(value)
     checked = tuple(headers)
     if size <= 2048:  # 256 lists of at most 2 KiB, whatever an application echoes into them
-        if len(_CHECKED) >= 256:
-            _CHECKED.clear()
-        _CHECKED[checked] = length
+        remember(_CHECKED, checked, length, 256)
     return checked, length
 
 
@@ -251,9 +245,7 @@ def _env_key(name: str) -> str:
     else:
         key = "HTTP_" + name.upper().replace("-", "_")
     if len(name) <= 64:
-        if len(_ENV_KEYS) >= 1024:
-            _ENV_KEYS.clear()
-        _ENV_KEYS[name] = key
+        remember(_ENV_KEYS, name, key, 1024)
     return key
 
 
@@ -373,9 +365,7 @@ class WSGIHandler:
                 name, port = _split_host(host)
                 known = name, port or default_port
                 if len(host) <= 256:  # bounded like the core's caches, whatever clients send
-                    if len(_SERVERS) >= 1024:
-                        _SERVERS.clear()
-                    _SERVERS[host, default_port] = known
+                    remember(_SERVERS, (host, default_port), known, 1024)
             return known
         addr_host, addr_port = exchange.server_addr
         name = self.server_name or addr_host or "localhost"

@@ -34,6 +34,7 @@ from webcluster.worker.http.grammar import (
     HOST_RE,
     TOKEN_RE,
 )
+from webcluster.worker.http.memo import remember
 
 # Names that need a look; everything else passes straight through.
 _SPECIAL = frozenset(
@@ -50,7 +51,7 @@ _PARSED: dict[str, tuple[str, str]] = {}
 _PARSED_MAX = 1024
 _PARSED_LINE = 256
 # Host values that matched HOST_RE, bounded the same way: a client names the same host every time.
-_HOSTS: set[str] = set()
+_HOSTS: dict[str, bool] = {}
 
 
 def parse_field_lines(lines: list[str]) -> list[tuple[str, str]]:
@@ -68,9 +69,7 @@ def parse_field_lines(lines: list[str]) -> list[tuple[str, str]]:
             name, value = m.groups()
             field = (name.lower(), value)
             if len(line) <= _PARSED_LINE:
-                if len(_PARSED) >= _PARSED_MAX:
-                    _PARSED.clear()
-                _PARSED[line] = field
+                remember(_PARSED, line, field, _PARSED_MAX)
         append(field)
     return fields
 
@@ -171,9 +170,7 @@ def _check_host(hosts: list[str], version: str) -> None:
     if not HOST_RE.fullmatch(host):
         raise RemoteProtocolError("invalid Host header (RFC 9112 §3.2)")
     if len(host) <= _PARSED_LINE:
-        if len(_HOSTS) >= _PARSED_MAX:
-            _HOSTS.clear()
-        _HOSTS.add(host)
+        remember(_HOSTS, host, True, _PARSED_MAX)
 
 
 def _content_length(values: list[str], max_body: int) -> int:

@@ -14,6 +14,7 @@ from http import HTTPStatus
 from webcluster.worker.http.errors import LocalProtocolError
 from webcluster.worker.http.events import Request
 from webcluster.worker.http.grammar import BAD_VALUE_CHAR_RE, CONTENT_LENGTH_RE, TOKEN_RE
+from webcluster.worker.http.memo import remember
 
 # The one table of reason phrases (RFC 9110 §15), with the names RFC 9110 gave the codes that
 # http.HTTPStatus still calls by their RFC 7231/7233 names.
@@ -137,11 +138,8 @@ def status_line(status: int, reason: str) -> str:
 
 
 def _remember(cache: dict, key: object, line: str) -> None:
-    if len(line) > _CACHE_LINE:
-        return
-    if len(cache) >= _CACHE_MAX:
-        cache.clear()
-    cache[key] = line
+    if len(line) <= _CACHE_LINE:
+        remember(cache, key, line, _CACHE_MAX)
 
 
 def parse_content_length(value: str) -> int:
@@ -264,11 +262,8 @@ def _fixed_length(writer: BodyWriter) -> int | None:
 
 
 def _remember_head(key: tuple, value: tuple) -> None:
-    if len(value[0]) > _CACHE_HEAD:
-        return
-    if len(_HEADS) >= _HEADS_MAX:
-        _HEADS.clear()
-    _HEADS[key] = value
+    if len(value[0]) <= _CACHE_HEAD:
+        remember(_HEADS, key, value, _HEADS_MAX)
 
 
 def _framing(
