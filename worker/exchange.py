@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from webcluster.worker.handlers.base import copy_file
 from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
 from webcluster.worker.http.events import NEED_DATA, Data, EndOfMessage, Request
+from webcluster.worker.http.state import IDLE
 from webcluster.worker.httpdate import http_date
 
 if TYPE_CHECKING:
@@ -311,15 +312,30 @@ class ConnExchange:
             if data:
                 raise LocalProtocolError("response already finished")
             return
-        h1 = self._conn.h1
-        head = b"" if self.headers_sent else self._head()
-        if data:
-            head += h1.send_data(data)  # the whole response in one send: head, body, end
-            self.bytes_out += len(data)
-        tail = h1.send_end()
+        conn = self._conn
+        h1 = conn.h1
+        if self.headers_sent:
+            out = h1.send_data(data) + h1.send_end() if data else h1.send_end()
+        else:  # the whole response in one send: head, body, end (as _head, then write, then end)
+            if self._pending is None:
+                raise LocalProtocolError("start_response was not called before the body")
+            status, reason, headers = self._pending
+            host = conn.host
+            if host.stopping or host.draining:
+                h1.request_close()  # graceful stop: RFC 9112 §9.6
+            try:
+                out = h1.send_complete(status, headers, reason, data, date=http_date())
+            except LocalProtocolError:
+                if h1.our_state is not IDLE:  # the head was committed, the body overran it
+                    self.status = status
+                    self.headers_sent = True
+                raise
+            self.status = status
+            self.headers_sent = True
+        self.bytes_out += len(data)
         self.finished = True
-        if head or tail:
-            self._conn.send(head + tail)
+        if out:
+            conn.send(out)
 
     def abort(self) -> None:
         self.aborted = True

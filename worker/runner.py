@@ -225,11 +225,11 @@ class Runner:
     def _consume_body(self, conn: Conn, ex: ConnExchange) -> bool:
         """Drop the unread rest of the body so the next request starts at a message boundary."""
         h1 = conn.h1
-        if ex.body.done or h1.their_state is DONE:
-            return True
         request = ex.request
         if not request.chunked and not request.content_length and not conn.early:
-            h1.next_event()  # the EndOfMessage of an empty body: nothing to read or drop
+            h1.next_event()  # the EndOfMessage of an empty body (PAUSED if read): nothing to drop
+            return True
+        if ex.body.done or h1.their_state is DONE:
             return True
         if ex.request.expect_continue and not ex.body.started:
             # The client is still waiting for 100 Continue and we answered without it: it may or may not

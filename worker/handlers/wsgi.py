@@ -66,6 +66,8 @@ class FileWrapper:
 class _Response:
     """``start_response``/``write`` state of one request; the head reaches the exchange lazily."""
 
+    __slots__ = ("exchange", "status", "headers", "content_length", "length_hint", "head_sent")
+
     def __init__(self, exchange: Exchange) -> None:
         self.exchange = exchange
         self.status: tuple[int, str] | None = None
@@ -123,7 +125,12 @@ class _Response:
         if data and self.status is None:
             raise AssertionError("write() or body returned before start_response()")
         self.send_head()
-        _send(self.exchange.finish, data)
+        try:  # as _send, without its frame: once per request
+            self.exchange.finish(data)
+        except ClientDisconnected:
+            raise
+        except OSError as exc:
+            raise ClientDisconnected(str(exc)) from exc
 
 
 def _send(method: Callable[..., None], *args: Any) -> None:
@@ -310,7 +317,7 @@ class WSGIHandler:
             )
             send_internal_error(exchange)
         finally:
-            if result is not None:
+            if result is not None and type(result) is not list:  # a list has no close()
                 _close(result, exchange)
 
     def environ(self, exchange: Exchange) -> dict[str, Any]:

@@ -68,6 +68,10 @@ class Limits:
     max_trailer: int = 16384  # total trailer section -> 431
 
 
+# The reader of every bodiless request: one of zero length never changes (it only says EndOfMessage).
+_NO_BODY = ContentLengthReader(0)
+
+
 class H1Connection:
     """One server-side HTTP/1.x connection: bytes in -> events out, response calls -> bytes out.
 
@@ -200,8 +204,10 @@ class H1Connection:
                 what="trailer section",
             )
             self._reader = ChunkedReader(limits.max_body, limits.max_chunk_line, trailers)
+        elif request.content_length:
+            self._reader = ContentLengthReader(request.content_length)
         else:
-            self._reader = ContentLengthReader(request.content_length or 0)
+            self._reader = _NO_BODY
         return request
 
     # --- sending -------------------------------------------------------------------------------
@@ -248,6 +254,28 @@ class H1Connection:
             self._state.disable_keep_alive()
         self._state.ours(st.ResponseHead)
         return head
+
+    def send_complete(
+        self, status: int, headers: list[tuple[str, str]], reason: str, body: bytes, *, date: bytes
+    ) -> bytes:
+        """A whole response in one call: ``send_response`` + ``send_data(body)`` + ``send_end``, with the
+        same checks and state changes (a one-chunk WSGI response, the usual case, goes out in one send).
+        An informational status cannot be a whole response: LocalProtocolError, nothing changed."""
+        head = self.send_response(status, headers, reason, date=date)
+        writer = self._writer
+        if writer is None:  # informational: send_response changed nothing
+            raise LocalProtocolError("an informational response is never complete")
+        state = self._state
+        try:
+            data = writer.write(body) if body else b""
+        except LocalProtocolError:  # more than the Content-Length: the response cannot be completed
+            state.disable_keep_alive()
+            raise
+        tail, complete = writer.finish()
+        if not complete:
+            state.disable_keep_alive()
+        state.ours(EndOfMessage)
+        return b"".join((head, data, tail)) if tail else head + data if data else head
 
     def _body_pending(self) -> bool:
         """Request body bytes are still to come (not merely an unread EndOfMessage)."""

@@ -405,3 +405,38 @@ def test_a_status_equal_to_a_remembered_one_is_still_checked(status) -> None:
     with pytest.raises(LocalProtocolError):
         conn.send_response(status, [("Content-Length", "0")], date=DATE)
     assert conn.our_state is IDLE
+
+
+# -- send_complete: the whole response in one call, as send_response + send_data + send_end -------------
+
+
+@pytest.mark.parametrize("case", _CASES)
+def test_send_complete_is_the_three_calls(case) -> None:
+    raw, status, headers, body = case
+    conn = ready(raw)
+    out = conn.send_complete(status, list(headers), "", body, date=DATE)
+    assert (out, conn.keep_alive) == _respond(raw, status, headers, body, date=DATE)
+    assert conn.our_state is (DONE if conn.keep_alive else MUST_CLOSE)
+
+
+def test_send_complete_short_body_forces_close() -> None:
+    conn = ready()
+    out = conn.send_complete(200, [("Content-Length", "5")], "", b"abc", date=DATE)
+    assert out.endswith(b"\r\n\r\nabc")
+    assert (conn.our_state, conn.keep_alive) == (MUST_CLOSE, False)
+
+
+def test_send_complete_overrun_commits_the_head_and_closes() -> None:
+    # as send_response + send_data: the head is serialised, the body refused, the connection must close
+    conn = ready()
+    with pytest.raises(LocalProtocolError):
+        conn.send_complete(200, [("Content-Length", "2")], "", b"abc", date=DATE)
+    assert (conn.our_state, conn.keep_alive) == (SEND_BODY, False)
+
+
+def test_send_complete_refuses_informational_without_state_change() -> None:
+    conn = ready()
+    with pytest.raises(LocalProtocolError):
+        conn.send_complete(103, [("Link", "</a>")], "", b"", date=DATE)
+    assert conn.our_state is IDLE
+    assert conn.send_complete(200, [("Content-Length", "0")], "", b"", date=DATE)
