@@ -76,17 +76,21 @@ class Inflight:
             self._local.offset = offset
             return offset
 
-    def begin(self, method: str, target: str, started: float) -> None:
+    def begin(self, method: str, target: str, started: float) -> int:
         """This thread starts ``method target`` at ``started`` (``time.monotonic()``; pool thread, once
-        per request)."""
+        per request). Returns the thread's record, for ``end`` (-1: none, more threads than records)."""
         offset = self._offset()
         if offset >= 0:
-            text = f"{method} {target}".encode("latin-1", "replace")[:TEXT_BYTES]
+            text = f"{method} {target}".encode("latin-1", "replace")
+            if len(text) > TEXT_BYTES:
+                text = text[:TEXT_BYTES]
             _RECORD.pack_into(self._buf, offset, _RUNNING, started, len(text), text)
+        return offset
 
-    def end(self) -> None:
-        """This thread's request is over (pool thread)."""
-        offset = self._offset()
+    def end(self, record: int | None = None) -> None:
+        """This thread's request is over (pool thread); ``record``: what ``begin`` returned, which
+        saves looking the thread's record up again."""
+        offset = self._offset() if record is None else record
         if offset >= 0:
             self._buf[offset] = _FINISHED
 

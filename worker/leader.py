@@ -132,18 +132,25 @@ class Leadership:
     def serve_inline(self, conn: Conn) -> None:
         """Serve ``conn``'s request on this (the leader's) thread. Raises ``Deposed`` when the poller
         was given to another seat meanwhile: the connection went back like a pool thread's."""
-        with self._lock:
+        lock = self._lock  # acquire/release, not "with": half the cost, twice per request
+        lock.acquire()
+        try:
             self._seq += 1
             seq = self._serving = self._seq
             if self._watch_parked:
                 self._watch_parked = False
                 self._watch_wake.release()
+        finally:
+            lock.release()
         close = self.loop.runner.serve_on_loop(conn, record=True)
-        with self._lock:
+        lock.acquire()
+        try:
             self._serving = 0
             deposed = self._deposed == seq
             if deposed:
                 self._stray = False
+        finally:
+            lock.release()
         if not deposed:
             self.loop.resume(conn, close)
             return

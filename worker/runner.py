@@ -175,7 +175,7 @@ class Runner:
         in_before = conn.bytes_in
         ex = ConnExchange(conn, request)
         if inflight is not None:
-            inflight.begin(request.method, request.target, start)
+            record = inflight.begin(request.method, request.target, start)
         hooks = self.hooks
         if hooks is not None:
             hooks.before(request)  # absorbs what the hook raises: the request is still answered
@@ -189,7 +189,7 @@ class Runner:
             self._on_error(conn, ex, exc)
         finally:
             if inflight is not None:
-                inflight.end()
+                inflight.end(record)
         if conn.body_error is not None and not ex.headers_sent and not conn.broken:
             self._send_error(conn, ex, conn.body_error)
         duration = time.monotonic() - start + waited

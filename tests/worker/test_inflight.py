@@ -46,6 +46,25 @@ def test_next_request_on_a_thread_reuses_its_record():
     assert table.running() == []
 
 
+def test_end_takes_the_record_begin_returned():
+    table = Inflight.create(threads=1)
+    first = table.begin("GET", "/a", time.monotonic())
+    table.end(first)
+    assert table.running() == []
+    assert table.begin("GET", "/b", time.monotonic()) == first  # the thread's one record, again
+    table.end(first)
+    assert table.running() == []
+    lone = Inflight(mmap.mmap(-1, RECORD_BYTES), threads=1)
+    lone.begin("GET", "/taken", time.monotonic())
+    result: list[int] = []
+    other = threading.Thread(target=lambda: result.append(lone.begin("GET", "/none", 1.0)))
+    other.start()
+    other.join(5)
+    assert result == [-1]  # no record left: end(-1) must do nothing
+    lone.end(-1)
+    assert [r.request for r in lone.running()] == ["GET /taken"]
+
+
 def test_long_targets_are_truncated_and_more_threads_than_records_are_ignored():
     table = Inflight(mmap.mmap(-1, RECORD_BYTES), threads=1)
     table.begin("GET", "/" + "x" * 1000, time.monotonic())
