@@ -44,6 +44,7 @@ class HeadScanner:
         "line_limit",
         "count_limit",
         "total_limit",
+        "short_limit",
         "what",
     )
 
@@ -61,6 +62,8 @@ class HeadScanner:
         self.line_limit = line_limit  # one field line -> 431
         self.count_limit = count_limit  # number of field lines -> 431
         self.first_line_limit = first_line_limit  # request-line -> 414 (0: no request-line)
+        # a line no longer than this fits whichever limit applies to it (fits)
+        self.short_limit = min(line_limit, first_line_limit) if first_line_limit else line_limit
         self.reset()
 
     def reset(self) -> None:
@@ -102,17 +105,22 @@ class HeadScanner:
 
     def fits(self, text: str, lines: list[str], end: int) -> bool:
         """Quick limit and CR/LF checks of a complete head (``text`` split into ``lines``)."""
-        first = self.first_line_limit
-        fields = lines[1:] if first else lines
         separators = len(lines) - 1
-        return not (
+        if (
             end > self.total_limit
-            or (first and len(lines[0]) > first)
-            or len(fields) > self.count_limit
-            or (fields and max(map(len, fields)) > self.line_limit)
             or text.count("\r") != separators
             or text.count("\n") != separators
-        )
+        ):
+            return False
+        first = self.first_line_limit
+        if separators + (not first) > self.count_limit:  # field lines: all but the request-line
+            return False
+        # every line within both limits (the usual case): no need to tell the request-line apart
+        if max(map(len, lines)) <= self.short_limit:
+            return True
+        fields = lines[1:] if first else lines
+        too_long = fields and max(map(len, fields)) > self.line_limit
+        return not (too_long or (first and len(lines[0]) > first))
 
     def _raise_first(
         self, buf: bytearray, start: int, end: int, count: int, reach: int, *, bare_lf: bool
@@ -163,7 +171,8 @@ def parse_request_head(buf: bytearray, end: int, scanner: HeadScanner, max_body:
         _diagnose_request_line(lines[0])
     method, target, version_text = m.groups()
     version = _VERSIONS.get(version_text) or _check_version(version_text)
-    check_target(method, target)
+    if method == "CONNECT" or target[0] != "/":  # origin-form needs no check (RFC 9112 §3.2.1)
+        check_target(method, target)
     headers = parse_field_lines(fields) if fields else []
     return build_request(method, target, version, headers, max_body)
 
