@@ -6,7 +6,10 @@ the head (``H1Connection.next_event``), the pool-thread side (``Runner.run``: Ex
 app, start_response, response head, ``send`` on a socketpair, stats) and both together, and on their own
 the stats ``record`` and the in-flight record (``Inflight.begin``/``end``) every request makes. A socketpair stands
 in for the client; its other end is drained after every request. With ``--profile`` it prints a cProfile
-of the combined loop. Used to measure the optimisations listed in BENCHMARKS.md.
+of the combined loop. With ``--instructions`` it counts the user-space instructions of parse + serve per
+request under valgrind (``apt-get install valgrind``): a count, unlike a time, does not move with what else
+the machine runs, so a change of 1 % is seen in one run. Used to measure the optimisations listed in
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -14,7 +17,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
+import re
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -32,6 +38,7 @@ from webcluster.worker.stats import WorkerStats  # noqa: E402
 from webcluster.worker.transport import LoopHost, LoopSettings  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _setup() -> tuple[Conn, socket.socket, Runner]:
@@ -114,6 +121,22 @@ def _inflight_cost(n: int) -> float:
     return cost
 
 
+def instructions(n: int) -> float:
+    """User-space instructions per request of parse + serve: cachegrind's count for ``6 n`` requests less
+    the count for ``n`` (start-up and warm-up cancel out), divided by ``5 n``."""
+
+    def count(requests: int) -> int:
+        argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
+                sys.executable, "-m", "loadtests.bench.hotpath", "--serve", str(requests)]  # fmt: skip
+        done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
+        found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
+        if done.returncode != 0 or found is None:
+            raise SystemExit(f"valgrind failed ({done.returncode}):\n{done.stderr[-2000:]}")
+        return int(found.group(1).replace(",", ""))
+
+    return (count(6 * n) - count(n)) / (5 * n)
+
+
 def profile(n: int) -> None:
     conn, client, runner = _setup()
     prof = cProfile.Profile()
@@ -126,9 +149,27 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=20000, help="requests per repeat")
     p.add_argument("--repeats", type=int, default=5, help="the minimum over repeats is printed")
     p.add_argument("--profile", action="store_true", help="print a cProfile of the combined loop")
-    args = p.parse_args(argv)
+    p.add_argument(
+        "--instructions",
+        action="store_true",
+        help="count user-space instructions per request under valgrind (with -n 2000)",
+    )
+    p.add_argument(
+        "--serve", type=int, metavar="N", help=argparse.SUPPRESS
+    )  # --instructions' child
+    args = p.parse_args(argv)  # fmt: skip
+    if args.serve is not None:  # 1000 requests to warm the caches, then N: what valgrind counts
+        conn, client, runner = _setup()
+        _serve(conn, client, runner, 1000 + args.serve)
+        return 0
     if args.profile:
         profile(args.n)
+        return 0
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("--instructions needs valgrind: apt-get install valgrind")
+        n = args.n if args.n != p.get_default("n") else 2000
+        print(f"parse + serve {instructions(n):,.0f} instructions/request (valgrind, user space)")
         return 0
     best: dict[str, float] = {}
     for _ in range(args.repeats):
