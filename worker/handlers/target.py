@@ -13,6 +13,8 @@ def split_target(target: str) -> tuple[str, str, str | None]:
     (``OPTIONS *``) keeps ``"*"`` as its path. A fragment, which a client must not send, is dropped.
     """
     if target.startswith("/") or target == "*":
+        if "?" not in target:
+            return target, "", None  # the usual origin-form: no query
         path, _, query = target.partition("?")
         return path, query.partition("#")[0], None
     parts = urlsplit(target)
