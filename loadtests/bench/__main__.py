@@ -208,7 +208,8 @@ def _header(meta: dict[str, Any]) -> str:
     return (
         f"Measured {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs ({m['cpu_model']}), a machine "
         f"shared with other jobs (load average {m['loadavg']:.1f} at start, "
-        f"{meta.get('loadavg_end', float('nan')):.1f} at end). Python {m['python']}, {m['wrk']}, "
+        f"{meta.get('loadavg_end', float('nan')):.1f} at end). Python {m['python']} "
+        f"({m.get('python_build', '?')}), {m['wrk']}, "
         f"gunicorn {m['gunicorn'].split()[-1]}, waitress {m['waitress']}, granian {m.get('granian', '?')}, "
         f"uWSGI {m.get('uwsgi', '?')}, {m['nginx']}.\n\n"
         f"Command: `{meta['argv']}`"

@@ -42,6 +42,23 @@ class ServerConfig:
     cert: tuple[Path, Path] | None = None  # (certificate, key) for the NAME-tls servers
 
 
+def uwsgi_binary() -> str:
+    """The ``uwsgi`` of the interpreter running the bench (pyuwsgi installs it beside ``python``, and it
+    embeds that interpreter), else the first on PATH: every server then runs the same Python."""
+    beside = Path(sys.executable).with_name("uwsgi")
+    return str(beside) if beside.exists() else "uwsgi"
+
+
+def python_build() -> str:
+    """Which interpreter the servers run, and whether libpython is a shared library (position-independent
+    code and calls through the PLT: slower than a static build), from this process's own mappings."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return sys.executable
+    return f"{sys.executable}, libpython {'shared' if 'libpython' in maps else 'static'}"
+
+
 def base_name(name: str) -> str:
     """``webcluster-tls`` -> ``webcluster``."""
     return name.removesuffix("-tls")
@@ -81,7 +98,7 @@ def command(name: str, port: int, cfg: ServerConfig) -> list[str]:
         # --http-socket: uWSGI's own HTTP parser in each worker, no router process; it closes every
         # connection after its response, so it takes part in the Connection: close scenarios only.
         return [
-            "uwsgi", "--http-socket", bind, "--master", "--processes", str(cfg.procs),
+            uwsgi_binary(), "--http-socket", bind, "--master", "--processes", str(cfg.procs),
             "--threads", str(cfg.threads), "--pythonpath", "loadtests", "--module", "hello:app",
             "--disable-logging", "--die-on-term", "--need-app",
         ]  # fmt: skip

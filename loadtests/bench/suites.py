@@ -22,7 +22,7 @@ from typing import Any
 
 from loadtests.bench.idle import IdleResult, hold_idle
 from loadtests.bench.report import MIB, SCENARIOS, Run
-from loadtests.bench.servers import Server, ServerConfig, command
+from loadtests.bench.servers import Server, ServerConfig, command, python_build, uwsgi_binary
 from loadtests.bench.wrk import run_wrk, wrk_command
 
 Say = Callable[[str], None]
@@ -301,12 +301,13 @@ def machine_facts() -> dict[str, Any]:
         "cpus": os.cpu_count(),
         "cpu_model": model,
         "python": sys.version.split()[0],
+        "python_build": python_build(),
         "wrk": out(["wrk", "-v"]).split(" [")[0].replace("debian/", ""),
         "gunicorn": out([sys.executable, "-m", "gunicorn", "--version"]).rstrip(")"),
         "waitress": out([sys.executable, "-c", "import importlib.metadata as m; print(m.version('waitress'))"]),
         "nginx": out(["nginx", "-v"]),
         "granian": out([sys.executable, "-c", "import importlib.metadata as m; print(m.version('granian'))"]),
-        "uwsgi": out(["uwsgi", "--version"]),
+        "uwsgi": out([uwsgi_binary(), "--version"]),
         "commit": out(["git", "-C", str(Path(__file__).resolve().parents[2]), "rev-parse", "--short", "HEAD"]),
         "loadavg": os.getloadavg()[0],
     }  # fmt: skip
