@@ -49,6 +49,8 @@ __all__ = ["Loop", "LoopSettings"]
 
 log = logging.getLogger("webcluster.error")
 
+TICK_EVERY = 0.01  # seconds between two calls of the loop's tick (stats, trims, retire check)
+
 HANDSHAKING, READING, BODY, BUSY, PROXY_HEADER = (State.HANDSHAKING, State.READING, State.BODY,
                                                   State.BUSY, State.PROXY_HEADER)  # fmt: skip
 FLUSHING, LINGERING, CLOSED = State.FLUSHING, State.LINGERING, State.CLOSED
@@ -92,6 +94,7 @@ class Loop:
         self.lead = Leadership(self, budget, clock) if budget > 0 else None
         self._pending: list[Iterator] = []  # iterators over the events being handled (see _handle)
         self._exit_now = False
+        self._tick_due = 0.0  # the next pass that calls tick
         self._stop_deadline = 0.0
         # Live connections by serial. Timer entries name a serial, never a Conn, so a closed connection
         # is freed at once instead of living (parser, buffers, socket) until its deadline passes.
@@ -153,8 +156,12 @@ class Loop:
         self.handle(events, self.poller.run_calls)
         now = self.clock()
         self.timeouts.run(now, self._conns)
-        self.acceptor.on_timer(now)
-        if self.tick is not None:
+        if self.acceptor.resume_at is not None:  # an EMFILE pause is running
+            self.acceptor.on_timer(now)
+        if self.tick is not None and now >= self._tick_due:
+            # At most every TICK_EVERY: what it does (stats each second, a malloc trim each second,
+            # the retire check) needs no more, and at one connection a pass per request ran it for each.
+            self._tick_due = now + TICK_EVERY
             self.tick(now)
         return True
 
