@@ -81,8 +81,8 @@ def trimmer(libc: ctypes.CDLL | None = None) -> Callable[[], None] | None:
 class TrimSchedule:
     """When a serving worker calls ``malloc_trim``: at most once every ``every`` seconds, and only when
     requests were served since the last trim (an idle worker has nothing to give back). ``tick`` is
-    called on every pass of the loop; trimming on every pass walked the heap once per request at one
-    connection and cost it a fifth of its requests per second."""
+    called by the loop's tick (at most every 10 ms); trimming on every pass walked the heap once per
+    request at one connection and cost it a fifth of its requests per second."""
 
     __slots__ = ("_trim", "_served", "_every", "_at", "_due")
 

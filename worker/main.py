@@ -206,7 +206,7 @@ def run(
     budget = _request_budget(cfg)
     retired = False
 
-    # the loop calls tick on every pass; the trim runs at most once a second, after requests
+    # the loop calls tick at most every 10 ms (loop.TICK_EVERY); the trim runs at most once a second
     trims = allocator.TrimSchedule(trim, lambda: stats.requests) if trim is not None else None
 
     def tick(now: float) -> None:
