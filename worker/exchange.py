@@ -258,16 +258,27 @@ class ConnExchange:
             raise LocalProtocolError("response head already sent")
         self._pending = (status, reason, headers)
 
-    def _head(self) -> bytes:
-        """Serialise the pending head (validation errors surface here, before anything is sent)."""
+    def _head(self, body: bytes | None = None) -> bytes:
+        """Serialise the pending head (validation errors surface here, before anything is sent); with
+        ``body``, the whole response: head, body and end (``H1Connection.send_complete``)."""
         if self._pending is None:
             raise LocalProtocolError("start_response was not called before the body")
         status, reason, headers = self._pending
         conn = self._conn
+        h1 = conn.h1
         host = conn.host
         if host.stopping or host.draining:
-            conn.h1.request_close()  # graceful stop: RFC 9112 §9.6, tell the client before it reuses us
-        head = conn.h1.send_response(status, headers, reason, date=http_date())
+            h1.request_close()  # graceful stop: RFC 9112 §9.6, tell the client before it reuses us
+        if body is None:
+            head = h1.send_response(status, headers, reason, date=http_date())
+        else:
+            try:
+                head = h1.send_complete(status, headers, reason, body, date=http_date())
+            except LocalProtocolError:
+                if h1.our_state is not IDLE:  # the head was committed, the body overran it
+                    self.status = status
+                    self.headers_sent = True
+                raise
         self.status = status
         self.headers_sent = True
         return head
@@ -312,30 +323,15 @@ class ConnExchange:
             if data:
                 raise LocalProtocolError("response already finished")
             return
-        conn = self._conn
-        h1 = conn.h1
         if self.headers_sent:
+            h1 = self._conn.h1
             out = h1.send_data(data) + h1.send_end() if data else h1.send_end()
-        else:  # the whole response in one send: head, body, end (as _head, then write, then end)
-            if self._pending is None:
-                raise LocalProtocolError("start_response was not called before the body")
-            status, reason, headers = self._pending
-            host = conn.host
-            if host.stopping or host.draining:
-                h1.request_close()  # graceful stop: RFC 9112 §9.6
-            try:
-                out = h1.send_complete(status, headers, reason, data, date=http_date())
-            except LocalProtocolError:
-                if h1.our_state is not IDLE:  # the head was committed, the body overran it
-                    self.status = status
-                    self.headers_sent = True
-                raise
-            self.status = status
-            self.headers_sent = True
+        else:
+            out = self._head(data)  # the whole response in one send: head, body and end
         self.bytes_out += len(data)
         self.finished = True
         if out:
-            conn.send(out)
+            self._conn.send(out)
 
     def abort(self) -> None:
         self.aborted = True

@@ -96,3 +96,27 @@ def test_nothing_may_follow_the_end_of_a_response(pair):
     with pytest.raises(LocalProtocolError):
         ex.finish(b"more")
     assert CountingSocket.sends == 1
+
+
+def test_a_body_longer_than_its_content_length_commits_the_head_but_sends_nothing(pair):
+    server, client = pair
+    ex = exchange(server, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ex.start_response(200, "OK", [("Content-Length", "2")])
+    with pytest.raises(LocalProtocolError):
+        ex.finish(b"abc")
+    # as after a head sent and a write refused: the handler's error path aborts, the connection closes
+    assert ex.headers_sent and ex.status == 200 and not ex.finished
+    assert not ex._conn.h1.keep_alive
+    assert CountingSocket.sends == 0
+
+
+def test_an_informational_status_cannot_finish_a_response(pair):
+    server, client = pair
+    ex = exchange(server, b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    ex.start_response(103, "Early Hints", [])
+    with pytest.raises(LocalProtocolError):
+        ex.finish(b"")
+    assert not ex.headers_sent  # nothing committed: the handler's error path can still answer 500
+    ex.start_response(500, "Internal Server Error", [("Content-Length", "0")])
+    ex.finish()
+    assert read_all(client, 1).startswith(b"HTTP/1.1 500 ")

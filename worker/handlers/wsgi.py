@@ -133,12 +133,7 @@ class _Response:
         if data and self.status is None:
             raise AssertionError("write() or body returned before start_response()")
         self.send_head()
-        try:  # as _send, without its frame: once per request
-            self.exchange.finish(data)
-        except ClientDisconnected:
-            raise
-        except OSError as exc:
-            raise ClientDisconnected(str(exc)) from exc
+        _send(self.exchange.finish, data)
 
 
 def _send(method: Callable[..., None], *args: Any) -> None:
