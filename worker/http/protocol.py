@@ -79,6 +79,10 @@ class H1Connection:
     head, the pool thread running the handler while it reads the body and writes the response).
     """
 
+    # One per open connection, idle ones included: no __dict__ (smaller, and faster to read)
+    __slots__ = ("limits", "_server", "_buf", "_eof", "_state", "_error", "request", "_reader",
+                 "_writer", "_continue_sent", "_empty_lines", "_head")  # fmt: skip
+
     def __init__(self, limits: Limits = Limits(), server: bytes = b"webcluster") -> None:
         self.limits = limits
         self._server = server.decode("latin-1")
