@@ -7,7 +7,7 @@ app, start_response, response head, ``send`` on a socketpair, stats) and both to
 the stats ``record`` and the in-flight record (``Inflight.begin``/``end``) every request makes. A socketpair stands
 in for the client; its other end is drained after every request. With ``--profile`` it prints a cProfile
 of the combined loop. With ``--instructions`` it counts the user-space instructions of parse + serve per
-request under valgrind (``apt-get install valgrind``): a count, unlike a time, does not move with what else
+request, and of the whole worker path (``Loop.step``: epoll, recv, parse, serve inline, re-arm), under valgrind (``apt-get install valgrind``): a count, unlike a time, does not move with what else
 the machine runs, so a change of 1 % is seen in one run. Used to measure the optimisations listed in
 BENCHMARKS.md.
 """
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import itertools
 import pstats
 import re
 import shutil
@@ -33,8 +34,10 @@ from webcluster.worker.connection import Conn  # noqa: E402
 from webcluster.worker.handlers.dispatch import build_handler  # noqa: E402
 from webcluster.worker.http.protocol import H1Connection, Limits  # noqa: E402
 from webcluster.worker.inflight import Inflight  # noqa: E402
+from webcluster.worker.loop import Loop  # noqa: E402
 from webcluster.worker.runner import Runner  # noqa: E402
 from webcluster.worker.stats import WorkerStats  # noqa: E402
+from webcluster.worker.threadpool import ThreadPool  # noqa: E402
 from webcluster.worker.transport import LoopHost, LoopSettings  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
@@ -121,13 +124,48 @@ def _inflight_cost(n: int) -> float:
     return cost
 
 
-def instructions(n: int) -> float:
-    """User-space instructions per request of parse + serve: cachegrind's count for ``6 n`` requests less
-    the count for ``n`` (start-up and warm-up cancel out), divided by ``5 n``."""
+def _serve_loop(n: int) -> None:
+    """``n`` keep-alive requests through the whole worker path on one thread: the client sends, one
+    ``Loop.step`` (epoll, recv, parse, the leader serves the request inline, re-arm), the client reads.
+    The loop's clock is fake (1 µs per reading), so no deadline comes due and the count does not depend
+    on how fast the run goes (valgrind runs it fifty times slower)."""
+    readings = itertools.count()
+    listener = socket.create_server(("127.0.0.1", 0))
+    stats = WorkerStats()
+    handler = build_handler(app=app, forwarded_allow_ips=("127.0.0.1", "::1"))
+    runner = Runner(handler, stats, None, Inflight.create(1))
+    settings = LoopSettings(keepalive_requests=1 << 62)
+    loop = Loop([listener], runner, ThreadPool(1), settings,
+                clock=lambda: next(readings) * 1e-6)  # fmt: skip
+    assert loop.lead is not None
+    loop.lead.active = True  # serve inline as under Loop.run, without the watcher thread
+    loop.acceptor.start()
+    client = socket.create_connection(listener.getsockname())
+    while loop.gauges()["active_connections"] + loop.gauges()["idle_connections"] == 0:
+        loop.step()
+    sink = bytearray(65536)
+    for _ in range(n):
+        client.send(REQUEST)
+        loop.step()
+        client.recv_into(sink)
+    _check_served(stats, n)
+
+
+def _check_served(stats: WorkerStats, n: int) -> None:
+    """Every request counted was answered 2xx: a harness serving errors would count the wrong path."""
+    status = stats.snapshot()["status"]
+    if stats.requests != n or status.get("2xx") != n:
+        raise SystemExit(f"served {stats.requests} of {n} requests, by status class {status}")
+
+
+def instructions(n: int, what: str = "--serve") -> float:
+    """User-space instructions per request (``--serve``: parse + serve; ``--serve-loop``: the whole
+    worker path): cachegrind's count for ``6 n`` requests less the count for ``n`` (start-up and
+    warm-up cancel out), divided by ``5 n``."""
 
     def count(requests: int) -> int:
         argv = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null",
-                sys.executable, "-m", "loadtests.bench.hotpath", "--serve", str(requests)]  # fmt: skip
+                sys.executable, "-m", "loadtests.bench.hotpath", what, str(requests)]  # fmt: skip
         done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, check=False)
         found = re.search(r"I\s+refs:\s+([\d,]+)", done.stderr)
         if done.returncode != 0 or found is None:
@@ -157,10 +195,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--serve", type=int, metavar="N", help=argparse.SUPPRESS
     )  # --instructions' child
+    p.add_argument("--serve-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
     args = p.parse_args(argv)  # fmt: skip
     if args.serve is not None:  # 1000 requests to warm the caches, then N: what valgrind counts
         conn, client, runner = _setup()
         _serve(conn, client, runner, 1000 + args.serve)
+        assert runner.stats is not None
+        _check_served(runner.stats, 1000 + args.serve)
+        return 0
+    if args.serve_loop is not None:
+        _serve_loop(1000 + args.serve_loop)
         return 0
     if args.profile:
         profile(args.n)
@@ -169,7 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which("valgrind") is None:
             raise SystemExit("--instructions needs valgrind: apt-get install valgrind")
         n = args.n if args.n != p.get_default("n") else 2000
-        print(f"parse + serve {instructions(n):,.0f} instructions/request (valgrind, user space)")
+        print(
+            f"parse + serve       {instructions(n):9,.0f} instructions/request (valgrind, user space)"
+        )
+        whole = instructions(n, "--serve-loop")
+        print(f"whole worker path   {whole:9,.0f} instructions/request (one Loop.step per request)")
         return 0
     best: dict[str, float] = {}
     for _ in range(args.repeats):

@@ -1,0 +1,20 @@
+"""loadtests.bench.hotpath's two request paths run and serve every request they count (a harness that
+silently served errors would make the instruction counts in BENCHMARKS.md meaningless)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", ["--serve", "--serve-loop"])
+def test_the_counted_paths_serve_their_requests(path):
+    done = subprocess.run([sys.executable, "-m", "loadtests.bench.hotpath", path, "50"], cwd=REPO,
+                          capture_output=True, text=True, timeout=50)  # fmt: skip
+    assert done.returncode == 0, done.stderr
