@@ -174,13 +174,13 @@ def _check_headers(
     no longer change, and the Content-Length."""
     if not isinstance(headers, (list, tuple)):
         raise TypeError(f"response headers must be a list, not {type(headers).__name__}")
+    checked = tuple(headers)
     try:  # the same headers as an earlier response: checked then (see _CHECKED)
-        key = tuple(headers)
-        length = _CHECKED.get(key, _UNSEEN)
+        length = _CHECKED.get(checked, _UNSEEN)
     except TypeError:  # an unhashable item: the loop below says which
-        key, length = None, _UNSEEN
+        length = _UNSEEN
     if length is not _UNSEEN:
-        return key, length
+        return checked, length
     length = None
     size = 0
     for item in headers:
@@ -192,7 +192,6 @@ def _check_headers(
         if len(name) == 14 and name.lower() == "content-length":
             length = parse_content_length(value)
         size += len(name) + len(value)
-    checked = tuple(headers)
     if size <= 2048:  # 256 lists of at most 2 KiB, whatever an application echoes into them
         remember(_CHECKED, checked, length, 256)
     return checked, length
@@ -320,7 +319,7 @@ class WSGIHandler:
             )
             send_internal_error(exchange)
         finally:
-            if result is not None and type(result) is not list:  # a list has no close()
+            if result is not None and type(result) not in (list, tuple):  # neither has close()
                 _close(result, exchange)
 
     def environ(self, exchange: Exchange) -> dict[str, Any]:
@@ -419,8 +418,6 @@ class WSGIHandler:
 
 def _close(result: Iterable[bytes], exchange: Exchange) -> None:
     """PEP 3333: call the iterable's ``close()`` whatever happened; its errors are logged, not sent."""
-    if type(result) is list or type(result) is tuple:  # no close(); getattr would raise inside
-        return
     close = getattr(result, "close", None)
     if close is None:
         return

@@ -279,7 +279,7 @@ class H1Connection:
         if not complete:
             state.disable_keep_alive()
         state.ours(EndOfMessage)
-        return b"".join((head, data, tail)) if tail else head + data if data else head
+        return head + data + tail
 
     def _body_pending(self) -> bool:
         """Request body bytes are still to come (not merely an unread EndOfMessage)."""

@@ -128,8 +128,8 @@ class CycleState:
         self.our_state = IDLE
 
     def _settle(self) -> None:
-        if not self.keep_alive:
-            if self.their_state is DONE:
-                self.their_state = MUST_CLOSE
-            if self.our_state is DONE:
-                self.our_state = MUST_CLOSE
+        """Keep-alive is off (every caller checked): a side that is DONE must close instead."""
+        if self.their_state is DONE:
+            self.their_state = MUST_CLOSE
+        if self.our_state is DONE:
+            self.our_state = MUST_CLOSE
