@@ -19,10 +19,12 @@ import cProfile
 import itertools
 import pstats
 import re
+import select
 import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -32,6 +34,7 @@ from hello import app  # noqa: E402
 
 from webcluster.worker.connection import Conn  # noqa: E402
 from webcluster.worker.handlers.dispatch import build_handler  # noqa: E402
+from webcluster.worker.handlers.static import SETTLED  # noqa: E402
 from webcluster.worker.http.protocol import H1Connection, Limits  # noqa: E402
 from webcluster.worker.inflight import Inflight  # noqa: E402
 from webcluster.worker.loop import Loop  # noqa: E402
@@ -41,6 +44,8 @@ from webcluster.worker.threadpool import ThreadPool  # noqa: E402
 from webcluster.worker.transport import LoopHost, LoopSettings  # noqa: E402
 
 REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+STATIC_REQUEST = b"GET /static/13b.txt HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n\r\n"
+CLOSE_REQUEST = b"GET / HTTP/1.1\r\nHost: 127.0.0.1:8080\r\nConnection: close\r\n\r\n"
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -124,30 +129,66 @@ def _inflight_cost(n: int) -> float:
     return cost
 
 
-def _serve_loop(n: int) -> None:
-    """``n`` keep-alive requests through the whole worker path on one thread: the client sends, one
-    ``Loop.step`` (epoll, recv, parse, the leader serves the request inline, re-arm), the client reads.
-    The loop's clock is fake (1 µs per reading), so no deadline comes due and the count does not depend
-    on how fast the run goes (valgrind runs it fifty times slower)."""
+def _loop(settings: LoopSettings, static_root: str | None = None) -> tuple[Loop, WorkerStats]:
+    """A worker's loop on a listener of its own, with the bench's handler (the hello app, and the static
+    files under ``/static`` when ``static_root`` is given) and a fake clock (1 µs per reading), so no
+    deadline comes due and the count does not depend on how fast the run goes (valgrind runs it fifty
+    times slower). The leader serves inline as under ``Loop.run``, without the watcher thread."""
     readings = itertools.count()
     listener = socket.create_server(("127.0.0.1", 0))
     stats = WorkerStats()
-    handler = build_handler(app=app, forwarded_allow_ips=("127.0.0.1", "::1"))
+    mounts = (("/static", static_root),) if static_root else ()
+    handler = build_handler(app=app, static_mounts=mounts, forwarded_allow_ips=("127.0.0.1", "::1"))
     runner = Runner(handler, stats, None, Inflight.create(1))
-    settings = LoopSettings(keepalive_requests=1 << 62)
     loop = Loop([listener], runner, ThreadPool(1), settings,
                 clock=lambda: next(readings) * 1e-6)  # fmt: skip
     assert loop.lead is not None
-    loop.lead.active = True  # serve inline as under Loop.run, without the watcher thread
+    loop.lead.active = True
     loop.acceptor.start()
-    client = socket.create_connection(listener.getsockname())
+    return loop, stats
+
+
+def _serve_loop(n: int, request: bytes = REQUEST, static_root: str | None = None) -> None:
+    """``n`` keep-alive requests through the whole worker path on one thread: the client sends, one
+    ``Loop.step`` (epoll, recv, parse, the leader serves the request inline, re-arm), the client reads."""
+    loop, stats = _loop(LoopSettings(keepalive_requests=1 << 62), static_root)
+    client = socket.create_connection(loop.acceptor.listeners[0].sock.getsockname())
     while loop.gauges()["active_connections"] + loop.gauges()["idle_connections"] == 0:
         loop.step()
     sink = bytearray(65536)
     for _ in range(n):
-        client.send(REQUEST)
+        client.send(request)
         loop.step()
         client.recv_into(sink)
+    _check_served(stats, n)
+
+
+def _static_loop(n: int) -> None:
+    """``_serve_loop`` for the bench's small static file (``static13``: 13 bytes under ``/static``)."""
+    with tempfile.TemporaryDirectory() as root:
+        path = Path(root, "13b.txt")
+        path.write_bytes(b"Hello, file!\n")
+        # As in the bench (files made minutes before), the file is old enough to be kept in memory
+        time.sleep(max(0.0, SETTLED - (time.time() - path.stat().st_ctime)))
+        _serve_loop(n, STATIC_REQUEST, root)
+
+
+def _close_loop(n: int) -> None:
+    """``n`` requests with ``Connection: close`` through the whole worker path, one connection each:
+    the client connects and sends, the loop steps (accept, recv, parse, serve inline, close) until the
+    client reads the end of the stream."""
+    loop, stats = _loop(LoopSettings())
+    address = loop.acceptor.listeners[0].sock.getsockname()
+    for _ in range(n):
+        client = socket.socket()
+        client.connect(address)
+        client.settimeout(5)
+        client.send(CLOSE_REQUEST)
+        while not select.select([client], [], [], 0)[0]:
+            loop.step()  # accept, then read, serve and close (a plain close: nothing is left unread)
+        while client.recv(65536):
+            pass
+        client.close()
     _check_served(stats, n)
 
 
@@ -196,6 +237,8 @@ def main(argv: list[str] | None = None) -> int:
         "--serve", type=int, metavar="N", help=argparse.SUPPRESS
     )  # --instructions' child
     p.add_argument("--serve-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
+    p.add_argument("--close-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
+    p.add_argument("--static-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
     args = p.parse_args(argv)  # fmt: skip
     if args.serve is not None:  # 1000 requests to warm the caches, then N: what valgrind counts
         conn, client, runner = _setup()
@@ -205,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.serve_loop is not None:
         _serve_loop(1000 + args.serve_loop)
+        return 0
+    if args.close_loop is not None:
+        _close_loop(1000 + args.close_loop)
+        return 0
+    if args.static_loop is not None:
+        _static_loop(1000 + args.static_loop)
         return 0
     if args.profile:
         profile(args.n)
@@ -218,6 +267,14 @@ def main(argv: list[str] | None = None) -> int:
         )
         whole = instructions(n, "--serve-loop")
         print(f"whole worker path   {whole:9,.0f} instructions/request (one Loop.step per request)")
+        close = instructions(n, "--close-loop")
+        print(
+            f"Connection: close   {close:9,.0f} instructions/request (accept to close, and the client)"
+        )
+        static = instructions(n, "--static-loop")
+        print(
+            f"static 13 bytes     {static:9,.0f} instructions/request (keep-alive, as --serve-loop)"
+        )
         return 0
     best: dict[str, float] = {}
     for _ in range(args.repeats):

@@ -31,7 +31,7 @@ import re
 import stat
 import time
 from email.utils import formatdate, mktime_tz, parsedate_tz
-from typing import BinaryIO
+from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote_to_bytes
 
 from webcluster.worker.handlers.base import Exchange, copy_file
@@ -66,12 +66,103 @@ _RANGE = re.compile(r"\s*[bB][yY][tT][eE][sS]\s*=\s*([0-9]{0,19})\s*-\s*([0-9]{0
 UNSATISFIABLE = "unsatisfiable"
 REAL_PATH_TTL = 1.0
 _CACHE_MAX = 1024  # entries in each of the caches above and below; emptied when full
+# Small files are kept in memory (``SmallFiles``): at most this size each, this many bytes in all.
+SMALL_FILE = 16 * 1024
+SMALL_FILES_BYTES = 4 * 1024 * 1024
+# A file whose status changed less than this long ago is not kept: see ``SmallFiles``.
+SETTLED = 2.0
 
 
 @functools.lru_cache(maxsize=_CACHE_MAX)
 def _last_modified(mtime: int) -> str:
     """IMF-fixdate of a file's mtime (RFC 9110 §8.8.2); files of a site share a few mtimes."""
     return formatdate(mtime, usegmt=True)
+
+
+class _Meta(NamedTuple):
+    """What a response says about a file, computed once per file version: its validators, and the fields
+    of a 200 (``whole``, with its Content-Length) or a 206 (``fields``, to which the range is added)."""
+
+    etag: str
+    mtime: int
+    size: int
+    validators: list[tuple[str, str]]
+    fields: list[tuple[str, str]]
+    whole: list[tuple[str, str]]
+
+
+# Request fields that make a response conditional or partial (RFC 9110 §13.1, §14.2)
+_CONDITIONAL = frozenset(
+    ("if-match", "if-none-match", "if-modified-since", "if-unmodified-since", "range")
+)
+
+
+def _identity(info: os.stat_result) -> tuple[int, ...]:
+    """What changes whenever a file's content may have: any write, truncate, chmod or rename in its
+    place changes the inode, the size or the status-change time (``ctime``, which no one can set)."""
+    return (
+        info.st_ino,
+        info.st_dev,
+        info.st_size,
+        info.st_mtime_ns,
+        info.st_ctime_ns,
+        info.st_mode,
+    )
+
+
+class SmallFiles:
+    """The content of small regular files, revalidated on every use by one ``lstat``.
+
+    A 13-byte icon otherwise costs an open, two fstats, a sendfile and a close per request, and the head
+    goes out in its own send; from here it costs an lstat and one send of head + body. Freshness is that
+    of the ``lstat``: an entry is used only while the file's identity (inode, device, size, mtime, ctime,
+    mode) is what it was when the content was read, and ``follow_symlinks=False`` keeps the O_NOFOLLOW
+    rule (a symlink now in the file's place has another identity).
+
+    Timestamps are coarse (the kernel stamps them from a clock that moves once per tick), so a file
+    written twice within one tick keeps one ctime; content read between the two writes would then look
+    current. As in git's "racily clean" rule, a file is kept only once its ctime and mtime are SETTLED
+    seconds old: any later change stamps a later ctime. Bounded: files up to SMALL_FILE bytes, SMALL_FILES_BYTES
+    in all, emptied when full."""
+
+    def __init__(self, max_file: int = SMALL_FILE, max_bytes: int = SMALL_FILES_BYTES) -> None:
+        self.max_file = max_file
+        self.max_bytes = max_bytes
+        self._entries: dict[str, tuple[tuple[int, ...], bytes, _Meta]] = {}
+        self._bytes = 0
+
+    def get(self, real: str) -> tuple[bytes, _Meta] | None:
+        """The content of ``real`` and what its response says about it, if it is kept and unchanged;
+        else None."""
+        entry = self._entries.get(real)
+        if entry is None:
+            return None
+        try:
+            info = os.stat(real, follow_symlinks=False)
+        except OSError:
+            info = None
+        if info is None or _identity(info) != entry[0]:
+            del self._entries[real]  # changed or gone: the caller opens it as usual
+            self._bytes -= len(entry[1])
+            return None
+        return entry[1], entry[2]
+
+    def read(self, real: str, file: BinaryIO, info: os.stat_result, meta: _Meta) -> bytes | None:
+        """The content of an open regular file, kept for later if it is small and settled; None when it
+        is not to be kept (the caller sends it from the file)."""
+        size = info.st_size
+        if size > self.max_file or time.time() - max(info.st_ctime, info.st_mtime) < SETTLED:
+            return None
+        fd = file.fileno()
+        body = os.pread(fd, size + 1, 0)
+        if len(body) != size or _identity(os.fstat(fd)) != _identity(info):
+            return None  # changed while read
+        if self._bytes + size > self.max_bytes:
+            self._entries.clear()
+            self._bytes = 0
+        self._entries[real] = (_identity(info), body, meta)
+        self._bytes += size
+        return body
 
 
 def _mime_table() -> mimetypes.MimeTypes:
@@ -123,6 +214,7 @@ class StaticHandler:
         # request for it costs no path checks and no stat (the open and fstat still check the file).
         self._files: dict[str, tuple[float, str]] = {}
         self._mime: dict[str, str] = {}  # Content-Type by file extension
+        self.small = SmallFiles()
 
     def __call__(self, exchange: Exchange) -> None:
         try:
@@ -196,6 +288,10 @@ class StaticHandler:
         return "/" + "".join(segment + "/" for segment in path.split("/") if segment)
 
     def _serve(self, exchange: Exchange, real: str) -> None:
+        kept = self.small.get(real)
+        if kept is not None:
+            self._send(exchange, *kept)
+            return
         try:
             file, info = _open_regular(real)
         except PermissionError:
@@ -205,43 +301,59 @@ class StaticHandler:
             _reply(exchange, 404)
             return
         with file:
-            self._send(exchange, file, info, real)
+            meta = self._meta(real, info)
+            body = self.small.read(real, file, info, meta)
+            self._send(exchange, file if body is None else body, meta)
 
-    def _send(self, exchange: Exchange, file: BinaryIO, info: os.stat_result, real: str) -> None:
-        """Answer 304/412/416/206/200 for an open regular file."""
-        request = exchange.request
+    def _meta(self, real: str, info: os.stat_result) -> _Meta:
         size = info.st_size
+        mtime = int(info.st_mtime)
         etag = f'"{info.st_mtime_ns:x}-{size:x}"'
-        validators = [("ETag", etag), ("Last-Modified", _last_modified(int(info.st_mtime)))]
-        precondition = check_preconditions(request, etag, int(info.st_mtime))
-        if precondition == 304:
-            exchange.start_response(304, "Not Modified", validators)
-            exchange.finish()
-            return
-        if precondition == 412:
-            _reply(exchange, 412)
-            return
-        wanted = select_range(request, etag, int(info.st_mtime), size)
-        if wanted == UNSATISFIABLE:
-            _reply(exchange, 416, [("Content-Range", f"bytes */{size}")])
-            return
-        headers = [
+        validators = [("ETag", etag), ("Last-Modified", _last_modified(mtime))]
+        fields = [
             ("Content-Type", self.content_type(real)),
             *validators,
             ("Accept-Ranges", "bytes"),
         ]
+        return _Meta(
+            etag, mtime, size, validators, fields, [*fields, ("Content-Length", str(size))]
+        )
+
+    def _send(self, exchange: Exchange, body: BinaryIO | bytes, meta: _Meta) -> None:
+        """Answer 304/412/416/206/200 for a regular file, open or in memory (``SmallFiles``)."""
+        request = exchange.request
+        wanted = None
+        for name, _ in request.headers:
+            if name in _CONDITIONAL:  # the usual request has none: no need to evaluate any
+                precondition = check_preconditions(request, meta.etag, meta.mtime)
+                if precondition == 304:
+                    exchange.start_response(304, "Not Modified", meta.validators)
+                    exchange.finish()
+                    return
+                if precondition == 412:
+                    _reply(exchange, 412)
+                    return
+                wanted = select_range(request, meta.etag, meta.mtime, meta.size)
+                break
+        size = meta.size
         if wanted is None:
             status, reason, offset, count = 200, "OK", 0, size
+            exchange.start_response(200, "OK", meta.whole)
+        elif wanted == UNSATISFIABLE:
+            _reply(exchange, 416, [("Content-Range", f"bytes */{size}")])
+            return
         else:
             start, end = wanted
             status, reason, offset, count = 206, "Partial Content", start, end - start + 1
-            headers.append(("Content-Range", f"bytes {start}-{end}/{size}"))
-        headers.append(("Content-Length", str(count)))
-        exchange.start_response(status, reason, headers)
-        if request.method == "GET" and count:
-            if not _send_body(exchange, file, offset, count):
-                return
-        exchange.finish()
+            headers = [*meta.fields, ("Content-Range", f"bytes {start}-{end}/{size}"),
+                       ("Content-Length", str(count))]  # fmt: skip
+            exchange.start_response(status, reason, headers)
+        if request.method != "GET" or not count:
+            exchange.finish()
+        elif type(body) is bytes:  # head and body in one send
+            exchange.finish(body if count == size else body[offset : offset + count])
+        elif _send_body(exchange, body, offset, count):
+            exchange.finish()
 
     def content_type(self, path: str) -> str:
         """MIME type for ``path``; text types are declared UTF-8."""

@@ -204,6 +204,25 @@ def test_static_sendfile_and_ranges(static_server):
     assert get(static_server, "/big.bin", "Range: bytes=0-1,5-6")[0] == 200
 
 
+def test_a_kept_small_file_is_served_fresh_after_it_changes(tmp_path, monkeypatch):
+    from webcluster.worker.handlers import static
+
+    monkeypatch.setattr(static, "SETTLED", 0.0)
+    (tmp_path / "v.txt").write_bytes(b"version 1")
+    with serve(build_handler(root=str(tmp_path))) as srv:
+        c = srv.connect()
+        for _ in range(3):  # one connection: the first read keeps it, the next two come from memory
+            c.sendall(b"GET /v.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+            assert read_response(c)[::2] == (200, b"version 1")
+        (tmp_path / "v.txt").write_bytes(b"version 2")
+        os.utime(tmp_path / "v.txt", ns=(1_000_000_000, 1_000_000_000))
+        c.sendall(b"GET /v.txt HTTP/1.1\r\nHost: t\r\nRange: bytes=8-\r\n\r\n")
+        assert read_response(c)[::2] == (206, b"2")
+        c.sendall(b"GET /v.txt HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert read_response(c)[::2] == (200, b"version 2")
+        c.close()
+
+
 @pytest.mark.parametrize(
     "target",
     [

@@ -1,4 +1,8 @@
-"""Static file handler over a FakeExchange: path safety, index/redirects, MIME, validators, ranges."""
+"""Static file handler over a FakeExchange: path safety, index/redirects, MIME, validators, ranges.
+
+Every test runs twice: with files opened per request, and with small files kept in memory
+(``SmallFiles``, ``SETTLED`` at 0 so the fixture's fresh files may be kept, each request made twice on one
+handler and the second one checked): the two ways of answering must not differ."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from email.utils import formatdate
 import pytest
 
 from tests.fakes import FakeExchange, make_request
+from webcluster.worker.handlers import static
 from webcluster.worker.handlers.dispatch import default_root
 from webcluster.worker.handlers.static import StaticHandler
 
@@ -52,10 +57,24 @@ def site(tmp_path):
     return root
 
 
+_KEPT = {"on": False}  # set per test by the file_source fixture
+
+
+@pytest.fixture(autouse=True, params=["opened", "kept"])
+def file_source(request, monkeypatch):
+    """Run each test with files opened per request, and again with small files kept in memory."""
+    if request.param == "kept":
+        monkeypatch.setattr(static, "SETTLED", 0.0)
+    monkeypatch.setitem(_KEPT, "on", request.param == "kept")
+    return request.param
+
+
 def get(root, target, headers=None, *, method="GET", prefix="", **kw) -> FakeExchange:
     headers = [("host", "localhost"), *(headers or [])]
-    exchange = FakeExchange(make_request(method, target, headers), **kw)
-    StaticHandler(str(root), prefix=prefix)(exchange)
+    handler = StaticHandler(str(root), prefix=prefix)
+    for _ in range(2 if _KEPT["on"] else 1):  # the first request keeps the file, the second uses it
+        exchange = FakeExchange(make_request(method, target, headers), **kw)
+        handler(exchange)
     assert exchange.finished or exchange.aborted
     return exchange
 
@@ -145,6 +164,92 @@ def test_a_remembered_file_is_still_opened_and_checked_each_time(site):
     assert fetch("/sub/page.txt").status == 404
     os.symlink(site.parent / "outside" / "secret.txt", site / "sub" / "page.txt")
     assert fetch("/sub/page.txt").status == 404  # O_NOFOLLOW: never a way out of the root
+
+
+# -- small files kept in memory -----------------------------------------------------------------------
+
+
+def _opens(monkeypatch) -> list[str]:
+    """The paths the handler opens from now on."""
+    opened: list[str] = []
+    real_open = static._open_regular
+
+    def counting(path):
+        opened.append(path)
+        return real_open(path)
+
+    monkeypatch.setattr(static, "_open_regular", counting)
+    return opened
+
+
+def _fetch(handler, target, headers=()):
+    exchange = FakeExchange(make_request("GET", target, [("host", "localhost"), *headers]))
+    handler(exchange)
+    return exchange
+
+
+def test_a_small_settled_file_is_kept_and_checked_by_lstat_on_every_request(site, monkeypatch):
+    monkeypatch.setattr(static, "SETTLED", 0.0)
+    handler = StaticHandler(str(site))
+    opened = _opens(monkeypatch)
+    first, second = _fetch(handler, "/sub/page.txt"), _fetch(handler, "/sub/page.txt")
+    assert first.data == second.data == b"sub page" and first.headers == second.headers
+    assert len(opened) == 1 and first.sendfile_calls == second.sendfile_calls == []
+    page = site / "sub" / "page.txt"
+    page.write_text("new page")  # same size; a distinct mtime (same-tick writes: see the next test)
+    os.utime(page, ns=(1_000_000_000, 1_000_000_000))
+    assert _fetch(handler, "/sub/page.txt").data == b"new page" and len(opened) == 2
+    page.unlink()
+    assert _fetch(handler, "/sub/page.txt").status == 404
+    os.symlink(site.parent / "outside" / "secret.txt", page)
+    assert _fetch(handler, "/sub/page.txt").status == 404  # lstat sees a symlink: O_NOFOLLOW again
+
+
+def test_a_file_changed_lately_is_not_kept(site, monkeypatch):
+    # The racily-clean rule: two writes in one clock tick can leave the same ctime and mtime, so a file
+    # changed less than SETTLED seconds ago is read from disk every time.
+    monkeypatch.setattr(static, "SETTLED", 3600.0)
+    handler = StaticHandler(str(site))
+    opened = _opens(monkeypatch)
+    page = site / "sub" / "page.txt"
+    assert _fetch(handler, "/sub/page.txt").data == b"sub page"
+    page.write_text("SUB PAGE")
+    assert _fetch(handler, "/sub/page.txt").data == b"SUB PAGE" and len(opened) == 2
+
+
+def test_large_files_are_sent_from_the_file(site, monkeypatch):
+    monkeypatch.setattr(static, "SETTLED", 0.0)
+    handler = StaticHandler(str(site))
+    _fetch(handler, "/big.bin")
+    assert _fetch(handler, "/big.bin").sendfile_calls == [(0, 200_000)]
+
+
+def test_kept_files_are_bounded_in_total(tmp_path, monkeypatch):
+    monkeypatch.setattr(static, "SETTLED", 0.0)
+    small = static.SmallFiles(max_file=100, max_bytes=250)
+    for name in "abcd":
+        (tmp_path / name).write_bytes(name.encode() * 100)
+    for name in "abcd":
+        path = str(tmp_path / name)
+        with open(path, "rb") as f:
+            assert small.read(path, f, os.fstat(f.fileno()), None) == name.encode() * 100
+        assert small._bytes <= 250 and small.get(path) is not None
+    assert small.get(str(tmp_path / "a")) is None  # emptied when the next one did not fit
+    (tmp_path / "e").write_bytes(b"e" * 101)
+    with open(tmp_path / "e", "rb") as f:
+        assert small.read(str(tmp_path / "e"), f, os.fstat(f.fileno()), None) is None  # too big
+
+
+def test_a_file_that_changes_while_read_is_not_kept(tmp_path, monkeypatch):
+    monkeypatch.setattr(static, "SETTLED", 0.0)
+    path = tmp_path / "f"
+    path.write_bytes(b"x" * 10)
+    small = static.SmallFiles()
+    with open(path, "rb") as f:
+        info = os.fstat(f.fileno())
+        path.write_bytes(b"y" * 11)  # grew between the fstat and the read
+        assert small.read(str(path), f, info, None) is None
+    assert small.get(str(path)) is None
 
 
 # -- directories ----------------------------------------------------------------------------------------
@@ -330,7 +435,7 @@ def test_other_methods_are_405(site, method):
 
 
 def test_body_uses_sendfile_when_possible(site):
-    exchange = get(site, "/data.bin", [("range", "bytes=10-19")])
+    exchange = get(site, "/big.bin", [("range", "bytes=10-19")])  # too big to be kept in memory
     assert exchange.sendfile_calls == [(10, 10)]
 
 
