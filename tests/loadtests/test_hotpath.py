@@ -1,4 +1,4 @@
-"""loadtests.bench.hotpath's two request paths run and serve every request they count (a harness that
+"""loadtests.bench.hotpath's request paths run and serve every request they count (a harness that
 silently served errors would make the instruction counts in BENCHMARKS.md meaningless)."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", ["--serve", "--serve-loop"])
+@pytest.mark.parametrize("path", ["--serve", "--serve-loop", "--close-loop", "--static-loop"])
 def test_the_counted_paths_serve_their_requests(path):
     done = subprocess.run([sys.executable, "-m", "loadtests.bench.hotpath", path, "50"], cwd=REPO,
                           capture_output=True, text=True, timeout=50)  # fmt: skip
