@@ -25,7 +25,7 @@ socket while ``next_event`` returns PAUSED: pipelined bytes accumulate in the bu
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from webcluster.worker.http import state as st
 from webcluster.worker.http.errors import LocalProtocolError, ProtocolError, RemoteProtocolError
@@ -41,6 +41,7 @@ from webcluster.worker.http.events import (
 from webcluster.worker.http.readers import (
     ChunkedReader,
     ContentLengthReader,
+    HeadRules,
     HeadScanner,
     parse_request_head,
 )
@@ -66,6 +67,25 @@ class Limits:
     max_body: int = 1 << 30  # 0 = unlimited; Content-Length or chunked total above -> 413
     max_chunk_line: int = 4096  # chunk-size line incl. extensions -> 400
     max_trailer: int = 16384  # total trailer section -> 431
+    # Derived once, shared by every connection's scanners
+    head_rules: HeadRules = field(init=False, repr=False, compare=False)
+    trailer_rules: HeadRules = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        head = HeadRules(
+            total_limit=self.limit_request_head,
+            line_limit=self.limit_request_field_size,
+            count_limit=self.limit_request_fields,
+            first_line_limit=self.limit_request_line,
+        )
+        trailer = HeadRules(
+            total_limit=self.max_trailer,
+            line_limit=self.limit_request_field_size,
+            count_limit=self.limit_request_fields,
+            what="trailer section",
+        )
+        object.__setattr__(self, "head_rules", head)  # frozen: set once, here
+        object.__setattr__(self, "trailer_rules", trailer)
 
 
 # The reader of every bodiless request: one of zero length never changes (it only says EndOfMessage).
@@ -95,12 +115,7 @@ class H1Connection:
         self._writer: BodyWriter | None = None
         self._continue_sent = False
         self._empty_lines = 0
-        self._head = HeadScanner(
-            total_limit=limits.limit_request_head,
-            line_limit=limits.limit_request_field_size,
-            count_limit=limits.limit_request_fields,
-            first_line_limit=limits.limit_request_line,
-        )
+        self._head = HeadScanner(limits.head_rules)
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -201,12 +216,7 @@ class H1Connection:
         if not request.keep_alive:
             self._state.disable_keep_alive()
         if request.chunked:
-            trailers = HeadScanner(
-                total_limit=limits.max_trailer,
-                line_limit=limits.limit_request_field_size,
-                count_limit=limits.limit_request_fields,
-                what="trailer section",
-            )
+            trailers = HeadScanner(limits.trailer_rules)
             self._reader = ChunkedReader(limits.max_body, limits.max_chunk_line, trailers)
         elif request.content_length:
             self._reader = ContentLengthReader(request.content_length)

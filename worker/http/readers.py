@@ -26,24 +26,16 @@ _VERSIONS = {"HTTP/1.0": "1.0", "HTTP/1.1": "1.1"}
 _NOT_IN_TRAILERS = frozenset(("content-length", "transfer-encoding", "host"))
 
 
-class HeadScanner:
-    """Finds the end of a head (or trailer section) in a growing buffer and enforces its limits as soon
-    as the buffer proves them, so memory stays bounded even when the terminator never comes.
-
-    The fast path is one ``find(b"\\r\\n\\r\\n")`` resumed where the previous call stopped. While the head
-    is incomplete, new complete lines are checked once each (length, count, bare CR/LF). The same line
-    checks, run over a complete head, give the canonical error for it (``scan_lines``), so feeding a head
-    whole or byte by byte yields the same status.
-    """
+class HeadRules:
+    """The limits a head (or a trailer section) is held to. Immutable, and shared: ``Limits`` makes one
+    for request heads and one for trailers, and every connection's ``HeadScanner`` refers to them (one
+    per connection cost as much as the rest of a new connection's parser)."""
 
     __slots__ = (
-        "_search",
-        "_pos",
-        "_count",
-        "first_line_limit",
+        "total_limit",
         "line_limit",
         "count_limit",
-        "total_limit",
+        "first_line_limit",
         "short_limit",
         "what",
     )
@@ -64,7 +56,26 @@ class HeadScanner:
         self.first_line_limit = first_line_limit  # request-line -> 414 (0: no request-line)
         # a line no longer than this fits whichever limit applies to it (fits)
         self.short_limit = min(line_limit, first_line_limit) if first_line_limit else line_limit
-        self.reset()
+
+
+class HeadScanner:
+    """Finds the end of a head (or trailer section) in a growing buffer and enforces its limits
+    (``HeadRules``) as soon as the buffer proves them, so memory stays bounded even when the terminator
+    never comes.
+
+    The fast path is one ``find(b"\\r\\n\\r\\n")`` resumed where the previous call stopped. While the head
+    is incomplete, new complete lines are checked once each (length, count, bare CR/LF). The same line
+    checks, run over a complete head, give the canonical error for it (``scan_lines``), so feeding a head
+    whole or byte by byte yields the same status.
+    """
+
+    __slots__ = ("rules", "_search", "_pos", "_count")
+
+    def __init__(self, rules: HeadRules) -> None:
+        self.rules = rules
+        self._search = 0  # as reset(), without the call: one scanner per connection
+        self._pos = 0
+        self._count = 0
 
     def reset(self) -> None:
         self._search = 0  # resume the terminator search here
@@ -105,21 +116,22 @@ class HeadScanner:
 
     def fits(self, text: str, lines: list[str], end: int) -> bool:
         """Quick limit and CR/LF checks of a complete head (``text`` split into ``lines``)."""
+        rules = self.rules
         separators = len(lines) - 1
         if (
-            end > self.total_limit
+            end > rules.total_limit
             or text.count("\r") != separators
             or text.count("\n") != separators
         ):
             return False
-        first = self.first_line_limit
-        if separators + (not first) > self.count_limit:  # field lines: all but the request-line
+        first = rules.first_line_limit
+        if separators + (not first) > rules.count_limit:  # field lines: all but the request-line
             return False
         # every line within both limits (the usual case): no need to tell the request-line apart
-        if max(map(len, lines)) <= self.short_limit:
+        if max(map(len, lines)) <= rules.short_limit:
             return True
         fields = lines[1:] if first else lines
-        too_long = fields and max(map(len, fields)) > self.line_limit
+        too_long = fields and max(map(len, fields)) > rules.line_limit
         return not (too_long or (first and len(lines[0]) > first))
 
     def _raise_first(
@@ -127,9 +139,9 @@ class HeadScanner:
     ) -> None:
         """Raise the earliest-proved violation of the line ``buf[start:end]`` seen up to ``reach``."""
         found = self._line_error(buf, start, end, count)
-        total = self.total_limit
+        total = self.rules.total_limit
         if reach > total and (found is None or found[0] > total + 1):
-            found = (total + 1, RemoteProtocolError(f"{self.what} too large", 431))
+            found = (total + 1, RemoteProtocolError(f"{self.rules.what} too large", 431))
         if bare_lf and (found is None or found[0] >= reach):
             raise RemoteProtocolError("bare LF as line terminator (strict CRLF, RFC 9112 §2.2)")
         if found is not None:
@@ -141,19 +153,20 @@ class HeadScanner:
         """The first violation in a line and the buffer length at which a byte-wise feed proves it."""
         if end <= start:
             return None
-        request_line = count == 0 and self.first_line_limit > 0
-        if not request_line and count - (self.first_line_limit > 0) >= self.count_limit:
+        rules = self.rules
+        request_line = count == 0 and rules.first_line_limit > 0
+        if not request_line and count - (rules.first_line_limit > 0) >= rules.count_limit:
             proved = start + 1 if buf[start] != 13 else start + 2
-            return proved, RemoteProtocolError(f"too many fields in {self.what}", 431)
-        limit = self.first_line_limit if request_line else self.line_limit
+            return proved, RemoteProtocolError(f"too many fields in {rules.what}", 431)
+        limit = rules.first_line_limit if request_line else rules.line_limit
         cr = buf.find(b"\r", start, end)
         if 0 <= cr <= start + limit:  # beyond that, the line was too long before the CR arrived
-            return cr + 2, RemoteProtocolError(f"bare CR in {self.what} (RFC 9112 §2.2)")
+            return cr + 2, RemoteProtocolError(f"bare CR in {rules.what} (RFC 9112 §2.2)")
         if end - start > limit:
             if request_line:
                 return start + limit + 1, RemoteProtocolError("request-line too long", 414)
             return start + limit + 1, RemoteProtocolError(
-                f"field line too long in {self.what}", 431
+                f"field line too long in {rules.what}", 431
             )
         return None
 
