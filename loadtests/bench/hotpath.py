@@ -6,10 +6,12 @@ the head (``H1Connection.next_event``), the pool-thread side (``Runner.run``: Ex
 app, start_response, response head, ``send`` on a socketpair, stats) and both together, and on their own
 the stats ``record`` and the in-flight record (``Inflight.begin``/``end``) every request makes. A socketpair stands
 in for the client; its other end is drained after every request. With ``--profile`` it prints a cProfile
-of the combined loop. With ``--instructions`` it counts the user-space instructions of parse + serve per
-request, and of the whole worker path (``Loop.step``: epoll, recv, parse, serve inline, re-arm), under valgrind (``apt-get install valgrind``): a count, unlike a time, does not move with what else
-the machine runs, so a change of 1 % is seen in one run. Used to measure the optimisations listed in
-BENCHMARKS.md.
+of the combined loop. With ``--instructions`` it counts, under valgrind (``apt-get install valgrind``),
+the user-space instructions per request of: parse + serve; the whole worker path of a keep-alive request
+(``Loop.step``: epoll, recv, parse, serve inline, re-arm); the same for a ``Connection: close`` request
+(accept to close; the client's own calls are in the count too); and the same keep-alive path for the
+bench's 13-byte static file. A count, unlike a time, does not move with what else the machine runs, so a
+change of 1 % is seen in one run. Used to measure the optimisations listed in BENCHMARKS.md.
 """
 
 from __future__ import annotations
