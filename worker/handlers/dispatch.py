@@ -21,7 +21,11 @@ from webcluster.worker.handlers.forwarded import ForwardedPolicy
 from webcluster.worker.handlers.static import StaticHandler
 from webcluster.worker.handlers.target import split_target
 from webcluster.worker.handlers.wsgi import WSGIHandler
+from webcluster.worker.http.memo import remember
 
+# The route memo holds at most this many targets of at most this many characters (emptied when full)
+_ROUTES_MAX = 1024
+_ROUTE_KEY_MAX = 256
 _DEFAULT_ATTR = "application"  # PEP 3333 / mod_wsgi / gunicorn convention
 _USUAL_NAMES = ("application", "app", "create_app", "make_app", "get_app", "wsgi_app")
 
@@ -148,9 +152,20 @@ class Dispatcher:
     def __init__(self, mounts: list[tuple[str, Handler]], fallback: Handler) -> None:
         self.mounts = tuple(sorted(mounts, key=lambda mount: len(mount[0]), reverse=True))
         self.fallback = fallback
+        # Target -> handler, as in the core's memo dicts: clients repeat targets, and each request is
+        # routed twice (the loop asks whether its handler may run there, then the call dispatches).
+        self._routes: dict[str, Handler] = {}
 
     def route(self, target: str) -> Handler:
         """The handler for a request-target (a mount matches whole segments: /static, /static/...)."""
+        handler = self._routes.get(target)
+        if handler is None:
+            handler = self._find(target)
+            if len(target) <= _ROUTE_KEY_MAX:
+                remember(self._routes, target, handler, _ROUTES_MAX)
+        return handler
+
+    def _find(self, target: str) -> Handler:
         if target.startswith("/"):  # origin-form: the path is a prefix of the target
             for prefix, _ in self.mounts:
                 if target.startswith(prefix):

@@ -167,6 +167,20 @@ def test_mounts_then_app(dirs):
     )  # the fast path for app requests
 
 
+def test_routes_are_remembered_as_they_were_found_and_bounded(dirs):
+    from webcluster.worker.handlers import dispatch
+
+    handler = build_handler(app=tagged_app("app"), static_mounts=(("/s", dirs["assets"]),))
+    targets = ["/s/which.txt", "/s", "/sx", "/", "/s?x=1", "http://h/s/a", "/s/" + "a" * 300]
+    first = [handler.route(t) for t in targets]
+    assert [handler.route(t) for t in targets] == first  # remembered: the same answers
+    assert first == [handler._find(t) for t in targets]  # and those of a fresh look
+    assert "/s/" + "a" * 300 not in handler._routes  # long targets are not kept
+    for i in range(dispatch._ROUTES_MAX + 10):
+        handler.route(f"/s/{i}")
+    assert len(handler._routes) <= dispatch._ROUTES_MAX
+
+
 def test_root_path_and_flags_reach_the_app(dirs):
     seen = {}
 
