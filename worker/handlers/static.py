@@ -30,7 +30,6 @@ import os
 import re
 import stat
 import time
-from email.utils import formatdate, mktime_tz, parsedate_tz
 from typing import BinaryIO, NamedTuple
 from urllib.parse import unquote_to_bytes
 
@@ -40,6 +39,7 @@ from webcluster.worker.http.errors import LocalProtocolError
 from webcluster.worker.http.events import Request
 from webcluster.worker.http.memo import remember
 from webcluster.worker.http.writers import REASONS
+from webcluster.worker.httpdate import format_http_date, parse_http_date
 
 log = logging.getLogger("webcluster.error")
 
@@ -76,7 +76,7 @@ SETTLED = 2.0
 @functools.lru_cache(maxsize=_CACHE_MAX)
 def _last_modified(mtime: int) -> str:
     """IMF-fixdate of a file's mtime (RFC 9110 §8.8.2); files of a site share a few mtimes."""
-    return formatdate(mtime, usegmt=True)
+    return format_http_date(mtime)
 
 
 class _Meta(NamedTuple):
@@ -433,15 +433,7 @@ def _etag_matches(header: str, etag: str, *, weak: bool) -> bool:
 
 def _http_date(value: str | None) -> int | None:
     """Seconds since the epoch for an HTTP-date, or None when absent or invalid (then ignored)."""
-    if value is None:
-        return None
-    parsed = parsedate_tz(value)
-    if parsed is None:
-        return None
-    try:
-        return mktime_tz(parsed)
-    except (OverflowError, ValueError):
-        return None
+    return None if value is None else parse_http_date(value)
 
 
 def check_preconditions(request: Request, etag: str, mtime: int) -> int | None:
