@@ -261,3 +261,25 @@ def test_a_stale_timer_entry_does_nothing_after_the_state_changed(harness):
     assert pending(c).endswith(b"hello")
     h.later(10.5)  # the old head deadline passes
     assert pending(c) is None and len(h.loop._conns) == 1
+
+
+def test_under_steady_load_the_queues_are_looked_at_once_per_slack(harness, monkeypatch):
+    # Each request leaves a voided keep-alive entry behind; once they come due, popping them on every
+    # pass would cost a look at every queue per request. They are acted on at most SLACK late instead.
+    from webcluster.worker.timeouts import SLACK
+    from webcluster.worker.timers import DeadlineQueue
+
+    h = harness(keepalive=0.05)
+    c = h.connect()
+    looked: set[float] = set()
+    expired = DeadlineQueue.expired
+    monkeypatch.setattr(DeadlineQueue, "expired", lambda q, now: looked.add(now) or expired(q, now))
+    for _ in range(200):  # a request per millisecond for 0.2 s: entries come due from 0.05 s on
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.settle()
+        assert pending(c).endswith(b"hello")
+        h.clock.advance(0.001)
+    assert 0 < len(looked) <= 0.2 / SLACK + 1  # every pass: about 150 looks
+    assert len(h.loop._conns) == 1  # and the live connection's own entry never fired
+    h.later(0.05 + SLACK)
+    assert pending(c) == b"" and not h.loop._conns  # idle: closed at most SLACK after its deadline
