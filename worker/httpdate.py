@@ -41,20 +41,20 @@ def parse_http_date(value: str, now: float | None = None) -> int | None:
     m = _IMF_FIXDATE.fullmatch(value)
     if m is not None:
         day, month, year, hour, minute, second = m.groups()
+        full_year = int(year)
     elif (m := _RFC850_DATE.fullmatch(value)) is not None:
-        day, month, two_digits, hour, minute, second = m.groups()
+        day, month, year, hour, minute, second = m.groups()
         # §5.6.7: a two-digit year more than 50 years in the future is the latest past year ending so
         this_year = time.gmtime(time.time() if now is None else now).tm_year
-        year = str(this_year // 100 * 100 + int(two_digits))
-        if int(year) > this_year + 50:
-            year = str(int(year) - 100)
+        full_year = this_year // 100 * 100 + int(year)
+        if full_year > this_year + 50:
+            full_year -= 100
     elif (m := _ASCTIME_DATE.fullmatch(value)) is not None:
-        month, day, hour, minute, second, year = m.groups()
-        if day[0] == " ":
-            day = day[1:]
+        month, day, hour, minute, second, year = m.groups()  # day: "06" or " 6", int() takes both
+        full_year = int(year)
     else:
         return None
-    return _timegm(int(year), _MONTH_NUMBER[month], int(day), int(hour), int(minute), int(second))
+    return _timegm(full_year, _MONTH_NUMBER[month], int(day), int(hour), int(minute), int(second))
 
 
 def _timegm(year: int, month: int, day: int, hour: int, minute: int, second: int) -> int | None:

@@ -81,7 +81,9 @@ def _last_modified(mtime: int) -> str:
 
 class _Meta(NamedTuple):
     """What a response says about a file, computed once per file version: its validators, and the fields
-    of a 200 (``whole``, with its Content-Length) or a 206 (``fields``, to which the range is added)."""
+    of a 200 (``whole``, with its Content-Length) or a 206 (``fields``, to which the range is added).
+    A kept file's lists are shared by all its responses: nothing mutates a response's header list once
+    it is given to ``start_response`` (hooks see it as a read-only ``Sequence``)."""
 
     etag: str
     mtime: int
@@ -122,8 +124,8 @@ class SmallFiles:
     Timestamps are coarse (the kernel stamps them from a clock that moves once per tick), so a file
     written twice within one tick keeps one ctime; content read between the two writes would then look
     current. As in git's "racily clean" rule, a file is kept only once its ctime and mtime are SETTLED
-    seconds old: any later change stamps a later ctime. Bounded: files up to SMALL_FILE bytes, SMALL_FILES_BYTES
-    in all, emptied when full."""
+    seconds old: any later change stamps a later ctime. Bounded: files up to SMALL_FILE bytes,
+    SMALL_FILES_BYTES in all, emptied when full."""
 
     def __init__(self, max_file: int = SMALL_FILE, max_bytes: int = SMALL_FILES_BYTES) -> None:
         self.max_file = max_file
@@ -142,8 +144,10 @@ class SmallFiles:
         except OSError:
             info = None
         if info is None or _identity(info) != entry[0]:
-            del self._entries[real]  # changed or gone: the caller opens it as usual
-            self._bytes -= len(entry[1])
+            # Changed or gone: the caller opens it as usual. pop, not del: without sendfile (TLS) pool
+            # threads serve files, and two may find the same stale entry.
+            if self._entries.pop(real, None) is entry:
+                self._bytes -= len(entry[1])
             return None
         return entry[1], entry[2]
 
