@@ -137,9 +137,9 @@ def _inflight_cost(n: int) -> float:
 
 def _loop(settings: LoopSettings, static_root: str | None = None) -> tuple[Loop, WorkerStats]:
     """A worker's loop on a listener of its own, with the bench's handler (the hello app, and the static
-    files under ``/static`` when ``static_root`` is given) and a fake clock (10 µs per reading, about a
-    tenth of a request's time under load), so the count does not depend on how fast the run goes
-    (valgrind runs it fifty times slower). Its header and keep-alive timeouts are STEADY_TIMEOUT of that
+    files under ``/static`` when ``static_root`` is given) and a fake clock (10 µs per reading; a request
+    reads it about six times, so fake time passes about as fast as real time under load), so the count
+    does not depend on how fast the run goes (valgrind runs it fifty times slower). Its header and keep-alive timeouts are STEADY_TIMEOUT of that
     fake time: as in a server that has been under load for longer than its timeouts, the voided entries
     every request leaves behind come due while the requests are counted, but no live connection's
     deadline does. The leader serves inline as under ``Loop.run``, without the watcher thread."""
