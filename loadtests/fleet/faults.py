@@ -119,7 +119,8 @@ def crash_host(fleet: Fleet, log: FaultLog, name: str) -> None:
     Records two measures of what was in flight on the host: the connections it held when killed
     (host side) and the requests HAProxy lost on it (its ``eresp`` + ``econ`` for that server, from
     just before the kill until a second after it was marked down: requests it had sent there that got
-    no complete answer). The second is the failure bound the summary checks."""
+    no complete answer). The summary checks the failures against the larger of the two (see
+    ``summary.crash_checks`` for the loss only the first one sees)."""
     host = fleet.host(name)
     before = _lost(fleet.haproxy.stats().get(host.name, {}))
     killed, held = host.crash(fleet.net)

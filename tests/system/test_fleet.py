@@ -10,9 +10,10 @@ injects one kind of fault:
 - the same rolling restart without ``--drain-delay``: the baseline, reported (its failures are what the
   drain is for; not asserted, they depend on timing);
 - a rolling HUP, then a host added under load: zero failed, counts agree;
-- a host crash (kill -9 of every process of one host): failures no more than the requests HAProxy had in
-  flight on it (its eresp + econ for that host over the crash), none after HAProxy marked it down,
-  marked down within inter x fall.
+- a host crash (kill -9 of every process of one host): failures no more than what was in flight on it
+  (the larger of HAProxy's eresp + econ for that host over the crash and the connections the host held
+  at the kill: ``summary.crash_checks``), none after HAProxy marked it down, marked down within
+  inter x fall.
 
 Skipped, with the reason, when not root, without ``ip netns`` or without haproxy (CI runs as root and
 ``.ci/run`` installs haproxy and iproute2).
