@@ -159,12 +159,13 @@ class SmallFiles:
             return None
         fd = file.fileno()
         body = os.pread(fd, size + 1, 0)
-        if len(body) != size or _identity(os.fstat(fd)) != _identity(info):
+        identity = _identity(info)
+        if len(body) != size or _identity(os.fstat(fd)) != identity:
             return None  # changed while read
         if self._bytes + size > self.max_bytes:
             self._entries.clear()
             self._bytes = 0
-        self._entries[real] = (_identity(info), body, meta)
+        self._entries[real] = (identity, body, meta)
         self._bytes += size
         return body
 
@@ -341,17 +342,17 @@ class StaticHandler:
                 break
         size = meta.size
         if wanted is None:
-            status, reason, offset, count = 200, "OK", 0, size
+            offset, count = 0, size
             exchange.start_response(200, "OK", meta.whole)
         elif wanted == UNSATISFIABLE:
             _reply(exchange, 416, [("Content-Range", f"bytes */{size}")])
             return
         else:
             start, end = wanted
-            status, reason, offset, count = 206, "Partial Content", start, end - start + 1
+            offset, count = start, end - start + 1
             headers = [*meta.fields, ("Content-Range", f"bytes {start}-{end}/{size}"),
                        ("Content-Length", str(count))]  # fmt: skip
-            exchange.start_response(status, reason, headers)
+            exchange.start_response(206, "Partial Content", headers)
         if request.method != "GET" or not count:
             exchange.finish()
         elif type(body) is bytes:  # head and body in one send
