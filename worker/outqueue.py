@@ -183,6 +183,14 @@ def unsent_bytes(sock) -> int:
         return 0
 
 
+def unread_bytes(sock) -> int:
+    """Bytes the peer sent that nobody has read yet (Linux SIOCINQ / FIONREAD)."""
+    try:
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+    except (OSError, ValueError):
+        return 0
+
+
 def reset_on_close(fd: int) -> None:
     """SO_LINGER 0: close() then resets and drops unsent data (nginx reset_timedout_connection), so a
     reader that timed out does not keep MiBs queued in the kernel's send buffer."""

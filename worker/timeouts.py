@@ -12,7 +12,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from webcluster.worker.http.errors import RemoteProtocolError
-from webcluster.worker.outqueue import reset_on_close, unsent_bytes
+from webcluster.worker.outqueue import reset_on_close, unread_bytes, unsent_bytes
 from webcluster.worker.timers import DeadlineQueue
 from webcluster.worker.transport import LoopSettings, State
 
@@ -117,6 +117,11 @@ class Timeouts:
         if unacked and unacked != conn.last_unsent:
             conn.last_unsent = unacked
             loop.enter(conn, READING, self.idle)
+            return
+        if unread_bytes(conn.sock):
+            # A request came in after this pass's poll (the timers run once the pass's events are
+            # handled, milliseconds at many connections): its fd is armed, so the next poll reports it,
+            # and it gets an answer (Connection: close when stopping) instead of our close as a reset.
             return
         loop.close(conn)
 

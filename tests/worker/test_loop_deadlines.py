@@ -38,9 +38,13 @@ class NoWaitPoller(Poller):
     def __init__(self) -> None:
         super().__init__()
         self.asked: list[float] = []
+        self.blind = 0  # this many polls report no event (what arrives after a real poll returned)
 
     def poll(self, timeout, run_calls=True):
         self.asked.append(timeout)
+        if self.blind:
+            self.blind -= 1
+            return []
         return super().poll(0, run_calls)
 
 
@@ -283,3 +287,20 @@ def test_under_steady_load_the_queues_are_looked_at_once_per_slack(harness, monk
     assert len(h.loop._conns) == 1  # and the live connection's own entry never fired
     h.later(0.05 + SLACK)
     assert pending(c) == b"" and not h.loop._conns  # idle: closed at most SLACK after its deadline
+
+
+def test_a_request_that_came_after_the_poll_is_answered_not_reset_at_the_idle_deadline(harness):
+    # The timers run after a pass's events: a request that arrived meanwhile is unread when its
+    # connection's idle (or drain) deadline is acted on. It is served on the next pass, not reset.
+    h = harness(keepalive=5.0)
+    c = h.connect()
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.settle()
+    assert pending(c).endswith(b"hello")
+    h.clock.advance(5.1)
+    c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    h.poller.blind = 1  # this pass's poll reports nothing: the request came after it
+    h.loop.step()
+    assert len(h.loop._conns) == 1  # still open: the request is waiting to be read
+    h.settle()
+    assert pending(c).endswith(b"hello") and len(h.loop._conns) == 1
