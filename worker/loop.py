@@ -263,7 +263,10 @@ class Loop:
             return
         if type(event) is Request:
             self.host.begin_request(conn)
-            self._start_body(conn)
+            if event.chunked or event.content_length:  # maybe a body to pre-read (_start_body)
+                self._start_body(conn)
+            else:  # the usual request: nothing to pre-read
+                self._dispatch(conn)
         elif event is NEED_DATA:
             if first:
                 self.enter(conn, READING, self.timeouts.header)
