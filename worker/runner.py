@@ -227,7 +227,7 @@ class Runner:
         h1 = conn.h1
         request = ex.request
         if not request.chunked and not request.content_length and not conn.early:
-            h1.next_event()  # the EndOfMessage of an empty body (PAUSED if read): nothing to drop
+            h1.end_empty_body()  # nothing to drop
             return True
         if ex.body.done or h1.their_state is DONE:
             return True

@@ -190,6 +190,13 @@ class H1Connection:
             return ConnectionClosed()
         return PAUSED
 
+    def end_empty_body(self) -> None:
+        """The end of a request without a body (neither Content-Length nor chunked): what ``next_event``
+        would return as its ``EndOfMessage``, without making the event (the usual GET, once per request).
+        Nothing when it was read already, or after an error."""
+        if self._reader is _NO_BODY and self._state.their_state is st.SEND_BODY:
+            self._state.their(EndOfMessage)
+
     def _next_request(self) -> Request | ConnectionClosed | _Sentinel:
         buf = self._buf
         while buf.startswith(b"\r\n"):  # RFC 9112 §2.2, see MAX_LEADING_EMPTY_LINES

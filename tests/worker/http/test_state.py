@@ -81,6 +81,39 @@ def test_states_through_a_cycle() -> None:
     assert (conn.their_state, conn.our_state, conn.request) == (IDLE, IDLE, None)
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [GET, b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n"],
+    ids=["none", "length-0"],
+)
+def test_end_empty_body_is_the_end_of_message_next_event_gives(raw: bytes) -> None:
+    """The runner's shortcut for a request without a body: the same state as reading its EndOfMessage,
+    pipelined bytes kept; and nothing once it was read, for a body, or after an error."""
+    conn = H1Connection()
+    conn.receive_data(raw + GET)
+    conn.next_event()
+    conn.end_empty_body()
+    assert conn.their_state is DONE and conn.next_event() is PAUSED
+    conn.end_empty_body()  # read already: nothing changes
+    assert conn.their_state is DONE
+    respond(conn)
+    conn.start_next_cycle()
+    assert conn.next_event().target == "/"
+
+    post = H1Connection()
+    post.receive_data(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc")
+    post.next_event()
+    post.end_empty_body()  # a body is no empty body
+    assert post.their_state is SEND_BODY and post.next_event() == Data(b"abc")
+
+    bad = H1Connection()
+    bad.receive_data(GET)
+    bad.next_event()
+    bad.error_response(RemoteProtocolError("x"), date=DATE)
+    bad.end_empty_body()
+    assert bad.their_state is ERROR
+
+
 def test_paused_until_next_cycle_and_pipelined_bytes_kept() -> None:
     conn = H1Connection()
     second = b"POST /2 HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc"
