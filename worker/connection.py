@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from webcluster.worker.transport import Host
 
 RECV_SIZE = 65536
+INF = float("inf")
 
 # --body-min-rate is enforced only after this grace: a body's first second may arrive in one burst or not.
 BODY_RATE_GRACE = 1.0
@@ -60,6 +61,9 @@ class Conn:
         "body_base",
         "proxy",
         "arming",
+        "idle_since",
+        "idle_due",
+        "idle_seq",
     )
 
     def __init__(
@@ -77,6 +81,11 @@ class Conn:
         self.out = OutputQueue(sock, host.settings.send_timeout, host.clock)
         self.after_flush = State.READING
         self.idle = True  # no byte of the next request received yet
+        # Its keep-alive deadline, kept lazily (``Timeouts.arm_idle``): idle since, when its pending
+        # entry in the idle queues comes due (-inf: none), and that entry's number (older ones are void).
+        self.idle_since = 0.0
+        self.idle_due = -INF
+        self.idle_seq = 0
         self.requests = 0
         self.broken = False  # the peer went away mid-response
         self.arming = False  # a pool thread is re-arming the fd this instant (worker.rearm)

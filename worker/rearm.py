@@ -75,5 +75,8 @@ class Rearm:
         loop = self._loop
         conn.idle = True
         conn.after_flush = READING
-        timer = loop.timeouts.drain if loop.host.stopping else loop.timeouts.idle
-        loop.enter(conn, READING, timer, since)
+        if loop.host.stopping:
+            loop.enter(conn, READING, loop.timeouts.drain, since)
+        else:
+            loop.enter(conn, READING)
+            loop.timeouts.arm_idle(conn, since)

@@ -304,3 +304,33 @@ def test_a_request_that_came_after_the_poll_is_answered_not_reset_at_the_idle_de
     assert len(h.loop._conns) == 1  # still open: the request is waiting to be read
     h.settle()
     assert pending(c).endswith(b"hello") and len(h.loop._conns) == 1
+
+
+def test_the_keepalive_deadline_moves_lazily_and_still_closes_between_keepalive_and_lazy_later(
+    harness,
+):
+    # A busy connection keeps its pending keep-alive entry while it comes due at most ``lazy`` early
+    # (nginx's lazy timers): a request per 10 ms for a second adds a handful of entries, not 100. Once
+    # idle it is closed no sooner than --keepalive and at most ``lazy`` (+ SLACK) after it.
+    from webcluster.worker.timeouts import SLACK
+
+    h = harness(keepalive=5.0)
+    c = h.connect()
+    timeouts = h.loop.timeouts
+    assert timeouts.lazy == 0.25
+    added = 0
+    for _ in range(100):
+        c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        h.settle()
+        assert pending(c).endswith(b"hello")
+        added = max(added, len(timeouts.idle))
+        h.clock.advance(0.01)
+    assert 1 <= added <= 1.0 / timeouts.lazy + 1
+    last = h.clock.now - 0.01  # the last response
+    h.later(4.99 - 0.01)
+    assert pending(c) is None and len(h.loop._conns) == 1
+    while h.loop._conns:
+        h.later(0.005)
+    closed = h.clock.now - last
+    assert 5.0 <= closed <= 5.0 + timeouts.lazy + SLACK + 0.005
+    assert pending(c) == b""
