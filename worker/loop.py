@@ -192,15 +192,16 @@ class Loop:
 
     def poll_timeout(self, now: float) -> float:
         """Seconds the poller may wait: until the next deadline, at most the 1 s stats/heartbeat tick."""
-        timeout = 1.0
-        deadline = self.timeouts.next_deadline()
-        if deadline is not None:
-            timeout = min(timeout, deadline - now)
-        if self.acceptor.resume_at is not None:
-            timeout = min(timeout, self.acceptor.resume_at - now)
-        if self.host.stopping:
-            timeout = min(timeout, self._stop_deadline - now)
-        return max(timeout, 0.0)
+        # Once per pass: comparisons, not min()/max() calls (the queues' earliest is inf when empty).
+        timeout = self.timeouts.earliest - now
+        if timeout > 1.0:
+            timeout = 1.0
+        resume_at = self.acceptor.resume_at
+        if resume_at is not None and resume_at - now < timeout:
+            timeout = resume_at - now
+        if self.host.stopping and self._stop_deadline - now < timeout:
+            timeout = self._stop_deadline - now
+        return timeout if timeout > 0.0 else 0.0
 
     def enter(self, conn: Conn, state: State, timer: DeadlineQueue | None = None,
                now: float | None = None, *, restart: bool = True) -> None:  # fmt: skip

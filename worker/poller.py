@@ -67,7 +67,7 @@ class Poller:
         if self._calls:
             timeout = 0
         try:
-            ready = self._epoll.poll(-1 if timeout is None else max(timeout, 0.0))
+            ready = self._epoll.poll(-1 if timeout is None else timeout if timeout > 0.0 else 0.0)
         except InterruptedError:  # pragma: no cover - PEP 475 retries, kept for safety
             ready = []
         out = []
