@@ -127,8 +127,9 @@ class HeadScanner:
         first = rules.first_line_limit
         if separators + (not first) > rules.count_limit:  # field lines: all but the request-line
             return False
-        # every line within both limits (the usual case): no need to tell the request-line apart
-        if max(map(len, lines)) <= rules.short_limit:
+        # every line within both limits (the usual case): no need to tell the request-line apart. A
+        # head no longer than the shorter limit proves it without a look at each line.
+        if len(text) <= rules.short_limit or max(map(len, lines)) <= rules.short_limit:
             return True
         fields = lines[1:] if first else lines
         too_long = fields and max(map(len, fields)) > rules.line_limit
