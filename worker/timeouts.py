@@ -56,21 +56,21 @@ class Timeouts:
         self.send = DeadlineQueue(settings.send_timeout)
         self.linger = DeadlineQueue(settings.linger_timeout)
         self.drain = DeadlineQueue(settings.drain_idle_grace)
+        # (queue, action, valid by Conn.idle_seq rather than the token): a connection keeps its
+        # keep-alive entry through the requests it serves meanwhile.
         self._queues = (
-            (self.header, self._on_header_timeout),
-            (self.body, self._on_body_timeout),
-            (self.send, self._on_send_timeout),
-            (self.linger, self._on_linger_timeout),
-            (self.drain, self._on_idle_timeout),
+            (self.header, self._on_header_timeout, False),
+            (self.body, self._on_body_timeout, False),
+            (self.idle, self._on_idle_entry, True),
+            (self.idle_recheck, self._on_idle_entry, True),
+            (self.send, self._on_send_timeout, False),
+            (self.linger, self._on_linger_timeout, False),
+            (self.drain, self._on_idle_timeout, False),
         )
-        # Entries valid by Conn.idle_seq, not by the token: a connection keeps its entry through the
-        # requests it serves meanwhile.
-        self._idle_queues = ((self.idle, self._on_idle_entry),
-                             (self.idle_recheck, self._on_idle_entry))  # fmt: skip
         # --queue-timeout: a request still waiting for a thread is answered 503 (worker.watchdog).
         self.queue = DeadlineQueue(queue_timeout)
         if queue_timeout:
-            self._queues += ((self.queue, self._on_queue_timeout),)
+            self._queues += ((self.queue, self._on_queue_timeout, False),)
         # No entry of any queue is due before this. Kept up to date by ``add`` and recomputed by ``run``,
         # so the loop's pass after each request costs one comparison, not a look at every queue. It may
         # be early (an entry voided since only wakes the loop early), never late.
@@ -78,9 +78,13 @@ class Timeouts:
 
     def add(self, queue: DeadlineQueue, conn: Conn, now: float) -> None:
         """Schedule ``conn`` in ``queue`` from ``now``, valid while its token holds (loop thread)."""
-        deadline = queue.add(conn.serial, conn.token, now)
+        self._push(queue, conn.serial, conn.token, now)
+
+    def _push(self, queue: DeadlineQueue, serial: int, token: int, now: float) -> float:
+        deadline = queue.add(serial, token, now)
         if deadline < self.earliest:
             self.earliest = deadline
+        return deadline
 
     def arm_idle(self, conn: Conn, since: float) -> None:
         """``conn`` is an idle keep-alive connection since ``since``: its --keepalive deadline. A pending
@@ -91,35 +95,25 @@ class Timeouts:
         if conn.idle_due >= deadline - self.lazy:
             return
         conn.idle_seq += 1
-        conn.idle_due = self.idle.add(conn.serial, conn.idle_seq, since)
-        if deadline < self.earliest:
-            self.earliest = deadline
+        conn.idle_due = self._push(self.idle, conn.serial, conn.idle_seq, since)
 
     def next_deadline(self) -> float | None:
         """The earliest deadline over every queue (stale entries included: they only wake us early)."""
         return None if self.earliest == INF else self.earliest
 
     def run(self, now: float, live: dict[int, Any]) -> None:
-        """Pop every due entry; act on its connection if that is still live with the entry's token."""
+        """Pop every due entry; act on its connection if that is still live with the entry's token
+        (its ``idle_seq``, for the keep-alive queues)."""
         if now < self.earliest:
             return
-        for queue, action in self._queues:
+        for queue, action, by_seq in self._queues:
             deadline = queue.next_deadline()
             if deadline is not None and deadline <= now:
                 for serial, token in queue.expired(now):
                     conn = live.get(serial)
-                    if conn is not None and conn.token == token:
+                    if conn is not None and (conn.idle_seq if by_seq else conn.token) == token:
                         action(conn)  # may schedule again: ``add`` lowers ``earliest``
-        for queue, action in self._idle_queues:
-            deadline = queue.next_deadline()
-            if deadline is not None and deadline <= now:
-                for serial, seq in queue.expired(now):
-                    conn = live.get(serial)
-                    if conn is not None and conn.idle_seq == seq:
-                        action(conn, now)
-        heads = [
-            d for q, _ in self._queues + self._idle_queues if (d := q.next_deadline()) is not None
-        ]
+        heads = [d for q, _, _ in self._queues if (d := q.next_deadline()) is not None]
         self.earliest = max(min(heads), now + SLACK) if heads else INF
 
     def _on_header_timeout(self, conn: Conn) -> None:
@@ -142,15 +136,16 @@ class Timeouts:
         if conn.state is BODY:
             loop.fail(conn, RemoteProtocolError("request body timeout", 408))
 
-    def _on_idle_entry(self, conn: Conn, now: float) -> None:
+    def _on_idle_entry(self, conn: Conn) -> None:
         """A connection's pending keep-alive entry came due: close it if it has been idle for --keepalive,
         else, when it is idle, re-check at its deadline (at most ``lazy`` away, see ``arm_idle``)."""
         conn.idle_due = -INF  # consumed: the next arm_idle adds an entry
         if conn.state is not READING or not conn.idle:
             return
+        now = self._loop.clock()
         if conn.idle_since + self.idle.duration > now:  # never early: re-check, at most lazy late
             conn.idle_seq += 1
-            conn.idle_due = self.idle_recheck.add(conn.serial, conn.idle_seq, now)
+            conn.idle_due = self._push(self.idle_recheck, conn.serial, conn.idle_seq, now)
             return
         self._on_idle_timeout(conn)
 
