@@ -135,6 +135,29 @@ class _Response:
         self.send_head()
         _send(self.exchange.finish, data)
 
+    def finish_whole(self, body: bytes) -> None:
+        """The whole response when the app returned a list of one ``bytes``: what ``_send_result``,
+        ``finish``, ``send_head`` and ``_send`` do for it, in one call (most apps answer this way;
+        each Python call saved is about 1 % of a hello-world request). ``body`` goes out with its head
+        and a Content-Length, in one send."""
+        status = self.status
+        if status is None or self.head_sent:  # no start_response, or write() was used: the long way
+            self.finish(body)
+            return
+        code, reason = status
+        headers = self.headers
+        if self.content_length is None and _may_have_length(code):
+            headers = [*headers, ("Content-Length", str(len(body)))]
+        exchange = self.exchange
+        try:
+            exchange.start_response(code, reason, headers)  # LocalProtocolError on CR/LF
+            self.head_sent = True
+            exchange.finish(body)
+        except ClientDisconnected:
+            raise
+        except OSError as exc:  # as in _send
+            raise ClientDisconnected(str(exc)) from exc
+
 
 def _send(method: Callable[..., None], *args: Any) -> None:
     """Call an exchange output method; any transport failure surfaces as ``ClientDisconnected`` (the real
@@ -304,7 +327,10 @@ class WSGIHandler:
         result: Iterable[bytes] | None = None
         try:
             result = self.app(self.environ(exchange), response.start_response)
-            response.finish(self._send_result(response, result))
+            if type(result) is list and len(result) == 1 and type(result[0]) is bytes:
+                response.finish_whole(result[0])  # the usual response, in the fewest calls
+            else:
+                response.finish(self._send_result(response, result))
         except ClientDisconnected as exc:  # while sending, or while the app read wsgi.input
             log.debug("client went away during %s: %s", exchange.request.target, exc)
             exchange.abort()
