@@ -45,7 +45,12 @@ from webcluster.worker.http.readers import (
     HeadScanner,
     parse_request_head,
 )
-from webcluster.worker.http.writers import BodyWriter, error_head, serialize_response
+from webcluster.worker.http.writers import (
+    BodyWriter,
+    FixedLengthWriter,
+    error_head,
+    serialize_response,
+)
 
 # RFC 9112 §2.2: "a server that is expecting to receive and parse a request-line SHOULD ignore at least
 # one empty line (CRLF) received prior to the request-line". A few, not an unbounded stream of them.
@@ -287,6 +292,12 @@ class H1Connection:
         if writer is None:  # informational: send_response changed nothing
             raise LocalProtocolError("an informational response is never complete")
         state = self._state
+        if type(writer) is FixedLengthWriter and len(body) == writer.remaining:
+            # The usual whole response: a body of exactly its Content-Length, which is what write()
+            # and finish() would find, in two calls fewer.
+            writer.remaining = 0
+            state.ours(EndOfMessage)
+            return head + body
         try:
             data = writer.write(body) if body else b""
         except LocalProtocolError:  # more than the Content-Length: the response cannot be completed
