@@ -289,6 +289,31 @@ def test_single_item_list_gets_a_content_length():
     assert exchange.header("content-length") == "5"
 
 
+def test_single_item_list_after_write_follows_what_was_written():
+    # write() sent the head: the one-item list is body after it, not a whole response (finish_whole)
+    def app(environ, start_response):
+        write = start_response("200 OK", [("Content-Type", "text/plain")])
+        write(b"he")
+        return [b"llo"]
+
+    exchange = run(app, validate=False)  # the validator would wrap the list in an iterator
+    assert exchange.data == b"hello" and exchange.finished
+    assert (
+        exchange.header("content-length") is None
+    )  # the head went out before the length was known
+
+
+@pytest.mark.parametrize("status", ["204 No Content", "304 Not Modified"])
+def test_single_item_list_of_a_bodiless_status_gets_no_content_length(status):
+    def app(environ, start_response):
+        start_response(status, [])
+        return [b""]
+
+    exchange = run(app, validate=False)
+    assert exchange.finished and exchange.data == b""
+    assert exchange.header("content-length") is None  # RFC 9110 §8.6
+
+
 def test_app_transfer_encoding_is_dropped():
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain"), ("Transfer-Encoding", "chunked")])
