@@ -12,8 +12,8 @@ record half-written. The supervisor reads only after the worker is gone; a threa
 leaves a record that decodes to garbage, at worst, which is shown with replacement characters.
 
 Record layout (little-endian): ``state`` u8 (0 never used, 1 running, 2 finished), ``started`` f64
-(``time.monotonic()``, one clock for every process on Linux), ``length`` u16, then ``length`` bytes of
-``"METHOD TARGET"`` (latin-1, truncated to ``TEXT_BYTES``).
+(``time.monotonic()``, one clock for every process on Linux), ``length`` u32 (of the whole text: a
+reader takes at most ``TEXT_BYTES`` of it), then ``"METHOD TARGET"`` (latin-1, truncated to ``TEXT_BYTES``).
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ import struct
 import threading
 from dataclasses import dataclass
 
-TEXT_BYTES = 245
-_RECORD = struct.Struct(f"<BdH{TEXT_BYTES}s")  # 256 bytes
+TEXT_BYTES = 243
+_RECORD = struct.Struct(f"<BdI{TEXT_BYTES}s")  # 256 bytes
 RECORD_BYTES = _RECORD.size
 _FREE, _RUNNING, _FINISHED = 0, 1, 2
 # The threads that take turns holding the poller run requests too (worker.leader): a record each.
@@ -68,22 +68,29 @@ class Inflight:
     def _offset(self) -> int:
         try:
             return self._local.offset
-        except AttributeError:  # first request on this thread: claim the next record
-            index = next(self._next)
-            offset = index * RECORD_BYTES if index < self.threads else -1
-            if offset >= 0:
-                self._idents[index] = threading.get_ident()
-            self._local.offset = offset
-            return offset
+        except AttributeError:
+            return self._claim()
+
+    def _claim(self) -> int:
+        """This thread's first request: claim the next record (-1: none left)."""
+        index = next(self._next)
+        offset = index * RECORD_BYTES if index < self.threads else -1
+        if offset >= 0:
+            self._idents[index] = threading.get_ident()
+        self._local.offset = offset
+        return offset
 
     def begin(self, method: str, target: str, started: float) -> int:
         """This thread starts ``method target`` at ``started`` (``time.monotonic()``; pool thread, once
         per request). Returns the thread's record, for ``end`` (-1: none, more threads than records)."""
-        offset = self._offset()
+        try:  # _offset, without the call: once per request
+            offset = self._local.offset
+        except AttributeError:
+            offset = self._claim()
         if offset >= 0:
             text = f"{method} {target}".encode("latin-1", "replace")
-            if len(text) > TEXT_BYTES:
-                text = text[:TEXT_BYTES]
+            # The "243s" field truncates a longer text itself (readers take min(length, TEXT_BYTES));
+            # u32 holds any length a request line can have
             _RECORD.pack_into(self._buf, offset, _RUNNING, started, len(text), text)
         return offset
 

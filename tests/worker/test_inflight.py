@@ -70,6 +70,9 @@ def test_long_targets_are_truncated_and_more_threads_than_records_are_ignored():
     table.begin("GET", "/" + "x" * 1000, time.monotonic())
     (running,) = table.running()
     assert len(running.request) == TEXT_BYTES and running.request.startswith("GET /xxx")
+    table.begin("GET", "/" + "y" * 70_000, time.monotonic())  # longer than a u16 can count
+    (running,) = table.running()
+    assert len(running.request) == TEXT_BYTES and running.request.startswith("GET /yyy")
     other = threading.Thread(target=table.begin, args=("GET", "/no-record-left", time.monotonic()))
     other.start()
     other.join(5)
