@@ -101,6 +101,7 @@ class Leadership:
         self._deposed = 0  # the seq of the request whose thread lost the poller
         self._stray = False  # a deposed thread is still serving: no inline request until it is done
         self._quiet_until = 0.0  # no inline serving before this (back-off after a deposition)
+        self._quiet = False  # _quiet_until is still ahead, as far as the leader knows
         self._backoff = 0.0
         self._watch_parked = False
         self._watch_wake = threading.Lock()
@@ -127,7 +128,14 @@ class Leadership:
     # ---- the leader -----------------------------------------------------------------------
     def may_inline(self) -> bool:
         """True when the leader may serve a request itself now (leader thread)."""
-        return self.active and not self._stray and self.clock() >= self._quiet_until
+        if not self.active or self._stray:
+            return False
+        if self._quiet:  # a back-off is running (``_depose``): read the clock only then
+            if self.clock() < self._quiet_until:
+                return False
+            # Over. No race with _depose: it runs only while this thread serves inline, not here.
+            self._quiet = False
+        return True
 
     def serve_inline(self, conn: Conn) -> None:
         """Serve ``conn``'s request on this (the leader's) thread. Raises ``Deposed`` when the poller
@@ -244,6 +252,7 @@ class Leadership:
         recent = now < self._quiet_until + 2 * self._backoff
         self._backoff = min(self._backoff * 2, BACKOFF_MAX) if recent else BACKOFF_FIRST
         self._quiet_until = now + self._backoff
+        self._quiet = True
         self._deposed = seq
         self._stray = True
         self.depositions += 1

@@ -309,13 +309,21 @@ class Loop:
             self._read_body(conn)
 
     def _dispatch(self, conn: Conn) -> None:
+        """Serve a request whose head is complete (and its body, if pre-read): here when nothing in it
+        can wait, else on the leader (no body to wait for: it may be served inline), else on the pool."""
         self.enter(conn, BUSY)
-        if self.runner.on_loop(conn):  # a static file: nothing in it waits, so no thread hand-off
-            self.resume(conn, self.runner.serve_on_loop(conn))
-        elif self.lead is not None and self.lead.may_inline() and self.runner.can_inline(conn):
+        runner = self.runner
+        request = conn.h1.request
+        if request.chunked or request.content_length:  # a body: the pool reads what is left of it
+            if self.watch is None or self.shedding.enqueue(conn):
+                self.pool.submit(runner.run, conn)
+        elif runner.on_loop(conn):  # a static file: nothing in it waits, so no thread hand-off
+            self.resume(conn, runner.serve_on_loop(conn))
+        # No Expect: 100-continue either (its client waits for us), and the leader may serve now
+        elif not request.expect_continue and self.lead is not None and self.lead.may_inline():
             self.lead.serve_inline(conn)  # the leader serves it (worker.leader)
         elif self.watch is None or self.shedding.enqueue(conn):
-            self.pool.submit(self.runner.run, conn)
+            self.pool.submit(runner.run, conn)
 
     def fail(self, conn: Conn, exc: RemoteProtocolError) -> None:
         """The one place the loop turns a protocol error into a response: status, Connection: close."""

@@ -62,6 +62,7 @@ class Runner:
         # Looked up once: getattr with a default costs a raised AttributeError when it is absent (WSGI).
         self._route = getattr(handler, "route", None)  # a dispatcher picks a handler per target
         self._on_loop = getattr(handler, "runs_on_loop", False)
+        self._never_on_loop = self._route is None and not self._on_loop
 
     def run(self, conn: Conn) -> None:
         """Pool-thread entry point: serve until no complete request is buffered, then hand back."""
@@ -78,25 +79,19 @@ class Runner:
         conn.host.hand_back(conn, close)
 
     def on_loop(self, conn: Conn) -> bool:
-        """True when the loop thread may serve this request itself, with no hand-off to a pool thread:
-        its handler never waits (``runs_on_loop``: static files, whose bodies go out with sendfile and
-        whose unsent rest the loop sends anyway), it has no body to read, the transport can sendfile (the
-        TLS copy path could fill the output queue and wait for the client), and no --hooks run."""
-        request = conn.h1.request
-        if request.chunked or request.content_length or not conn.host.can_sendfile:
+        """True when the loop thread may serve this request, which has no body (the caller checked),
+        itself, with no hand-off to a pool thread: its handler never waits (``runs_on_loop``: static
+        files, whose bodies go out with sendfile and whose unsent rest the loop sends anyway), the
+        transport can sendfile (the TLS copy path could fill the output queue and wait for the client),
+        and no --hooks run."""
+        if self._never_on_loop:  # a WSGI app alone: one test for the usual case
             return False
-        if self.hooks is not None:
+        if not conn.host.can_sendfile or self.hooks is not None:
             return False
         route = self._route
         if route is None:
             return self._on_loop
-        return getattr(route(request.target), "runs_on_loop", False)
-
-    def can_inline(self, conn: Conn) -> bool:
-        """True when the poller's thread may run this request's handler itself (``worker.leader``): it
-        has no body (a body may have to be waited for) and no ``Expect: 100-continue``."""
-        request = conn.h1.request
-        return not (request.chunked or request.content_length or request.expect_continue)
+        return getattr(route(conn.h1.request.target), "runs_on_loop", False)
 
     def serve_on_loop(self, conn: Conn, record: bool = False) -> bool:
         """Loop-thread entry point (see ``on_loop`` and ``worker.leader``): serve this one request; True

@@ -63,6 +63,9 @@ def test_a_request_without_a_body_runs_on_the_poller_thread_and_one_with_a_body_
         assert srv.pool.started == 0
         post = b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"
         assert ran_on(c, post).startswith("webcluster-worker")
+        # Expect: 100-continue: its client may be waiting for us, so the pool too (Loop._dispatch)
+        expect = b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
+        assert ran_on(c, expect).startswith("webcluster-worker")
         # pipelined: answered in order, each on the poller thread
         c.sendall(GET * 3)
         assert [read_response(c)[2].decode()[:15] for _ in range(3)] == ["webcluster-loop"] * 3
