@@ -342,13 +342,20 @@ class Loop:
 
     # ---- hand-back from pool threads, flushing, lingering ------------------------------------
     def resume(self, conn: Conn, close: bool) -> None:
-        """Loop thread: a pool thread is done with ``conn``."""
+        """Loop thread: a pool thread (or the leader, or this loop for a static file) is done with
+        ``conn``."""
         if conn.state is CLOSED:
             return
-        if close and conn.broken:
-            self.close(conn)
-            return
-        self._start_flush(conn, LINGERING if close else READING)
+        if close:
+            if conn.broken:
+                self.close(conn)
+            else:
+                self._start_flush(conn, LINGERING)
+        elif conn.out:
+            self._start_flush(conn, READING)
+        else:  # the usual keep-alive response, sent whole: what follows a flush, one call sooner
+            conn.after_flush = READING
+            self._after_flush(conn)
 
     def _start_flush(self, conn: Conn, after: State) -> None:
         conn.after_flush = after
