@@ -98,7 +98,14 @@ class Runner:
         when the connection must close. Pipelined requests are left for the loop to parse and dispatch
         as usual. ``record``: name the request in the in-flight table, as a pool thread does."""
         try:
-            return self._serve_all(conn, 0.0, only_one=True, record=record)
+            # _serve_all's first round, without its loop (only this one request is served here)
+            h1 = conn.h1
+            if not self._serve_one(conn, h1.request, 0.0, self.inflight if record else None):
+                return True
+            if conn.broken or not h1.keep_alive:
+                return True
+            h1.start_next_cycle()  # the loop parses and dispatches what follows, as any request
+            return False
         except Exception:  # a bug here must not take the loop down
             log.exception("error while serving a connection")
             return True
@@ -124,14 +131,11 @@ class Runner:
         host.hand_back(conn, True)
         return None
 
-    def _serve_all(
-        self, conn: Conn, waited: float = 0.0, only_one: bool = False, record: bool = True
-    ) -> bool:
+    def _serve_all(self, conn: Conn, waited: float = 0.0) -> bool:
         """Serve requests while they are buffered; return True when the connection must close.
-        ``waited``: how long the first one waited for this thread (part of its latency). ``only_one``:
-        the loop thread serves; it stops after this request. ``record``: name it in the thread table."""
+        ``waited``: how long the first one waited for this thread (part of its latency)."""
         h1 = conn.h1
-        inflight = self.inflight if record else None
+        inflight = self.inflight
         while True:
             request = h1.request
             if not self._serve_one(conn, request, waited, inflight):
@@ -140,9 +144,8 @@ class Runner:
             if conn.broken or not h1.keep_alive:
                 return True
             h1.start_next_cycle()
-            # The loop sends a file left over, then reads on (pipelined bytes are kept); when the loop
-            # itself serves, it parses and dispatches the next request like any other.
-            if only_one or conn.out.file_left:
+            # The loop sends a file left over, then reads on (pipelined bytes are kept)
+            if conn.out.file_left:
                 return False
             try:
                 event = h1.next_event()
@@ -194,6 +197,9 @@ class Runner:
             hooks.after(request, ex.status or 500, ex.response_headers, ex.bytes_out, duration)
         if conn.broken or ex.aborted or conn.body_error is not None:
             return False
+        if not request.chunked and not request.content_length and not conn.early:
+            conn.h1.end_empty_body()  # no body: nothing to drop
+            return True
         return self._consume_body(conn, ex)
 
     def _on_error(self, conn: Conn, ex: ConnExchange, exc: Exception) -> None:
@@ -218,12 +224,9 @@ class Runner:
             conn.broken = True
 
     def _consume_body(self, conn: Conn, ex: ConnExchange) -> bool:
-        """Drop the unread rest of the body so the next request starts at a message boundary."""
+        """Drop the unread rest of a request's body so the next request starts at a message boundary
+        (``_serve_one`` ends a bodiless one itself)."""
         h1 = conn.h1
-        request = ex.request
-        if not request.chunked and not request.content_length and not conn.early:
-            h1.end_empty_body()  # nothing to drop
-            return True
         if ex.body.done or h1.their_state is DONE:
             return True
         if ex.request.expect_continue and not ex.body.started:

@@ -126,7 +126,8 @@ class LoopHost:
         self._rearm = rearm  # re-arms a keep-alive connection from the pool thread (worker.rearm)
 
     def begin_request(self, conn: Conn) -> None:
-        conn.new_request()
+        if conn.body_start is not None or conn.early is not None:  # the last request's body state
+            conn.new_request()
         conn.requests += 1
         s = self.settings
         if (
