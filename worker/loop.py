@@ -351,7 +351,7 @@ class Loop:
                 self.close(conn)
             else:
                 self._start_flush(conn, LINGERING)
-        elif conn.out:
+        elif (out := conn.out).buf or out.file_left or out.tail:  # OutputQueue.__bool__, no call
             self._start_flush(conn, READING)
         else:  # the usual keep-alive response, sent whole: what follows a flush, one call sooner
             conn.after_flush = READING

@@ -96,7 +96,10 @@ class _Response:
                 exc_info = None  # break the frame <-> traceback cycle (PEP 3333)
         elif self.status is not None:
             raise AssertionError("start_response() called twice without exc_info")
-        self.status = _check_status(status)
+        # A status string seen before is its parse (_check_status's cache, without the call)
+        self.status = _STATUSES.get(status) if type(status) is str else None
+        if self.status is None:
+            self.status = _check_status(status)
         self.headers, self.content_length = _check_headers(headers)
         return self.write
 

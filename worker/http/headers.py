@@ -132,7 +132,8 @@ def build_request(
                 connection.append("close")  # see _keep_alive
             else:
                 expect.append(value)
-    _check_host(hosts, version)
+    if len(hosts) != 1 or hosts[0] not in _HOSTS:  # else a Host seen valid before: no call
+        _check_host(hosts, version)
     request = Request(method, target, version, headers)
     if codings:
         if lengths:
