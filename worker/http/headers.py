@@ -165,9 +165,7 @@ def _check_host(hosts: list[str], version: str) -> None:
         return
     if len(hosts) > 1:
         raise RemoteProtocolError("more than one Host header (RFC 9112 §3.2)")
-    host = hosts[0]
-    if host in _HOSTS:
-        return
+    host = hosts[0]  # not in _HOSTS: build_request looked there first
     if not HOST_RE.fullmatch(host):
         raise RemoteProtocolError("invalid Host header (RFC 9112 §3.2)")
     if len(host) <= _PARSED_LINE:
