@@ -33,14 +33,14 @@ class Poller:
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self._wake_pending = False
         self._epoll.register(self._wake_fd, select.EPOLLIN)
+        # modify(fd, events): re-arm a registered fd (once per keep-alive request). The epoll's own
+        # bound method, so the call goes straight to C rather than through a Python wrapper.
+        self.modify = self._epoll.modify
 
     # --- loop thread only -------------------------------------------------------------------
     def register(self, fd: int, events: int, obj: Any) -> None:
         self._objects[fd] = obj
         self._epoll.register(fd, events)
-
-    def modify(self, fd: int, events: int) -> None:
-        self._epoll.modify(fd, events)
 
     def unregister(self, fd: int) -> None:
         if self._objects.pop(fd, None) is not None:

@@ -267,7 +267,7 @@ def _header_environ(environ: dict[str, Any], headers: list[tuple[str, str]]) -> 
             environ[key] = value
 
 
-# (SERVER_NAME, SERVER_PORT) by (Host, default port): clients name the same host on every request.
+# (SERVER_NAME, SERVER_PORT) by (Host, URL scheme): clients name the same host on every request.
 _SERVERS: dict[tuple[str, str], tuple[str, str]] = {}
 
 # Environ key by (lower-case) field name; "" for names that never reach the environ. Bounded like the
@@ -376,9 +376,11 @@ class WSGIHandler:
             path = unquote_to_bytes(path).decode("latin-1")
         if self.root_path:
             environ["SCRIPT_NAME"], path = self._split_path(path)
-        environ["SERVER_NAME"], environ["SERVER_PORT"] = self._server(
-            environ.get("HTTP_HOST"), exchange, scheme
-        )
+        host = environ.get("HTTP_HOST")
+        known = _SERVERS.get((host, scheme)) if host else None  # _server's cache, without the call
+        if known is None:
+            known = self._server(host, exchange, scheme)
+        environ["SERVER_NAME"], environ["SERVER_PORT"] = known
         if request.content_length is not None:
             environ["CONTENT_LENGTH"] = str(request.content_length)
         environ["REQUEST_METHOD"] = request.method
@@ -403,14 +405,13 @@ class WSGIHandler:
         return root, path
 
     def _server(self, host: str | None, exchange: Exchange, scheme: str) -> tuple[str, str]:
+        """(SERVER_NAME, SERVER_PORT) that ``_SERVERS`` does not hold (``environ`` looks first)."""
         default_port = "443" if scheme == "https" else "80"
         if host:
-            known = _SERVERS.get((host, default_port))
-            if known is None:
-                name, port = _split_host(host)
-                known = name, port or default_port
-                if len(host) <= 256:  # bounded like the core's caches, whatever clients send
-                    remember(_SERVERS, (host, default_port), known, 1024)
+            name, port = _split_host(host)
+            known = name, port or default_port
+            if len(host) <= 256:  # bounded like the core's caches, whatever clients send
+                remember(_SERVERS, (host, scheme), known, 1024)
             return known
         addr_host, addr_port = exchange.server_addr
         name = self.server_name or addr_host or "localhost"
