@@ -314,13 +314,12 @@ class Loop:
         self.enter(conn, BUSY)
         runner = self.runner
         request = conn.h1.request
-        if request.chunked or request.content_length:  # a body: the pool reads what is left of it
-            if self.watch is None or self.shedding.enqueue(conn):
-                self.pool.submit(runner.run, conn)
-        elif runner.on_loop(conn):  # a static file: nothing in it waits, so no thread hand-off
+        bodiless = not (request.chunked or request.content_length)  # else the pool reads the rest
+        if bodiless and runner.on_loop(conn):  # a static file: nothing in it waits, no hand-off
             self.resume(conn, runner.serve_on_loop(conn))
         # No Expect: 100-continue either (its client waits for us), and the leader may serve now
-        elif not request.expect_continue and self.lead is not None and self.lead.may_inline():
+        elif (bodiless and not request.expect_continue and self.lead is not None
+              and self.lead.may_inline()):  # fmt: skip
             self.lead.serve_inline(conn)  # the leader serves it (worker.leader)
         elif self.watch is None or self.shedding.enqueue(conn):
             self.pool.submit(runner.run, conn)

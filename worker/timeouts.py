@@ -97,10 +97,6 @@ class Timeouts:
         conn.idle_seq += 1
         conn.idle_due = self._push(self.idle, conn.serial, conn.idle_seq, since)
 
-    def next_deadline(self) -> float | None:
-        """The earliest deadline over every queue (stale entries included: they only wake us early)."""
-        return None if self.earliest == INF else self.earliest
-
     def run(self, now: float, live: dict[int, Any]) -> None:
         """Pop every due entry; act on its connection if that is still live with the entry's token
         (its ``idle_seq``, for the keep-alive queues)."""
