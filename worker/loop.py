@@ -223,9 +223,20 @@ class Loop:
         conn = Conn(sock, H1Connection(s.limits, s.server_header), self.host, remote, local)
         conn.serial = next(self._serials)
         self._conns[conn.serial] = conn
-        self.poller.register(conn.fd, READ | ONESHOT, conn)
+        state = self.preamble.start(conn)
         # The header timeout bounds the PROXY header and the TLS handshake too.
-        self.enter(conn, self.preamble.start(conn), self.timeouts.header)
+        self.enter(conn, state, self.timeouts.header)
+        if state is not READING:
+            self.poller.register(conn.fd, READ | ONESHOT, conn)
+            return
+        # Most clients send their request right behind the handshake, so by the time we accept it is
+        # usually here: read it now instead of one epoll round later (what nginx's "deferred" listen
+        # option buys, without TCP_DEFER_ACCEPT's hold on clients that connect and wait). The fd is
+        # registered disarmed (EPOLLONESHOT and no event: epoll reports nothing for it), so a request
+        # handed to a pool thread from here keeps the rule that the loop never sees events for a
+        # connection a thread holds; only when nothing came yet is it armed, as every wait is.
+        self.poller.register(conn.fd, ONESHOT, conn)
+        self.on_readable(conn)
 
     # ---- connection events ----------------------------------------------------------------
     def _receive(self, conn: Conn) -> bytes | None:
