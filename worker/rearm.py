@@ -19,6 +19,7 @@ Registering and unregistering fds, and polling, stay with the loop thread (docs/
 
 from __future__ import annotations
 
+import _socket
 import socket
 from typing import TYPE_CHECKING
 
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from webcluster.worker.loop import Loop
 
 READING, CLOSED = State.READING, State.CLOSED
+# Plain TCP or unix sockets: what the acceptor makes (the C type) and what tests and tools may pass.
+PLAIN_SOCKETS = (_socket.socket, socket.socket)
 # Below this keep-alive timeout the loop is woken as before: its deadline must be in the timer queue
 # before the loop's longest sleep (1 s) could overshoot it.
 MIN_KEEPALIVE = 1.0
@@ -54,7 +57,7 @@ class Rearm:
             or h1.buffered
             or host.stopping
             or host.draining
-            or type(conn.sock) is not socket.socket  # TLS may hold decrypted bytes epoll cannot see
+            or type(conn.sock) not in PLAIN_SOCKETS  # TLS may hold decrypted bytes epoll cannot see
             or loop.settings.keepalive < MIN_KEEPALIVE
         ):
             return False
