@@ -10,26 +10,15 @@ import socket
 
 import pytest
 
+from tests.worker import test_loop_deadlines as deadlines
 from tests.worker.test_loop_deadlines import Harness, pending
 from webcluster.worker.handlers.base import Exchange
 from webcluster.worker.transport import State
 
 pytestmark = pytest.mark.timeout(30)
+harness = deadlines.harness  # the same fixture: loops made by the test, closed after it
 
 GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
-
-
-@pytest.fixture
-def harness():
-    made: list[Harness] = []
-
-    def make(**settings) -> Harness:
-        made.append(Harness(**settings))
-        return made[-1]
-
-    yield make
-    for h in made:
-        h.close()
 
 
 def connect(h: Harness) -> socket.socket:
