@@ -226,17 +226,17 @@ class Loop:
         state = self.preamble.start(conn)
         # The header timeout bounds the PROXY header and the TLS handshake too.
         self.enter(conn, state, self.timeouts.header)
-        if state is not READING:
-            self.poller.register(conn.fd, READ | ONESHOT, conn)
-            return
         # Most clients send their request right behind the handshake, so by the time we accept it is
-        # usually here: read it now instead of one epoll round later (what nginx's "deferred" listen
-        # option buys, without TCP_DEFER_ACCEPT's hold on clients that connect and wait). The fd is
-        # registered disarmed (EPOLLONESHOT and no event: epoll reports nothing for it), so a request
-        # handed to a pool thread from here keeps the rule that the loop never sees events for a
-        # connection a thread holds; only when nothing came yet is it armed, as every wait is.
-        self.poller.register(conn.fd, ONESHOT, conn)
-        self.on_readable(conn)
+        # usually here: a plain connection is read now instead of one epoll round later (what nginx's
+        # "deferred" listen option buys, without TCP_DEFER_ACCEPT's hold on clients that connect and
+        # wait). Its fd is registered disarmed (EPOLLONESHOT and no event: epoll reports nothing for
+        # it), so a request handed to a pool thread from here keeps the rule that the loop never sees
+        # events for a connection a thread holds; only when nothing came yet is it armed, as every
+        # wait is. A PROXY header or a TLS handshake is waited for armed, as before.
+        plain = state is READING
+        self.poller.register(conn.fd, ONESHOT if plain else READ | ONESHOT, conn)
+        if plain:
+            self.on_readable(conn)
 
     # ---- connection events ----------------------------------------------------------------
     def _receive(self, conn: Conn) -> bytes | None:
