@@ -140,9 +140,10 @@ SETTINGS: tuple[Setting, ...] = (
     _s("inline_budget", "float", _LOOP.inline_budget, p.parse_duration, "workers", "--inline-budget",
        metavar=_SECONDS, validate=p.at_least(0, "0 sends every request through the thread pool"),
        help="A request without a body first runs on the worker's poller thread, with no hand-off to "
-            "a pool thread. One that blocks longer than this (or computes for 25 times as long, at "
-            "least 50 ms) moves the poller to a standby thread, and the worker uses the pool for the "
-            "next second (doubling while it recurs). 0 = always the pool."),
+            "a pool thread. One found blocked after running this long (checked every 20 ms), or computing "
+            "for 25 times as long (at least 50 ms), moves the poller to a standby thread, and the "
+            "worker uses the pool for the next second (doubling while it recurs). 0 = always the "
+            "pool."),
     _s("app", _OPT, None, p.parse_app, "server", "--app", metavar="MODULE:CALLABLE",
        default_doc="none: serve static files",
        help="WSGI application to serve, e.g. myproject.wsgi:application."),

@@ -4,9 +4,10 @@ Handing a request to a pool thread costs more than a hello-world request itself:
 threads contending for the GIL at every system call either makes, and the hand-back. So a request without a
 body is first served by the thread that read it, the one that holds the poller (the *leader*), with no
 hand-off at all. Nothing guarantees an application returns quickly, though, and while it runs nobody
-accepts, reads or times out connections. So a watcher thread checks every half ``--inline-budget``; when the
-same inline request has been *blocked* (sleeping, waiting on I/O or a lock) for about the budget, or running
-for the cap (``CPU_CAP_FACTOR`` budgets), it *deposes* the leader: a standby thread takes the poller, with
+accepts, reads or times out connections. So a watcher thread checks every ``WATCH_INTERVAL`` (or half
+``--inline-budget``, if longer); when the inline request it finds has been running for the budget and is
+*blocked* (sleeping, waiting on I/O or a lock), or has been running for the cap (``CPU_CAP_FACTOR``
+budgets), it *deposes* the leader: a standby thread takes the poller, with
 the events the old leader had not handled yet (``Loop.take_pending``), and runs the loop; the old leader,
 once its request ends, hands the connection back like any pool thread (``Host.hand_back``) and parks as
 the next standby. This is the leader/followers pattern (Schmidt et al., "Leader/Followers", PLoP 2000)
@@ -41,7 +42,14 @@ log = logging.getLogger("webcluster.error")
 SEATS = LEADER_SEATS  # threads that take turns holding the poller (each has an in-flight record)
 BACKOFF_FIRST, BACKOFF_MAX = 1.0, 60.0  # seconds of pool-only serving after a deposition
 CPU_CAP_FACTOR = 25  # a request on CPU keeps the poller up to this many budgets (at least 50 ms)
-IDLE_CHECKS = 400  # checks with no inline request (1 s at 5 ms) before the watcher sleeps
+# The watcher checks at least this far apart. Each check takes the GIL from the leader, which then waits
+# for it back: at every half budget (400 a second at 5 ms) that cost about 10 % of small-request throughput
+# at 64 connections (BENCHMARKS.md, tenth pass). Each inline request records when it started, so a
+# check can tell a request blocked for the budget at once, without seeing it twice; what the longer
+# interval costs is the reaction time: a blocked request moves the poller one or two checks (20-40 ms)
+# after it has run for the budget (two when the leader computed just before it started).
+WATCH_INTERVAL = 0.02
+IDLE_SECONDS = 1.0  # with no inline request for this long, the watcher sleeps until the next one
 
 
 class Deposed(Exception):  # noqa: N818 - a signal between two methods of the loop, not an error
@@ -61,13 +69,11 @@ class _Seat:
 class _Seen:
     """What the watcher saw at its last check."""
 
-    __slots__ = ("serving", "seq", "checks", "blocked", "idle", "ids", "cpu")
+    __slots__ = ("at", "seq", "idle", "ids", "cpu")
 
-    def __init__(self) -> None:
-        self.serving = 0  # the inline request running then (0: none)
+    def __init__(self, at: float) -> None:
+        self.at = at  # when (the Leadership's clock)
         self.seq = 0  # inline requests started by then
-        self.checks = 0  # checks in a row that saw the same request running
-        self.blocked = 0  # of those, the last ones in a row that saw it blocked
         self.idle = 0  # checks in a row with no inline request
         self.ids: tuple[int, int] = (0, 0)  # the leader then (kernel thread id, CPU clock)
         self.cpu = 0.0  # its CPU time then
@@ -98,11 +104,13 @@ class Leadership:
         self.cap = max(CPU_CAP_FACTOR * budget, 0.05)
         self._seq = 0  # inline requests started
         self._serving = 0  # the seq of the inline request running now; 0: none
+        self._started = 0.0  # when it started (self.clock)
         self._deposed = 0  # the seq of the request whose thread lost the poller
         self._stray = False  # a deposed thread is still serving: no inline request until it is done
         self._quiet_until = 0.0  # no inline serving before this (back-off after a deposition)
         self._quiet = False  # _quiet_until is still ahead, as far as the leader knows
         self._backoff = 0.0
+        self._interval = max(WATCH_INTERVAL, budget / 2)  # between the watcher's checks
         self._watch_parked = False
         self._watch_wake = threading.Lock()
         self._watch_wake.acquire()
@@ -145,6 +153,7 @@ class Leadership:
         try:
             self._seq += 1
             seq = self._serving = self._seq
+            self._started = self.clock()  # a vDSO read: ~50 ns, against a check per budget/2
             if self._watch_parked:
                 self._watch_parked = False
                 self._watch_wake.release()
@@ -201,17 +210,16 @@ class Leadership:
 
     # ---- the watcher ----------------------------------------------------------------------
     def _watch(self) -> None:
-        """Every half budget, one check (``_check``); sleeps until the next inline request once none
-        ran for IDLE_CHECKS checks."""
-        interval = self.budget / 2
-        seen = _Seen()
+        """Every ``_interval``, one check (``_check``); sleeps until the next inline request once none
+        ran for IDLE_SECONDS."""
+        seen = _Seen(self.clock())
         while not self.ended.is_set():
-            time.sleep(interval)
+            time.sleep(self._interval)
             with self._lock:
                 if self.ended.is_set():
                     return
                 try:
-                    park = self._check(seen, interval)
+                    park = self._check(seen, self.clock())
                 except Exception:  # a bug here must not leave blocked requests holding the poller
                     log.exception("inline-serving watcher")
                     park = False
@@ -219,30 +227,30 @@ class Leadership:
                 self._watch_wake.acquire()
                 seen.idle = 0
 
-    def _check(self, seen: _Seen, interval: float) -> bool:
-        """Under ``_lock``: depose the leader when its inline request was seen *blocked* (neither on a
-        CPU nor computing: I/O, sleep, a lock) at two checks in a row, so for about the budget, or seen
-        running for the cap. A request that computes, or only waits for a CPU, keeps the poller until
-        the cap: moving it would not free the CPU the request waits for. "Computing": a quarter of the
-        interval's CPU used since the last check (it may be waiting for the GIL this check holds).
-        Returns True when the watcher may sleep until the next inline request."""
+    def _check(self, seen: _Seen, now: float) -> bool:
+        """Under ``_lock``: depose the leader when its inline request has run for the budget and is
+        *blocked* now (neither on a CPU nor computing: I/O, sleep, a lock), or has run for the cap. A
+        request that computes, or only waits for a CPU, keeps the poller until the cap: moving it would
+        not free the CPU the request waits for. "Computing": the leader used a quarter of the time since
+        the last check (or since the request started, if later) on CPU: sampled alone, a computing
+        thread may look blocked, waiting for the GIL this check holds. Returns True when the watcher
+        may sleep until the next inline request."""
         serving = self._serving if self._serving != self._deposed else 0  # deposed: left alone
         ids = self._leader_ids
         cpu = _cpu_time(ids[1])
-        computing = seen.ids == ids and cpu - seen.cpu >= interval / 4
-        seen.ids, seen.cpu = ids, cpu
-        if serving and serving == seen.serving:
-            seen.checks += 1
-            seen.blocked = 0 if computing or _running(ids[0]) else seen.blocked + 1
-            if seen.blocked >= 2 or seen.checks * interval >= self.cap:
+        if serving:
+            elapsed = now - self._started
+            # A leader not seen at the last check (the first check, a new seat) counts as computing:
+            # its CPU time since then is unknown, and the next check will know it.
+            computing = seen.ids != ids or cpu - seen.cpu >= min(now - seen.at, elapsed) / 4
+            if elapsed >= self.cap or (
+                elapsed >= self.budget and not computing and not _running(ids[0])
+            ):
                 self._depose(serving)
-                seen.checks = seen.blocked = 0
-        else:
-            seen.checks = seen.blocked = 0
-        seen.serving = serving
+        seen.at, seen.ids, seen.cpu = now, ids, cpu
         seen.idle = seen.idle + 1 if not serving and self._seq == seen.seq else 0
         seen.seq = self._seq
-        self._watch_parked = seen.idle >= IDLE_CHECKS
+        self._watch_parked = seen.idle * self._interval >= IDLE_SECONDS
         return self._watch_parked
 
     def _depose(self, seq: int) -> None:

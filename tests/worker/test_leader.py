@@ -6,6 +6,7 @@ Over real sockets against a real Loop: which thread runs the app is what the app
 
 from __future__ import annotations
 
+import itertools
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import pytest
 from tests.conftest import poll
 from tests.support import read_response, serve
 from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.leader import WATCH_INTERVAL
 from webcluster.worker.loop import Loop, LoopSettings
 from webcluster.worker.runner import Runner
 from webcluster.worker.stats import WorkerStats
@@ -115,6 +117,26 @@ def test_a_request_computing_past_the_cap_moves_the_poller():
         poll("the poller to move", lambda: srv.loop.lead.depositions == 1, 5)
         assert ran_on(srv.connect()).startswith("webcluster-worker")
         assert read_response(c)[0] == 200
+
+
+def test_the_watcher_checks_at_most_every_watch_interval_however_small_the_budget():
+    """Each check takes the GIL from the leader; at half a 2 ms budget that was 1,000 a second. Under a
+    steady stream of inline requests the watcher checks no more often than WATCH_INTERVAL, and a
+    request sleeping for less than the budget never moves the poller."""
+    app = App()
+    with serve(app, threads=2, inline_budget=0.002, keepalive_requests=10**6) as srv:
+        lead = srv.loop.lead
+        checks = []
+        check = lead._check
+        lead._check = lambda seen, now: checks.append(now) or check(seen, now)
+        c = srv.connect()
+        start = time.monotonic()
+        while time.monotonic() - start < 0.5:  # load for a duration, not a wait
+            assert ran_on(c).startswith("webcluster-loop-")
+        elapsed = time.monotonic() - start
+        assert 1 <= len(checks) <= elapsed / WATCH_INTERVAL + 2
+        assert all(b - a >= WATCH_INTERVAL * 0.9 for a, b in itertools.pairwise(checks))
+        assert lead.depositions == 0
 
 
 def test_a_stop_while_a_deposed_request_runs_ends_the_loop_and_answers_it():
