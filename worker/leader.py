@@ -5,9 +5,9 @@ threads contending for the GIL at every system call either makes, and the hand-b
 body is first served by the thread that read it, the one that holds the poller (the *leader*), with no
 hand-off at all. Nothing guarantees an application returns quickly, though, and while it runs nobody
 accepts, reads or times out connections. So a watcher thread checks every ``WATCH_INTERVAL`` (or half
-``--inline-budget``, if longer); when the inline request it finds has been running for the budget and is
-*blocked* (sleeping, waiting on I/O or a lock), or has been running for the cap (``CPU_CAP_FACTOR``
-budgets), it *deposes* the leader: a standby thread takes the poller, with
+``--inline-budget``, if longer); when the inline request it finds has been running for the budget and,
+watched for a ``PROBE``, is *blocked* (sleeping, waiting on I/O or a lock), or has been running for the
+cap (``CPU_CAP_FACTOR`` budgets), it *deposes* the leader: a standby thread takes the poller, with
 the events the old leader had not handled yet (``Loop.take_pending``), and runs the loop; the old leader,
 once its request ends, hands the connection back like any pool thread (``Host.hand_back``) and parks as
 the next standby. This is the leader/followers pattern (Schmidt et al., "Leader/Followers", PLoP 2000)
@@ -45,10 +45,13 @@ CPU_CAP_FACTOR = 25  # a request on CPU keeps the poller up to this many budgets
 # The watcher checks at least this far apart. Each check takes the GIL from the leader, which then waits
 # for it back: at every half budget (400 a second at 5 ms) that cost about 10 % of small-request throughput
 # at 64 connections (BENCHMARKS.md, tenth pass). Each inline request records when it started, so a
-# check can tell a request blocked for the budget at once, without seeing it twice; what the longer
-# interval costs is the reaction time: a blocked request moves the poller one or two checks (20-40 ms)
-# after it has run for the budget (two when the leader computed just before it started).
+# check knows at once which request has run for the budget, and probes only that one (``_probe``); what
+# the longer interval costs is the reaction time: a blocked request moves the poller at the first check
+# after it has run for the budget, plus the probe: at the default 5 ms budget the next request waited
+# 7-27 ms (median 17), against 4-8 ms when checks came every half budget
+# (``python -m loadtests.bench.reaction``).
 WATCH_INTERVAL = 0.02
+PROBE = 0.002  # how long the watcher watches a request that has run for the budget (``_probe``)
 IDLE_SECONDS = 1.0  # with no inline request for this long, the watcher sleeps until the next one
 
 
@@ -69,14 +72,11 @@ class _Seat:
 class _Seen:
     """What the watcher saw at its last check."""
 
-    __slots__ = ("at", "seq", "idle", "ids", "cpu")
+    __slots__ = ("seq", "idle")
 
-    def __init__(self, at: float) -> None:
-        self.at = at  # when (the Leadership's clock)
+    def __init__(self) -> None:
         self.seq = 0  # inline requests started by then
         self.idle = 0  # checks in a row with no inline request
-        self.ids: tuple[int, int] = (0, 0)  # the leader then (kernel thread id, CPU clock)
-        self.cpu = 0.0  # its CPU time then
 
 
 class Leadership:
@@ -210,48 +210,62 @@ class Leadership:
 
     # ---- the watcher ----------------------------------------------------------------------
     def _watch(self) -> None:
-        """Every ``_interval``, one check (``_check``); sleeps until the next inline request once none
-        ran for IDLE_SECONDS."""
-        seen = _Seen(self.clock())
+        """Every ``_interval``, one check (``_check``), and a probe (``_probe``) of a request that has run
+        for the budget; sleeps until the next inline request once none ran for IDLE_SECONDS."""
+        seen = _Seen()
         while not self.ended.is_set():
             time.sleep(self._interval)
+            suspect = 0
             with self._lock:
                 if self.ended.is_set():
                     return
                 try:
-                    park = self._check(seen, self.clock())
+                    suspect, park = self._check(seen, self.clock())
                 except Exception:  # a bug here must not leave blocked requests holding the poller
                     log.exception("inline-serving watcher")
                     park = False
+            if suspect:
+                try:
+                    self._probe(suspect)
+                except Exception:
+                    log.exception("inline-serving watcher")
             if park:
                 self._watch_wake.acquire()
                 seen.idle = 0
 
-    def _check(self, seen: _Seen, now: float) -> bool:
-        """Under ``_lock``: depose the leader when its inline request has run for the budget and is
-        *blocked* now (neither on a CPU nor computing: I/O, sleep, a lock), or has run for the cap. A
-        request that computes, or only waits for a CPU, keeps the poller until the cap: moving it would
-        not free the CPU the request waits for. "Computing": the leader used a quarter of the time since
-        the last check (or since the request started, if later) on CPU: sampled alone, a computing
-        thread may look blocked, waiting for the GIL this check holds. Returns True when the watcher
-        may sleep until the next inline request."""
+    def _check(self, seen: _Seen, now: float) -> tuple[int, bool]:
+        """Under ``_lock``: depose the leader when its inline request has run for the cap; name it for a
+        probe when it has run for the budget. Returns (the request to probe or 0, whether the watcher
+        may sleep until the next inline request)."""
         serving = self._serving if self._serving != self._deposed else 0  # deposed: left alone
-        ids = self._leader_ids
-        cpu = _cpu_time(ids[1])
+        suspect = 0
         if serving:
             elapsed = now - self._started
-            # A leader not seen at the last check (the first check, a new seat) counts as computing:
-            # its CPU time since then is unknown, and the next check will know it.
-            computing = seen.ids != ids or cpu - seen.cpu >= min(now - seen.at, elapsed) / 4
-            if elapsed >= self.cap or (
-                elapsed >= self.budget and not computing and not _running(ids[0])
-            ):
+            if elapsed >= self.cap:
                 self._depose(serving)
-        seen.at, seen.ids, seen.cpu = now, ids, cpu
+            elif elapsed >= self.budget:
+                suspect = serving
         seen.idle = seen.idle + 1 if not serving and self._seq == seen.seq else 0
         seen.seq = self._seq
         self._watch_parked = seen.idle * self._interval >= IDLE_SECONDS
-        return self._watch_parked
+        return suspect, self._watch_parked
+
+    def _probe(self, seq: int) -> None:
+        """Depose the leader if its request ``seq`` (run for the budget) is *blocked* (neither on a CPU
+        nor computing: I/O, sleep, a lock). A request that computes, or only waits for a CPU, keeps the
+        poller until the cap: moving it would not free the CPU the request waits for. "Computing": the
+        leader uses a quarter of a PROBE on CPU while this thread sleeps. It is measured over a window
+        of its own, with the GIL left to the leader: a state sampled alone would show a computing thread
+        as blocked, waiting for the GIL the check holds, and CPU time since the last check would count
+        the loop's work before the request began."""
+        ids = self._leader_ids
+        cpu = _cpu_time(ids[1])
+        time.sleep(PROBE)
+        with self._lock:
+            if self._serving != seq or self._deposed == seq or self._leader_ids != ids:
+                return  # it ended meanwhile (or the cap moved the poller)
+            if _cpu_time(ids[1]) - cpu < PROBE / 4 and not _running(ids[0]):
+                self._depose(seq)
 
     def _depose(self, seq: int) -> None:
         """Under ``_lock``: the leader's request ``seq`` ran past the budget; give the poller to the other
