@@ -2,8 +2,9 @@
 
 A connection is owned by exactly one thread at a time. The loop thread owns it while it waits for a request
 head, idles between requests, flushes leftover output or lingers before closing; a pool thread owns it from
-dispatch until it hands it back with ``Host.hand_back``. Because the fd is armed with EPOLLONESHOT, the loop
-never sees events for a connection a thread is using. A connection knows the loop only as a ``Host``
+dispatch until it hands it back with ``Host.hand_back``. Because the fd is armed with EPOLLONESHOT, or
+disarmed before the hand-over when the loop had armed it level-triggered (``Conn.level``), the loop never
+sees events for a connection a thread is using. A connection knows the loop only as a ``Host``
 (``worker.transport``) and keeps its output in an ``OutputQueue`` (``worker.outqueue``).
 """
 
@@ -64,6 +65,7 @@ class Conn:
         "idle_since",
         "idle_due",
         "idle_seq",
+        "level",
     )
 
     def __init__(
@@ -89,6 +91,9 @@ class Conn:
         self.requests = 0
         self.broken = False  # the peer went away mid-response
         self.arming = False  # a pool thread is re-arming the fd this instant (worker.rearm)
+        # The fd is armed level-triggered for reading, not EPOLLONESHOT (Loop._after_flush): it stays
+        # armed while the loop serves the connection itself, and is disarmed before anyone else does.
+        self.level = False
         self.last_unsent = 0  # send-queue bytes seen at the last idle timeout (slow readers)
         self.bytes_in = 0
         self.body_error: RemoteProtocolError | None = None

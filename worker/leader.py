@@ -105,6 +105,7 @@ class Leadership:
         self._seq = 0  # inline requests started
         self._serving = 0  # the seq of the inline request running now; 0: none
         self._started = 0.0  # when it started (self.clock)
+        self._conn: Conn | None = None  # its connection
         self._deposed = 0  # the seq of the request whose thread lost the poller
         self._stray = False  # a deposed thread is still serving: no inline request until it is done
         self._quiet_until = 0.0  # no inline serving before this (back-off after a deposition)
@@ -154,6 +155,7 @@ class Leadership:
             self._seq += 1
             seq = self._serving = self._seq
             self._started = self.clock()  # a vDSO read: ~50 ns, against a check per budget/2
+            self._conn = conn
             if self._watch_parked:
                 self._watch_parked = False
                 self._watch_wake.release()
@@ -278,6 +280,9 @@ class Leadership:
         self._deposed = seq
         self._stray = True
         self.depositions += 1
+        conn = self._conn
+        if conn is not None and conn.level:  # the next leader must see no event for it meanwhile
+            self.loop.disarm(conn)
         stats = self.loop.runner.stats
         if stats is not None:
             stats.count("poller_moved")

@@ -42,6 +42,7 @@ class Linger:
             loop.close(conn)
             return
         loop.enter(conn, State.LINGERING, loop.timeouts.linger)
+        conn.level = False
         loop.poller.modify(conn.fd, READ | ONESHOT)
 
     def on_readable(self, conn: Conn) -> None:

@@ -32,7 +32,7 @@ from webcluster.worker.leader import Leadership
 from webcluster.worker.linger import Linger
 from webcluster.worker.poller import ONESHOT, READ, WRITE, Poller
 from webcluster.worker.preamble import Preamble
-from webcluster.worker.rearm import Rearm
+from webcluster.worker.rearm import PLAIN_SOCKETS, Rearm
 from webcluster.worker.runner import Runner
 from webcluster.worker.shedding import Shedding
 from webcluster.worker.threadpool import ThreadPool
@@ -245,7 +245,8 @@ class Loop:
         try:
             data = conn.sock.recv(RECV_SIZE)
         except BlockingIOError as exc:  # WantWrite: TLS must send before it reads on
-            self.poller.modify(conn.fd, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
+            if not conn.level:  # (TLS is never level-armed)
+                self.poller.modify(conn.fd, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
             return None
         except OSError:
             self.close(conn)
@@ -282,7 +283,8 @@ class Loop:
         elif event is NEED_DATA:
             if first:
                 self.enter(conn, READING, self.timeouts.header)
-            self.poller.modify(conn.fd, READ | ONESHOT)
+            if not conn.level:
+                self.poller.modify(conn.fd, READ | ONESHOT)
         elif type(event) is ConnectionClosed:
             self.close(conn)
         else:  # PAUSED/Data cannot happen while reading a head; treat as a bug, not a hang
@@ -311,7 +313,7 @@ class Loop:
             self._dispatch(conn)
         elif conn.body_too_slow(self.clock()):
             self.fail(conn, RemoteProtocolError("request body too slow (--body-min-rate)", 408))
-        else:
+        elif not conn.level:
             self.poller.modify(conn.fd, READ | ONESHOT)
 
     def _on_body_readable(self, conn: Conn) -> None:
@@ -332,8 +334,11 @@ class Loop:
         elif (bodiless and not request.expect_continue and self.lead is not None
               and self.lead.may_inline()):  # fmt: skip
             self.lead.serve_inline(conn)  # the leader serves it (worker.leader)
-        elif self.watch is None or self.shedding.enqueue(conn):
-            self.pool.submit(runner.run, conn)
+        else:
+            if conn.level:  # a pool thread will hold it: no event for it until it is handed back
+                self.disarm(conn)
+            if self.watch is None or self.shedding.enqueue(conn):
+                self.pool.submit(runner.run, conn)
 
     def fail(self, conn: Conn, exc: RemoteProtocolError) -> None:
         """The one place the loop turns a protocol error into a response: status, Connection: close."""
@@ -388,6 +393,7 @@ class Loop:
         if done:
             self._after_flush(conn)
         else:
+            conn.level = False
             self.poller.modify(conn.fd, WRITE | ONESHOT)
 
     def _after_flush(self, conn: Conn) -> None:
@@ -404,7 +410,23 @@ class Loop:
             self._advance(conn, first=True)
             return
         self.rearm.settle(conn, self.clock())  # idle keep-alive: state, token, keep-alive timer
-        self.poller.modify(conn.fd, READ | ONESHOT)
+        if conn.level:  # still armed: the request was served here (inline, static)
+            return
+        # Armed level-triggered, not EPOLLONESHOT: while the loop serves this connection's requests
+        # itself (inline or static), each next one then costs no EPOLL_CTL_MOD. It is disarmed
+        # (``disarm``) before a pool thread or a deposed leader holds it, so the rule that the loop never
+        # sees events for a connection another thread holds stands. TLS keeps EPOLLONESHOT.
+        if type(conn.sock) in PLAIN_SOCKETS:
+            conn.level = True
+            self.poller.modify(conn.fd, READ)
+        else:
+            self.poller.modify(conn.fd, READ | ONESHOT)
+
+    def disarm(self, conn: Conn) -> None:
+        """Stop events for a level-armed ``conn`` (EPOLLONESHOT with no event: epoll reports nothing,
+        not even a hang-up) before another thread holds it. Any thread that may hand it over."""
+        conn.level = False
+        self.poller.modify(conn.fd, ONESHOT)
 
     def close(self, conn: Conn) -> None:
         if conn.state is CLOSED:
@@ -413,7 +435,13 @@ class Loop:
             self.poller.call_soon(self.close, conn)
             return
         self.enter(conn, CLOSED)
-        self.poller.forget(conn.fd)  # the close below takes it out of the epoll set
+        if conn.level:
+            # A level-armed entry would keep firing should a forked child still hold the descriptor
+            # (``Poller.forget``), under an fd number a new connection may get: take it out first.
+            conn.level = False
+            self.poller.unregister(conn.fd)
+        else:
+            self.poller.forget(conn.fd)  # the close below takes it out of the epoll set
         conn.out.drop_file()
         try:
             conn.sock.close()

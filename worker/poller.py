@@ -19,7 +19,8 @@ READ = select.EPOLLIN | select.EPOLLRDHUP
 WRITE = select.EPOLLOUT
 # EPOLLONESHOT: an fd fires once and is then disarmed until modify() re-arms it. Dispatching a
 # connection to a pool thread therefore needs no syscall, and the thread can never race the loop
-# for the same readiness event.
+# for the same readiness event. (An idle keep-alive connection whose requests the loop serves itself is
+# armed level-triggered instead, and disarmed before a thread holds it: ``Loop._after_flush``.)
 ONESHOT = select.EPOLLONESHOT
 
 
