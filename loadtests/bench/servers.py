@@ -153,6 +153,18 @@ http {{
     return conf
 
 
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds used so far by ``procs`` (those gone since count nothing)."""
+    total = 0.0
+    for p in procs:
+        try:
+            t = p.cpu_times()
+            total += t.user + t.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
 class Server:
     """One running server (a process tree). Call ``stop()`` when done (also on errors)."""
 
@@ -235,14 +247,7 @@ class Server:
 
     def cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by the live tree."""
-        total = 0.0
-        for p in self.processes():
-            try:
-                t = p.cpu_times()
-                total += t.user + t.system
-            except psutil.NoSuchProcess:
-                pass
-        return total
+        return cpu_seconds(self.processes())
 
     def memory(self, procs: list[psutil.Process] | None = None) -> tuple[int, int]:
         """(PSS, RSS) in bytes summed over ``procs`` (default: the whole tree)."""
