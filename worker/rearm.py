@@ -62,7 +62,6 @@ class Rearm:
         ):
             return False
         conn.arming = True
-        conn.level = False  # one-shot from here (the dispatch disarmed a level-armed fd already)
         poller = loop.poller
         poller.defer(self.settle, conn, loop.clock())
         try:

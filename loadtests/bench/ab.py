@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import urllib.request
 import psutil
 
 from loadtests.bench.servers import cpu_seconds
+from loadtests.bench.suites import free_port
 from loadtests.bench.wrk import run_wrk, wrk_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -50,14 +50,8 @@ def _tree(spec: str) -> tuple[str, str, list[str]]:
     return name, os.path.abspath(path), extra.split()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(path: str, extra: list[str], static: str) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "supervisor.py", "--procs", "2", "--threads", "32", "--app", "hello:app",
            "--chdir", "loadtests", "--static", f"/static={static}", "--bind", f"127.0.0.1:{port}",
            "--admin", "off", *extra]  # fmt: skip

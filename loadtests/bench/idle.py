@@ -72,7 +72,8 @@ def raise_nofile(need: int) -> int:
     return soft
 
 
-def _response_complete(buf: bytes) -> bool:
+def response_complete(buf: bytes) -> bool:
+    """True once ``buf`` holds a whole response with a Content-Length body (or none)."""
     head_end = buf.find(b"\r\n\r\n")
     if head_end < 0:
         return False
@@ -147,7 +148,7 @@ class _Opener:
             self._drop(fd, "closed before answering")
             return
         buf += data
-        if _response_complete(bytes(buf)):
+        if response_complete(bytes(buf)):
             self.ep.unregister(fd)
             del self.pending[fd]
             self.timeouts_in_a_row = 0
@@ -180,7 +181,7 @@ def _probe_loop(port: int, rate: float, stop: threading.Event, result: IdleResul
             with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
                 c.sendall(REQUEST)
                 buf = b""
-                while not _response_complete(buf):
+                while not response_complete(buf):
                     chunk = c.recv(65536)
                     if not chunk:
                         raise ConnectionError("closed")
@@ -234,7 +235,7 @@ def _reuse(open_conns: list[tuple[socket.socket, float]], timeout: float = 30.0)
                 data = b""
             buf = bufs[fd]
             buf += data
-            if not data or _response_complete(bytes(buf)):
+            if not data or response_complete(bytes(buf)):
                 ok += buf.startswith(b"HTTP/1.1 200") and bool(data)
                 ep.unregister(fd)
                 del bufs[fd]

@@ -22,6 +22,9 @@ import subprocess
 import sys
 import time
 
+from loadtests.bench.idle import response_complete
+from loadtests.bench.suites import free_port
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SLOW_MS = 500  # how long the blocking request sleeps
 SLOW = b"GET /api/search?q=x&delay_ms=%d HTTP/1.1\r\nHost: bench\r\n\r\n" % SLOW_MS
@@ -31,16 +34,11 @@ FAST = b"GET /api/items/1 HTTP/1.1\r\nHost: bench\r\n\r\n"
 def _answer(sock: socket.socket) -> None:
     """Read one response with a Content-Length body (the demo app always sends one)."""
     data = b""
-    while b"\r\n\r\n" not in data:
+    while not response_complete(data):
         chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionError("closed before a response")
         data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                  if line.lower().startswith(b"content-length:"))  # fmt: skip
-    while len(body) < length:
-        body += sock.recv(65536)
 
 
 def _connect(port: int, deadline: float) -> socket.socket:
@@ -55,9 +53,7 @@ def _connect(port: int, deadline: float) -> socket.socket:
 
 def trial(tree: str, extra: list[str], warm: float) -> float:
     """One fresh worker; milliseconds B waited while A blocked inline."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     cmd = [sys.executable, "supervisor.py", "--procs", "1", "--app", "loadtests.demoapp:app",
            "--bind", f"127.0.0.1:{port}", "--admin", "off", "--keepalive-requests", "1000000", *extra]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=tree, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
