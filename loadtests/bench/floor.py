@@ -3,7 +3,9 @@
 
 NOT a server: one thread per process, an epoll loop, no limits, no timeouts, no framing checks, the whole
 request assumed to arrive in one ``recv`` and the response to leave in one ``send``. It calls the same
-``hello:app`` through a minimal WSGI environ. What it measures is what CPython itself costs per request
+``hello:app`` through a minimal WSGI environ, and closes after the response when the request says
+``Connection: close`` (the ``close64`` scenario; the response says so too, as a server's must, so wrk
+reconnects instead of writing its next request into a closed connection and counting a read error). What it measures is what CPython itself costs per request
 (accept, recv, a split of the head, a dict, the app call, a join, send) with nothing of a real server
 around it, so the distance between it and webcluster is the cost of webcluster's machinery, and the
 distance between it and granian is what Python costs against Rust. BENCHMARKS.md, "Issue 9, third pass".
@@ -67,7 +69,14 @@ def serve(sock: socket.socket) -> None:
             body = b"".join(app(environ, start_response))
             status, headers = status_headers
             head = "".join(f"{k}: {v}\r\n" for k, v in headers)
+            close = environ.get("HTTP_CONNECTION") == "close"
+            if close:
+                head += "Connection: close\r\n"
             c.send(f"HTTP/1.1 {status}\r\n{head}\r\n".encode() + body)
+            if close:
+                ep.unregister(fd)
+                del conns[fd]
+                c.close()
 
 
 def main(argv: list[str] | None = None) -> int:
