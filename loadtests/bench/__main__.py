@@ -206,9 +206,9 @@ def _render(args: argparse.Namespace, runs: list, meta: dict[str, Any], idle: li
 def _header(meta: dict[str, Any]) -> str:
     m = meta["machine"]
     return (
-        f"Measured {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs ({m['cpu_model']}), a machine "
-        f"shared with other jobs (load average {m['loadavg']:.1f} at start, "
-        f"{meta.get('loadavg_end', float('nan')):.1f} at end). Python {m['python']} "
+        f"Measured {m['date']} at commit `{m['commit']}` on {m['cpus']} CPUs ({m['cpu_model']}); 1-minute "
+        f"load average {m['loadavg']:.1f} at start, {meta.get('loadavg_end', float('nan')):.1f} at end "
+        f"(the servers under test and wrk count in it, and the machine may be shared). Python {m['python']} "
         f"({m.get('python_build', '?')}), {m['wrk']}, "
         f"gunicorn {m['gunicorn'].split()[-1]}, waitress {m['waitress']}, granian {m.get('granian', '?')}, "
         f"uWSGI {m.get('uwsgi', '?')}, {m['nginx']}.\n\n"
@@ -246,7 +246,8 @@ def _wrk_markdown(args: argparse.Namespace, summaries: list, meta: dict[str, Any
             "Every row is the median of the rounds (min–max of requests/s beside it); errors are summed over"
             " the rounds (non-2xx + socket errors); CPU is what the server's whole process tree used during"
             " one run (psutil, user + system of every process; in cores = CPU s / run length), and CPU µs/req"
-            " is that divided by the requests wrk counted; PSS is summed over the tree right after the run.",
+            " is that divided by the requests wrk counted, with its system (kernel) part in parentheses; PSS is"
+            " summed over the tree right after the run.",
             "",
             results_table(summaries, meta["duration"]),
             "",

@@ -7,6 +7,7 @@ around them is left alone.
 
 from __future__ import annotations
 
+import math
 import re
 import statistics
 from collections.abc import Iterable
@@ -63,6 +64,7 @@ class Run:
     cpu_s: float  # CPU seconds the server's process tree used during the run (psutil, whole tree)
     pss: int  # bytes, summed over the tree, right after the run
     rss: int
+    sys_s: float = float("nan")  # of cpu_s, in the kernel (absent from runs recorded before it was)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class Summary:
     pss: int
     rss: int
     cpu_us: float = float("nan")  # median over rounds of server CPU per request, microseconds
+    sys_us: float = float("nan")  # the same for its system (kernel) part
 
 
 def summarize(runs: Iterable[Run]) -> list[Summary]:
@@ -109,6 +112,7 @@ def summarize(runs: Iterable[Run]) -> list[Summary]:
                 pss=max(r.pss for r in rs),
                 rss=max(r.rss for r in rs),
                 cpu_us=med(cpu_us_per_request(r) for r in rs),
+                sys_us=med(cpu_us_per_request(r, r.sys_s) for r in rs),
             )
         )
     order = list(SCENARIOS)
@@ -127,9 +131,15 @@ def is_ours(name: str) -> bool:
     return name in ("webcluster", "webcluster-tls")
 
 
-def cpu_us_per_request(r: Run) -> float:
-    """Server CPU (whole process tree) per answered request, in microseconds."""
-    return r.cpu_s / r.requests * 1e6 if r.requests else float("nan")
+def cpu_us_per_request(r: Run, seconds: float | None = None) -> float:
+    """Server CPU (whole process tree; or ``seconds`` of it) per answered request, in microseconds."""
+    seconds = r.cpu_s if seconds is None else seconds
+    return seconds / r.requests * 1e6 if r.requests else float("nan")
+
+
+def _fmt_cpu_us(s: Summary) -> str:
+    """CPU µs a request, "38 (14)", and in parentheses its system part where it was recorded."""
+    return f"{s.cpu_us:.0f}" + ("" if math.isnan(s.sys_us) else f" ({s.sys_us:.0f})")
 
 
 def ratio(summaries: list[Summary], s: Summary) -> float | None:
@@ -148,7 +158,7 @@ def results_table(summaries: list[Summary], duration: float) -> str:
     """The markdown table: one row per scenario and server."""
     lines = [
         "| scenario | server | req/s (median) | min–max | webcluster ÷ server | p50 ms | p99 ms "
-        "| errors | CPU s per run (cores) | CPU µs/req | PSS MiB |",
+        "| errors | CPU s per run (cores) | CPU µs/req (system) | PSS MiB |",
         "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summaries:
@@ -159,7 +169,7 @@ def results_table(summaries: list[Summary], duration: float) -> str:
             f"| {SCENARIOS[s.scenario].title} | {s.server} | {s.rps:,.0f} | "
             f"{s.rps_min:,.0f}–{s.rps_max:,.0f} | {ratio_text} | {_fmt_ms(s.p50_ms)} | "
             f"{_fmt_ms(s.p99_ms)} | {errors} | {s.cpu_s:.1f} ({s.cpu_s / duration:.2f}) | "
-            f"{s.cpu_us:.0f} | {s.pss / MIB:.0f} |"
+            f"{_fmt_cpu_us(s)} | {s.pss / MIB:.0f} |"
         )
     return "\n".join(lines)
 
@@ -179,7 +189,7 @@ def console_table(summaries: list[Summary]) -> str:
                 _fmt_ms(s.p99_ms),
                 str(s.errors),
                 f"{s.cpu_s:.1f}",
-                f"{s.cpu_us:.0f}",
+                _fmt_cpu_us(s),
                 f"{s.pss / MIB:.0f}",
             )
         )

@@ -153,16 +153,22 @@ http {{
     return conf
 
 
-def cpu_seconds(procs: list[psutil.Process]) -> float:
-    """User + system CPU seconds used so far by ``procs`` (those gone since count nothing)."""
-    total = 0.0
+def cpu_split(procs: list[psutil.Process]) -> tuple[float, float]:
+    """(user, system) CPU seconds used so far by ``procs`` (those gone since count nothing)."""
+    user = system = 0.0
     for p in procs:
         try:
             t = p.cpu_times()
-            total += t.user + t.system
+            user += t.user
+            system += t.system
         except psutil.NoSuchProcess:
             pass
-    return total
+    return user, system
+
+
+def cpu_seconds(procs: list[psutil.Process]) -> float:
+    """User + system CPU seconds used so far by ``procs`` (those gone since count nothing)."""
+    return sum(cpu_split(procs))
 
 
 class Server:
@@ -248,6 +254,10 @@ class Server:
     def cpu_seconds(self) -> float:
         """User + system CPU seconds used so far by the live tree."""
         return cpu_seconds(self.processes())
+
+    def cpu_split(self) -> tuple[float, float]:
+        """(user, system) CPU seconds used so far by the live tree."""
+        return cpu_split(self.processes())
 
     def memory(self, procs: list[psutil.Process] | None = None) -> tuple[int, int]:
         """(PSS, RSS) in bytes summed over ``procs`` (default: the whole tree)."""

@@ -180,15 +180,16 @@ def _one_run(plan: WrkPlan, server: Server, scenario: str, rnd: int) -> Run:
     sc = SCENARIOS[scenario]
     cmd = wrk_command(f"{_scheme(sc)}://127.0.0.1:{server.port}{sc.path}", connections=sc.connections,
                       duration=plan.duration, threads=plan.wrk_threads, close=sc.close)  # fmt: skip
-    cpu0 = server.cpu_seconds()
+    user0, sys0 = server.cpu_split()
     res = run_wrk(cmd, timeout=plan.duration + 60)
-    cpu = server.cpu_seconds() - cpu0
+    user1, sys1 = server.cpu_split()
     pss, rss = server.memory()
     if server.popen.poll() is not None:
         raise RuntimeError(f"{server.name} died during {scenario}: {server.log_tail()}")
     time.sleep(0.5)  # let the server close wrk's connections before the next run starts
     return Run(scenario, server.name, rnd, res.rps, res.p50_ms, res.p99_ms, res.requests,
-               res.non_2xx, res.socket_errors, res.error_detail, cpu, pss, rss)  # fmt: skip
+               res.non_2xx, res.socket_errors, res.error_detail, user1 - user0 + sys1 - sys0, pss, rss,
+               sys1 - sys0)  # fmt: skip
 
 
 def _progress(run: Run, plan: WrkPlan) -> str:
