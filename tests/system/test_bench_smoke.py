@@ -101,7 +101,8 @@ def test_bench_runs_end_to_end(tmp_path):
         assert run["rps"] > 0 and run["requests"] > 0
         assert run["non_2xx"] == 0
         assert run["cpu_s"] > 0 and run["pss"] > 0
-        assert 0 < run["sys_s"] < run["cpu_s"]  # the kernel's part: every request is a recv and a send
+        # the kernel's part: every request is a recv and a send
+        assert 0 < run["sys_s"] < run["cpu_s"]
     idle = [i for i in data["idle"] if i["server"] == "webcluster"]
     assert [i["result"]["opened"] for i in idle] == [50, 50]
     assert all(i["result"]["reused_ok"] == 50 for i in idle)  # 1 s hold < every keep-alive timeout
