@@ -155,7 +155,9 @@ class Loop:
         events = self.poller.poll(self.poll_timeout(now), run_calls=False)
         self.handle(events, self.poller.run_calls)
         now = self.clock()
-        self.timeouts.run(now, self._conns)
+        timeouts = self.timeouts
+        if now >= timeouts.earliest:  # run()'s own first test, without the call on every pass
+            timeouts.run(now, self._conns)
         if self.acceptor.resume_at is not None:  # an EMFILE pause is running
             self.acceptor.on_timer(now)
         if self.tick is not None and now >= self._tick_due:
@@ -328,7 +330,9 @@ class Loop:
         runner = self.runner
         request = conn.h1.request
         bodiless = not (request.chunked or request.content_length)  # else the pool reads the rest
-        if bodiless and runner.on_loop(conn):  # a static file: nothing in it waits, no hand-off
+        # A static file: nothing in it waits, no hand-off. never_on_loop: on_loop's answer for a WSGI
+        # app alone, without the call on every request.
+        if bodiless and not runner.never_on_loop and runner.on_loop(conn):
             self.resume(conn, runner.serve_on_loop(conn))
         # No Expect: 100-continue either (its client waits for us), and the leader may serve now
         elif (bodiless and not request.expect_continue and self.lead is not None
@@ -400,11 +404,12 @@ class Loop:
         if conn.after_flush is LINGERING:
             self.linger.start(conn)
             return
-        if conn.h1.their_state is SEND_BODY:  # a pipelined head a thread parsed: body read here
+        h1 = conn.h1
+        if h1.cycle.their_state is SEND_BODY:  # a pipelined head a thread parsed: body read here
             conn.idle = False
             self._start_body(conn)
             return
-        if conn.h1.buffered:  # part of a next request is here: --header-timeout to complete
+        if h1.buf:  # part of a next request is here: --header-timeout to complete
             conn.idle = False
             self.enter(conn, READING)  # no timer yet: a complete head needs none (_advance)
             self._advance(conn, first=True)

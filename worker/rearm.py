@@ -53,8 +53,8 @@ class Rearm:
         h1, host = conn.h1, loop.host
         if (
             conn.out
-            or h1.their_state is not IDLE
-            or h1.buffered
+            or h1.cycle.their_state is not IDLE
+            or h1.buf
             or host.stopping
             or host.draining
             or type(conn.sock) not in PLAIN_SOCKETS  # TLS may hold decrypted bytes epoll cannot see

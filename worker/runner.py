@@ -62,7 +62,7 @@ class Runner:
         # Looked up once: getattr with a default costs a raised AttributeError when it is absent (WSGI).
         self._route = getattr(handler, "route", None)  # a dispatcher picks a handler per target
         self._on_loop = getattr(handler, "runs_on_loop", False)
-        self._never_on_loop = self._route is None and not self._on_loop
+        self.never_on_loop = self._route is None and not self._on_loop
         # When the stats are all there is to record (no access log, no statsd): _serve_one records
         # into them directly, one call fewer on every request
         self._stats_only = stats if access_log is None and statsd is None else None
@@ -87,7 +87,7 @@ class Runner:
         files, whose bodies go out with sendfile and whose unsent rest the loop sends anyway), the
         transport can sendfile (the TLS copy path could fill the output queue and wait for the client),
         and no --hooks run."""
-        if self._never_on_loop:  # a WSGI app alone: one test for the usual case
+        if self.never_on_loop:  # a WSGI app alone: one test for the usual case
             return False
         if not conn.host.can_sendfile or self.hooks is not None:
             return False
@@ -105,7 +105,7 @@ class Runner:
             h1 = conn.h1
             if not self._serve_one(conn, h1.request, 0.0, self.inflight if record else None):
                 return True
-            if conn.broken or not h1.keep_alive:
+            if conn.broken or not h1.cycle.keep_alive:
                 return True
             h1.start_next_cycle()  # the loop parses and dispatches what follows, as any request
             return False
@@ -144,7 +144,7 @@ class Runner:
             if not self._serve_one(conn, request, waited, inflight):
                 return True
             waited = 0.0  # pipelined requests follow at once
-            if conn.broken or not h1.keep_alive:
+            if conn.broken or not h1.cycle.keep_alive:
                 return True
             h1.start_next_cycle()
             # The loop sends a file left over, then reads on (pipelined bytes are kept)

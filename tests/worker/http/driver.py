@@ -121,7 +121,7 @@ class Driver:
         while True:
             event = conn.next_event()
             if event is NEED_DATA:
-                buffered = len(conn._buf)  # the internal buffer itself (trailing_data copies it)
+                buffered = len(conn.buf)  # the internal buffer itself (trailing_data copies it)
                 assert buffered <= self._bound, f"{buffered} bytes buffered > bound {self._bound}"
                 self.max_buffered = max(self.max_buffered, buffered)
                 return
