@@ -5,10 +5,11 @@ NOT a server: one thread per process, an epoll loop, no limits, no timeouts, no 
 request assumed to arrive in one ``recv`` and the response to leave in one ``send``. It calls the same
 ``hello:app`` through a minimal WSGI environ, and closes after the response when the request says
 ``Connection: close`` (the ``close64`` scenario; the response says so too, as a server's must, so wrk
-reconnects instead of writing its next request into a closed connection and counting a read error). What it measures is what CPython itself costs per request
-(accept, recv, a split of the head, a dict, the app call, a join, send) with nothing of a real server
-around it, so the distance between it and webcluster is the cost of webcluster's machinery, and the
-distance between it and granian is what Python costs against Rust. BENCHMARKS.md, "Issue 9, third pass".
+reconnects instead of writing its next request into a closed connection and counting a read error).
+What it measures is what CPython itself costs per request (accept, recv, a split of the head, a dict,
+the app call, a join, send) with nothing of a real server around it, so the distance between it and
+webcluster is the cost of webcluster's machinery, and the distance between it and granian is what Python
+costs against Rust. BENCHMARKS.md, "Issue 9, third pass" (keep-alive) and "eleventh pass" (close).
 """
 
 from __future__ import annotations
