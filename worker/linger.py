@@ -33,7 +33,7 @@ class Linger:
         """The response is out: close at once if nothing is unread, else shut down writing and linger."""
         loop = self._loop
         h1 = conn.h1
-        if h1.their_state in _REQUEST_COMPLETE and not h1.buffered:
+        if h1.cycle.their_state in _REQUEST_COMPLETE and not h1.buf:  # attributes, not properties
             loop.close(conn)  # nothing unread: a plain close cannot turn into an RST
             return
         try:

@@ -378,9 +378,9 @@ class Loop:
 
     def _start_flush(self, conn: Conn, after: State) -> None:
         conn.after_flush = after
-        if conn.out:
+        if (out := conn.out).buf or out.file_left or out.tail:  # OutputQueue.__bool__, no call
             now = self.clock()
-            conn.out.sent_at = now
+            out.sent_at = now
             self.enter(conn, FLUSHING, self.timeouts.send, now)
             self._flush(conn)
         else:
@@ -447,7 +447,8 @@ class Loop:
             self.poller.unregister(conn.fd)
         else:
             self.poller.forget(conn.fd)  # the close below takes it out of the epoll set
-        conn.out.drop_file()
+        if conn.out.file_fd >= 0:  # a file left unsent (drop_file's own test, without the call)
+            conn.out.drop_file()
         try:
             conn.sock.close()
         except OSError:
