@@ -234,7 +234,7 @@ class Runner:
         """Drop the unread rest of a request's body so the next request starts at a message boundary
         (``_serve_one`` ends a bodiless one itself)."""
         h1 = conn.h1
-        if ex.body.done or h1.their_state is DONE:
+        if ex.body.done or h1.cycle.their_state is DONE:
             return True
         if ex.request.expect_continue and not ex.body.started:
             # The client is still waiting for 100 Continue and we answered without it: it may or may not
