@@ -251,10 +251,6 @@ class Server:
         procs = self.processes()
         return procs[1:] or procs[:1]
 
-    def cpu_seconds(self) -> float:
-        """User + system CPU seconds used so far by the live tree."""
-        return cpu_seconds(self.processes())
-
     def cpu_split(self) -> tuple[float, float]:
         """(user, system) CPU seconds used so far by the live tree."""
         return cpu_split(self.processes())
