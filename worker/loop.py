@@ -152,8 +152,12 @@ class Loop:
             self.host.stopping and (not self._conns or now >= self._stop_deadline)
         ):
             return False
-        events = self.poller.poll(self.poll_timeout(now), run_calls=False)
-        self.handle(events, self.poller.run_calls)
+        poller = self.poller
+        events = poller.poll(self.poll_timeout(now), run_calls=False)
+        # run_calls only when there is something for it: a queued call, or a wake-up whose flag it must
+        # clear (a call can be drained before its wake() sets the flag; left set, the flag would stop
+        # the next call_soon from writing the eventfd). Usually neither: a call fewer per pass.
+        self.handle(events, poller.run_calls if poller.calls or poller.wake_pending else None)
         now = self.clock()
         timeouts = self.timeouts
         if now >= timeouts.earliest:  # run()'s own first test, without the call on every pass
@@ -226,19 +230,26 @@ class Loop:
         conn.serial = next(self._serials)
         self._conns[conn.serial] = conn
         state = self.preamble.start(conn)
-        # The header timeout bounds the PROXY header and the TLS handshake too.
-        self.enter(conn, state, self.timeouts.header)
+        if state is not READING:  # a PROXY header or a TLS handshake: waited for armed
+            self.enter(conn, state, self.timeouts.header)  # the header timeout bounds them too
+            self.poller.register(conn.fd, READ | ONESHOT, conn)
+            return
         # Most clients send their request right behind the handshake, so by the time we accept it is
         # usually here: a plain connection is read now instead of one epoll round later (what nginx's
         # "deferred" listen option buys, without TCP_DEFER_ACCEPT's hold on clients that connect and
         # wait). Its fd is registered disarmed (EPOLLONESHOT and no event: epoll reports nothing for
         # it), so a request handed to a pool thread from here keeps the rule that the loop never sees
         # events for a connection a thread holds; only when nothing came yet is it armed, as every
-        # wait is. A PROXY header or a TLS handshake is waited for armed, as before.
-        plain = state is READING
-        self.poller.register(conn.fd, ONESHOT if plain else READ | ONESHOT, conn)
-        if plain:
-            self.on_readable(conn)
+        # wait is.
+        self.enter(conn, READING)
+        token = conn.token
+        self.poller.register(conn.fd, ONESHOT, conn)
+        self.on_readable(conn)
+        if conn.token == token:
+            # Nothing came yet (armed to wait for it): its --header-timeout starts now. Anything else
+            # moved it on (a request begun or served, an error, a close) under its own timer: the
+            # usual complete request costs no header-timer entry, which would only wait to expire.
+            self.timeouts.add(self.timeouts.header, conn, self.clock())
 
     # ---- connection events ----------------------------------------------------------------
     def _receive(self, conn: Conn) -> bytes | None:

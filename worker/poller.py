@@ -30,9 +30,10 @@ class Poller:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._objects: dict[int, Any] = {}
-        self._calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
+        # Read by the loop (``Loop.step``: is there anything for ``run_calls``?), changed only here
+        self.calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
-        self._wake_pending = False
+        self.wake_pending = False  # the eventfd was written and run_calls has not run since
         self._epoll.register(self._wake_fd, select.EPOLLIN)
         # modify(fd, events): re-arm a registered fd (once per keep-alive request). The epoll's own
         # bound method, so the call goes straight to C rather than through a Python wrapper.
@@ -65,7 +66,7 @@ class Poller:
         """Wait for events (timeout in seconds, None = forever); run queued callbacks first-in first-out
         (unless ``run_calls`` is False: the caller runs ``run_calls`` itself before it handles the events,
         as the loop does, so a callback that gives the poller away leaves the events to the next owner)."""
-        if self._calls:
+        if self.calls:
             timeout = 0
         try:
             ready = self._epoll.poll(-1 if timeout is None else timeout if timeout > 0.0 else 0.0)
@@ -86,8 +87,8 @@ class Poller:
 
     def run_calls(self) -> None:
         # Clear the flag before draining: a call appended after this point re-writes the eventfd.
-        self._wake_pending = False
-        calls = self._calls
+        self.wake_pending = False
+        calls = self.calls
         while calls:
             fn, args = calls.popleft()
             fn(*args)
@@ -101,17 +102,17 @@ class Poller:
     # --- any thread -----------------------------------------------------------------------
     def call_soon(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread soon. Safe from any thread and from signal handlers."""
-        self._calls.append((fn, args))
+        self.calls.append((fn, args))
         self.wake()
 
     def defer(self, fn: Callable[..., None], *args: Any) -> None:
         """Run ``fn(*args)`` on the loop thread at its next pass, without waking it: for a caller that is
         about to make the loop wake anyway (``worker.rearm``: it arms an fd right after)."""
-        self._calls.append((fn, args))
+        self.calls.append((fn, args))
 
     def wake(self) -> None:
-        if not self._wake_pending:
-            self._wake_pending = True
+        if not self.wake_pending:
+            self.wake_pending = True
             try:
                 os.eventfd_write(self._wake_fd, 1)
             except (BlockingIOError, OSError):

@@ -334,3 +334,45 @@ def test_the_keepalive_deadline_moves_lazily_and_still_closes_between_keepalive_
     closed = h.clock.now - last
     assert 5.0 <= closed <= 5.0 + timeouts.lazy + SLACK + 0.005
     assert pending(c) == b""
+
+
+def test_a_pass_runs_queued_calls_and_clears_a_wake_up_whose_call_ran_before_it(harness):
+    # A pass calls run_calls only when there is something for it. A wake-up can outlive its call: the
+    # loop drains the call, then the caller's wake() sets the flag and writes the eventfd. The next pass
+    # must still clear the flag, or no later call_soon would write the eventfd to wake the loop.
+    h = harness()
+    ran: list[int] = []
+    h.poller.call_soon(ran.append, 1)
+    h.settle(1)
+    assert ran == [1] and not h.poller.wake_pending
+    h.poller.wake()  # the late wake-up of a call already run
+    h.settle(1)
+    assert not h.poller.wake_pending
+    h.poller.call_soon(ran.append, 2)
+    assert h.poller.wake_pending  # this one wrote the eventfd
+    h.settle(1)
+    assert ran == [1, 2]
+
+
+@pytest.mark.parametrize(
+    "sent", [b"", b"GET / HTTP/1.1\r\nHo", b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"]
+)
+def test_a_connection_read_at_accept_runs_on_the_timer_of_what_it_sent(harness, sent):
+    # A plain connection is read as it is accepted. Nothing yet, or part of a head: the header timeout
+    # from then (a close, or a 408). A whole request: no header timer at all (answered, then the
+    # keep-alive period, here the shorter one, ends it).
+    h = harness(header_timeout=10.0, keepalive=3.0)
+    c = socket.create_connection(h.lsock.getsockname())
+    h.clients.append(c)
+    c.sendall(sent)
+    h.settle()
+    if sent.endswith(b"\r\n\r\n"):
+        assert pending(c).endswith(b"hello")
+        h.later(3.1)
+        assert pending(c) == b"" and not h.loop._conns
+        return
+    h.later(9.9)
+    assert len(h.loop._conns) == 1
+    h.later(0.2)
+    answer = pending(c)
+    assert answer.startswith(b"HTTP/1.1 408 ") if sent else answer == b""
