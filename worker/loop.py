@@ -223,15 +223,16 @@ class Loop:
     def _add_conn(self, sock: socket.socket, addr, lst: Listener) -> None:
         sock.setblocking(False)
         remote, local = lst.addresses(sock, addr)
-        if not self.preamble.admit(sock, remote):
+        preamble = self.preamble
+        if not preamble.plain and not preamble.admit(sock, remote):
             return
         s = self.settings
         conn = Conn(sock, H1Connection(s.limits, s.server_header), self.host, remote, local)
         conn.serial = next(self._serials)
         self._conns[conn.serial] = conn
-        state = self.preamble.start(conn)
-        if state is not READING:  # a PROXY header or a TLS handshake: waited for armed
-            self.enter(conn, state, self.timeouts.header)  # the header timeout bounds them too
+        if not preamble.plain:  # a PROXY header or a TLS handshake: waited for armed
+            # The header timeout bounds them too
+            self.enter(conn, preamble.start(conn), self.timeouts.header)
             self.poller.register(conn.fd, READ | ONESHOT, conn)
             return
         # Most clients send their request right behind the handshake, so by the time we accept it is
@@ -465,7 +466,8 @@ class Loop:
         except OSError:
             pass
         self._conns.pop(conn.serial, None)
-        self.acceptor.slot_freed()
+        if not self.acceptor.accepting:  # slot_freed's first test, without the call per connection
+            self.acceptor.slot_freed()
 
     # ---- stopping -------------------------------------------------------------------------
     def _begin_stop(self, graceful: bool) -> None:

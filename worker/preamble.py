@@ -44,6 +44,8 @@ class Preamble:
         self._loop = loop
         self.tls = tls
         self.proxy_trust = proxy_trust  # --proxy-protocol: whose PROXY headers are believed
+        # Neither: a new connection is READING at once, and admit/start need not be called for it
+        self.plain = tls is None and proxy_trust is None
         self._stats = stats
 
     def admit(self, sock: socket.socket, remote: tuple[str, int]) -> bool:
