@@ -3,8 +3,8 @@
 A connection is owned by exactly one thread at a time. The loop thread owns it while it waits for a request
 head, idles between requests, flushes leftover output or lingers before closing; a pool thread owns it from
 dispatch until it hands it back with ``Host.hand_back``. Because the fd is armed with EPOLLONESHOT, or
-disarmed before the hand-over when the loop had armed it level-triggered (``Conn.level``), the loop never
-sees events for a connection a thread is using. A connection knows the loop only as a ``Host``
+disarmed before the hand-over when the loop had armed it level-triggered (``Conn.level``), or not yet in
+the epoll set at all (``Conn.polled``), the loop never sees events for a connection a thread is using. A connection knows the loop only as a ``Host``
 (``worker.transport``) and keeps its output in an ``OutputQueue`` (``worker.outqueue``).
 """
 
@@ -66,6 +66,7 @@ class Conn:
         "idle_due",
         "idle_seq",
         "level",
+        "polled",
     )
 
     def __init__(
@@ -94,6 +95,9 @@ class Conn:
         # The fd is armed level-triggered for reading, not EPOLLONESHOT (Loop._after_flush): it stays
         # armed while the loop serves the connection itself, and is disarmed before anyone else does.
         self.level = False
+        # Its fd is in the epoll set. A connection read at accept joins it only when it first waits
+        # (``Loop.arm``): one answered and closed at once never does (no EPOLL_CTL_ADD, no removal).
+        self.polled = False
         self.last_unsent = 0  # send-queue bytes seen at the last idle timeout (slow readers)
         self.bytes_in = 0
         self.body_error: RemoteProtocolError | None = None

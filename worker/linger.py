@@ -43,7 +43,7 @@ class Linger:
             return
         loop.enter(conn, State.LINGERING, loop.timeouts.linger)
         conn.level = False
-        loop.poller.modify(conn.fd, READ | ONESHOT)
+        loop.arm(conn, READ | ONESHOT)
 
     def on_readable(self, conn: Conn) -> None:
         """Discard what the client still sends; close at its FIN or on an error."""
@@ -56,4 +56,4 @@ class Linger:
         if not data:
             self._loop.close(conn)
         else:
-            self._loop.poller.modify(conn.fd, READ | ONESHOT)
+            self._loop.arm(conn, READ | ONESHOT)

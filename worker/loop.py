@@ -233,7 +233,7 @@ class Loop:
         if not preamble.plain:  # a PROXY header or a TLS handshake: waited for armed
             # The header timeout bounds them too
             self.enter(conn, preamble.start(conn), self.timeouts.header)
-            self.poller.register(conn.fd, READ | ONESHOT, conn)
+            self.arm(conn, READ | ONESHOT)
             return
         # Most clients send their request right behind the handshake, so by the time we accept it is
         # usually here: a plain connection is read now instead of one epoll round later (what nginx's
@@ -244,7 +244,6 @@ class Loop:
         # wait is.
         self.enter(conn, READING)
         token = conn.token
-        self.poller.register(conn.fd, ONESHOT, conn)
         self.on_readable(conn)
         if conn.token == token:
             # Nothing came yet (armed to wait for it): its --header-timeout starts now. Anything else
@@ -260,7 +259,7 @@ class Loop:
             data = conn.sock.recv(RECV_SIZE)
         except BlockingIOError as exc:  # WantWrite: TLS must send before it reads on
             if not conn.level:  # (TLS is never level-armed)
-                self.poller.modify(conn.fd, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
+                self.arm(conn, (WRITE if type(exc) is WantWrite else READ) | ONESHOT)
             return None
         except OSError:
             self.close(conn)
@@ -298,7 +297,7 @@ class Loop:
             if first:
                 self.enter(conn, READING, self.timeouts.header)
             if not conn.level:
-                self.poller.modify(conn.fd, READ | ONESHOT)
+                self.arm(conn, READ | ONESHOT)
         elif type(event) is ConnectionClosed:
             self.close(conn)
         else:  # PAUSED/Data cannot happen while reading a head; treat as a bug, not a hang
@@ -328,7 +327,7 @@ class Loop:
         elif conn.body_too_slow(self.clock()):
             self.fail(conn, RemoteProtocolError("request body too slow (--body-min-rate)", 408))
         elif not conn.level:
-            self.poller.modify(conn.fd, READ | ONESHOT)
+            self.arm(conn, READ | ONESHOT)
 
     def _on_body_readable(self, conn: Conn) -> None:
         # b"" (EOF mid-body): the parser raises, a 400 as from a thread
@@ -353,6 +352,10 @@ class Loop:
         else:
             if conn.level:  # a pool thread will hold it: no event for it until it is handed back
                 self.disarm(conn)
+            elif (
+                not conn.polled
+            ):  # in the set, disarmed: the thread re-arms it itself (worker.rearm)
+                self.arm(conn, ONESHOT)
             if self.watch is None or self.shedding.enqueue(conn):
                 self.pool.submit(runner.run, conn)
 
@@ -410,7 +413,7 @@ class Loop:
             self._after_flush(conn)
         else:
             conn.level = False
-            self.poller.modify(conn.fd, WRITE | ONESHOT)
+            self.arm(conn, WRITE | ONESHOT)
 
     def _after_flush(self, conn: Conn) -> None:
         if conn.after_flush is LINGERING:
@@ -435,9 +438,18 @@ class Loop:
         # sees events for a connection another thread holds stands. TLS keeps EPOLLONESHOT.
         if type(conn.sock) in PLAIN_SOCKETS:
             conn.level = True
-            self.poller.modify(conn.fd, READ)
+            self.arm(conn, READ)
         else:
-            self.poller.modify(conn.fd, READ | ONESHOT)
+            self.arm(conn, READ | ONESHOT)
+
+    def arm(self, conn: Conn, events: int) -> None:
+        """Wait for ``events`` on ``conn`` (EPOLLONESHOT, or level-triggered): re-arm its epoll entry, or
+        add it on its first wait (``Conn.polled``). Loop thread."""
+        if conn.polled:
+            self.poller.modify(conn.fd, events)
+        else:
+            conn.polled = True
+            self.poller.register(conn.fd, events, conn)
 
     def disarm(self, conn: Conn) -> None:
         """Stop events for a level-armed ``conn`` (EPOLLONESHOT with no event: epoll reports nothing,

@@ -53,6 +53,7 @@ class Rearm:
         h1, host = conn.h1, loop.host
         if (
             conn.out
+            or not conn.polled  # served inline from accept, then its leader deposed: the loop adds it
             or h1.cycle.their_state is not IDLE
             or h1.buf
             or host.stopping

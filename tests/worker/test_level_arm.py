@@ -36,15 +36,21 @@ class App:
 
 
 def _count_modify(srv) -> list[tuple[int, int]]:
-    """Every EPOLL_CTL_MOD the worker makes from now on, as (fd, events)."""
+    """Every EPOLL_CTL_MOD the worker makes from now on, as (fd, events), and every EPOLL_CTL_ADD: a
+    connection whose request was read at accept joins the epoll set when it first waits."""
     calls: list[tuple[int, int]] = []
-    modify = srv.loop.poller.modify
+    poller = srv.loop.poller
+    modify, register = poller.modify, poller.register
 
     def counting(fd: int, events: int) -> None:
         calls.append((fd, events))
         modify(fd, events)
 
-    srv.loop.poller.modify = counting
+    def counting_add(fd: int, events: int, obj) -> None:
+        calls.append((fd, events))
+        register(fd, events, obj)
+
+    poller.modify, poller.register = counting, counting_add
     return calls
 
 
