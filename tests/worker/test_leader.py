@@ -100,6 +100,29 @@ def test_a_blocked_request_moves_the_poller_and_everyone_else_is_still_served():
         poll("inline serving again", lambda: ran_on(srv.connect()) == "webcluster-loop-1", 10)
 
 
+def test_a_deposed_request_read_at_accept_is_handed_back_through_the_loop_and_kept_alive():
+    """A connection whose request is read as it is accepted is not in the epoll set yet (Conn.polled).
+    Its leader deposed, the request ends on that thread, which cannot re-arm an entry that does not
+    exist: it hands the connection back through the loop, which adds it, and the next request is
+    answered."""
+    app = App()
+    with serve(app, threads=2, inline_budget=0.002) as srv:
+        loop = srv.loop
+        loop.poller.call_soon(loop.acceptor.pause)  # the request is there before the accept
+        poll("accepting paused", lambda: not loop.acceptor.accepting, 5)
+        blocked = srv.connect()
+        blocked.sendall(b"GET /block HTTP/1.1\r\nHost: x\r\n\r\n")
+        loop.poller.call_soon(loop.acceptor.start)
+        poll("the poller to move", lambda: loop.lead.depositions == 1, 5)
+        (conn,) = loop._conns.values()
+        assert not conn.polled  # read and served inline at accept
+        app.release.set()
+        status, _, body = read_response(blocked)
+        assert status == 200 and body == b"webcluster-loop-0"
+        assert ran_on(blocked).startswith("webcluster-")  # handed back, in the set, alive
+        assert conn.polled
+
+
 def test_a_request_computing_past_the_budget_keeps_the_poller():
     """Moving the poller off a thread that computes frees no CPU: only a blocked request moves it
     before the cap (25 budgets, at least 50 ms)."""
