@@ -11,7 +11,9 @@ the user-space instructions per request of: parse + serve; the whole worker path
 (``Loop.step``: epoll, recv, parse, serve inline, re-arm); the same for a ``Connection: close`` request
 (accept to close; the client's own calls are in the count too); and the same keep-alive path for the
 bench's 13-byte static file. A count, unlike a time, does not move with what else the machine runs, so a
-change of 1 % is seen in one run. Used to measure the optimisations listed in BENCHMARKS.md.
+change of 1 % is seen in one run. With ``--bytecodes`` it counts the Python bytecodes a keep-alive request
+and a ``Connection: close`` one execute on the whole worker path, and which functions execute them (no
+valgrind needed). Used to measure the optimisations listed in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import itertools
+import os
 import pstats
 import re
 import select
@@ -28,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -158,18 +163,31 @@ def _loop(settings: LoopSettings, static_root: str | None = None) -> tuple[Loop,
     return loop, stats
 
 
-def _serve_loop(n: int, request: bytes = REQUEST, static_root: str | None = None) -> None:
-    """``n`` keep-alive requests through the whole worker path on one thread: the client sends, one
-    ``Loop.step`` (epoll, recv, parse, the leader serves the request inline, re-arm), the client reads."""
+def _keepalive(
+    request: bytes = REQUEST, static_root: str | None = None
+) -> tuple[Callable[[], None], WorkerStats]:
+    """One keep-alive request through the whole worker path on one thread, as a call: the client
+    sends, one ``Loop.step`` (epoll, recv, parse, the leader serves the request inline, re-arm), the
+    client reads."""
     loop, stats = _loop(LoopSettings(keepalive_requests=1 << 62), static_root)
     client = socket.create_connection(loop.acceptor.listeners[0].sock.getsockname())
     while loop.gauges()["active_connections"] + loop.gauges()["idle_connections"] == 0:
         loop.step()
     sink = bytearray(65536)
-    for _ in range(n):
+
+    def one() -> None:
         client.send(request)
         loop.step()
         client.recv_into(sink)
+
+    return one, stats
+
+
+def _serve_loop(n: int, request: bytes = REQUEST, static_root: str | None = None) -> None:
+    """``n`` keep-alive requests through the whole worker path (``_keepalive``)."""
+    one, stats = _keepalive(request, static_root)
+    for _ in range(n):
+        one()
     _check_served(stats, n)
 
 
@@ -183,13 +201,14 @@ def _static_loop(n: int) -> None:
         _serve_loop(n, STATIC_REQUEST, root)
 
 
-def _close_loop(n: int) -> None:
-    """``n`` requests with ``Connection: close`` through the whole worker path, one connection each:
-    the client connects and sends, the loop steps (accept, recv, parse, serve inline, close) until the
-    client reads the end of the stream."""
+def _closing() -> tuple[Callable[[], None], WorkerStats]:
+    """One request with ``Connection: close`` through the whole worker path, on a connection of its
+    own, as a call: the client connects and sends, the loop steps (accept, recv, parse, serve inline,
+    close) until the client reads the end of the stream."""
     loop, stats = _loop(LoopSettings())
     address = loop.acceptor.listeners[0].sock.getsockname()
-    for _ in range(n):
+
+    def one() -> None:
         client = socket.socket()
         client.connect(address)
         client.settimeout(5)
@@ -199,6 +218,15 @@ def _close_loop(n: int) -> None:
         while client.recv(65536):
             pass
         client.close()
+
+    return one, stats
+
+
+def _close_loop(n: int) -> None:
+    """``n`` requests with ``Connection: close`` through the whole worker path (``_closing``)."""
+    one, stats = _closing()
+    for _ in range(n):
+        one()
     _check_served(stats, n)
 
 
@@ -226,6 +254,41 @@ def instructions(n: int, what: str = "--serve") -> float:
     return (count(6 * n) - count(n)) / (5 * n)
 
 
+def bytecodes(n: int, close: bool = False) -> tuple[float, float, list[tuple[float, str]]]:
+    """Python bytecodes a request executes on the whole worker path (``_keepalive``, or ``_closing``
+    with ``close``), counted by a trace function (``f_trace_opcodes``) over ``n`` requests after 1,000
+    that warm up: (bytecodes, Python-level calls, [(bytecodes, function)] by function, most first), all
+    per request. The client's own code (this file, the ``socket`` module) is left out. In CPython 3.11 a
+    bytecode costs tens of instructions and a call hundreds, so these say which step costs what."""
+    one, stats = _closing() if close else _keepalive()
+    for _ in range(1000):
+        one()
+    ops: Counter = Counter()
+    calls: Counter = Counter()
+
+    def trace(frame, event, arg):  # noqa: ANN001, ANN202 (sys.settrace's signature)
+        frame.f_trace_opcodes = True
+        if event == "opcode":
+            ops[frame.f_code] += 1
+        elif event == "call":
+            calls[frame.f_code] += 1
+        return trace
+
+    sys.settrace(trace)
+    try:
+        for _ in range(n):
+            one()
+    finally:
+        sys.settrace(None)
+    _check_served(stats, 1000 + n)
+    client = {__file__, socket.__file__}
+    ops = Counter({code: count for code, count in ops.items() if code.co_filename not in client})
+    served = sum(count for code, count in calls.items() if code.co_filename not in client)
+    rows = [(count / n, f"{os.path.relpath(code.co_filename, REPO)}:{code.co_firstlineno} "
+                        f"{code.co_name}") for code, count in ops.most_common()]  # fmt: skip
+    return sum(ops.values()) / n, served / n, rows
+
+
 def profile(n: int) -> None:
     conn, client, runner = _setup()
     prof = cProfile.Profile()
@@ -242,6 +305,11 @@ def main(argv: list[str] | None = None) -> int:
         "--instructions",
         action="store_true",
         help="count user-space instructions per request under valgrind (with -n 2000)",
+    )
+    p.add_argument(
+        "--bytecodes",
+        action="store_true",
+        help="count Python bytecodes and calls per request, by function (with -n 2000)",
     )
     p.add_argument(
         "--serve", type=int, metavar="N", help=argparse.SUPPRESS
@@ -267,6 +335,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.profile:
         profile(args.n)
+        return 0
+    if args.bytecodes:
+        n = args.n if args.n != p.get_default("n") else 2000
+        for what, close in (("keep-alive", False), ("Connection: close", True)):
+            total, calls, rows = bytecodes(n, close)
+            print(
+                f"{what}: {total:,.0f} bytecodes and {calls:.0f} Python calls a request; the most:"
+            )
+            for count, name in rows[:20]:
+                print(f"  {count:7.1f}  {name}")
         return 0
     if args.instructions:
         if shutil.which("valgrind") is None:
