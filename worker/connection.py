@@ -3,9 +3,10 @@
 A connection is owned by exactly one thread at a time. The loop thread owns it while it waits for a request
 head, idles between requests, flushes leftover output or lingers before closing; a pool thread owns it from
 dispatch until it hands it back with ``Host.hand_back``. Because the fd is armed with EPOLLONESHOT, or
-disarmed before the hand-over when the loop had armed it level-triggered (``Conn.level``), or not yet in
-the epoll set at all (``Conn.polled``), the loop never sees events for a connection a thread is using. A connection knows the loop only as a ``Host``
-(``worker.transport``) and keeps its output in an ``OutputQueue`` (``worker.outqueue``).
+disarmed before the hand-over when the loop had armed it level-triggered (``Conn.level``), or not in the
+epoll set yet (``Conn.polled``), the loop never sees events for a connection a thread is using. A
+connection knows the loop only as a ``Host`` (``worker.transport``) and keeps its output in an
+``OutputQueue`` (``worker.outqueue``).
 """
 
 from __future__ import annotations

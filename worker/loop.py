@@ -238,10 +238,10 @@ class Loop:
         # Most clients send their request right behind the handshake, so by the time we accept it is
         # usually here: a plain connection is read now instead of one epoll round later (what nginx's
         # "deferred" listen option buys, without TCP_DEFER_ACCEPT's hold on clients that connect and
-        # wait). Its fd is registered disarmed (EPOLLONESHOT and no event: epoll reports nothing for
-        # it), so a request handed to a pool thread from here keeps the rule that the loop never sees
-        # events for a connection a thread holds; only when nothing came yet is it armed, as every
-        # wait is.
+        # wait). It is not in the epoll set yet: it joins it when it first waits (``arm``), and a
+        # request handed to a pool thread from here joins it disarmed first (``_dispatch``), so the
+        # loop never sees events for a connection a thread holds. One answered and closed at once
+        # never joins it.
         self.enter(conn, READING)
         token = conn.token
         self.on_readable(conn)
@@ -352,9 +352,7 @@ class Loop:
         else:
             if conn.level:  # a pool thread will hold it: no event for it until it is handed back
                 self.disarm(conn)
-            elif (
-                not conn.polled
-            ):  # in the set, disarmed: the thread re-arms it itself (worker.rearm)
+            elif not conn.polled:  # into the set, disarmed: the thread re-arms it (worker.rearm)
                 self.arm(conn, ONESHOT)
             if self.watch is None or self.shedding.enqueue(conn):
                 self.pool.submit(runner.run, conn)

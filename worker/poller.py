@@ -30,7 +30,7 @@ class Poller:
     def __init__(self) -> None:
         self._epoll = select.epoll()
         self._objects: dict[int, Any] = {}
-        # Read by the loop (``Loop.step``: is there anything for ``run_calls``?), changed only here
+        # Read by the loop (``Loop.step``: anything for ``run_calls``?), changed only by the methods below
         self.calls: deque[tuple[Callable[..., None], tuple[Any, ...]]] = deque()
         self._wake_fd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
         self.wake_pending = False  # the eventfd was written and run_calls has not run since

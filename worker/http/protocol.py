@@ -281,9 +281,8 @@ class H1Connection:
         if writer is None:  # informational 1xx: the final response is still to come
             return head
         self._writer = writer
-        if (
-            not keep_alive and self.cycle.keep_alive
-        ):  # not again: the request's close did it already
+        # Not again when the request's own close did it already
+        if not keep_alive and self.cycle.keep_alive:
             self.cycle.disable_keep_alive()
         self.cycle.ours(st.ResponseHead)
         return head
