@@ -246,8 +246,10 @@ def _wrk_markdown(args: argparse.Namespace, summaries: list, meta: dict[str, Any
             "Every row is the median of the rounds (min–max of requests/s beside it); errors are summed over"
             " the rounds (non-2xx + socket errors); CPU is what the server's whole process tree used during"
             " one run (psutil, user + system of every process; in cores = CPU s / run length), and CPU µs/req"
-            " is that divided by the requests wrk counted, with its system (kernel) part in parentheses; PSS is"
-            " summed over the tree right after the run.",
+            " is that divided by the requests wrk counted, with its system (kernel) part in parentheses; the"
+            " machine's idle share is the part of all CPUs' time nothing ran during the run (/proc/stat), and"
+            " wrk µs/req is wrk's own CPU a request: what the cores did that the server did not; PSS is summed"
+            " over the tree right after the run.",
             "",
             results_table(summaries, meta["duration"]),
             "",

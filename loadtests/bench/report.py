@@ -65,6 +65,10 @@ class Run:
     pss: int  # bytes, summed over the tree, right after the run
     rss: int
     sys_s: float = float("nan")  # of cpu_s, in the kernel (absent from runs recorded before it was)
+    # The machine's CPU time left idle during the run, in percent (/proc/stat), and wrk's own CPU
+    # seconds: where the cores went that the server did not use (absent from runs before they were)
+    idle_pct: float = float("nan")
+    client_s: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -86,6 +90,8 @@ class Summary:
     rss: int
     cpu_us: float = float("nan")  # median over rounds of server CPU per request, microseconds
     sys_us: float = float("nan")  # the same for its system (kernel) part
+    idle_pct: float = float("nan")  # median over rounds of the machine's idle share, percent
+    client_us: float = float("nan")  # median over rounds of wrk's CPU per request, microseconds
 
 
 def summarize(runs: Iterable[Run]) -> list[Summary]:
@@ -113,6 +119,8 @@ def summarize(runs: Iterable[Run]) -> list[Summary]:
                 rss=max(r.rss for r in rs),
                 cpu_us=med(cpu_us_per_request(r) for r in rs),
                 sys_us=med(cpu_us_per_request(r, r.sys_s) for r in rs),
+                idle_pct=med(r.idle_pct for r in rs),
+                client_us=med(cpu_us_per_request(r, r.client_s) for r in rs),
             )
         )
     order = list(SCENARIOS)
@@ -142,6 +150,13 @@ def _fmt_cpu_us(s: Summary) -> str:
     return f"{s.cpu_us:.0f}" + ("" if math.isnan(s.sys_us) else f" ({s.sys_us:.0f})")
 
 
+def _fmt_idle(s: Summary) -> str:
+    """The machine's idle share and wrk's CPU a request, "3.8 · 9", or "–" where not recorded."""
+    if math.isnan(s.idle_pct):
+        return "–"
+    return f"{s.idle_pct:.1f} · {s.client_us:.0f}"
+
+
 def ratio(summaries: list[Summary], s: Summary) -> float | None:
     """webcluster's median requests/s divided by ``s``'s, in the same scenario."""
     for w in summaries:
@@ -158,8 +173,9 @@ def results_table(summaries: list[Summary], duration: float) -> str:
     """The markdown table: one row per scenario and server."""
     lines = [
         "| scenario | server | req/s (median) | min–max | webcluster ÷ server | p50 ms | p99 ms "
-        "| errors | CPU s per run (cores) | CPU µs/req (system) | PSS MiB |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
+        "| errors | CPU s per run (cores) | CPU µs/req (system) | machine idle % · wrk µs/req "
+        "| PSS MiB |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for s in summaries:
         r = ratio(summaries, s)
@@ -169,14 +185,14 @@ def results_table(summaries: list[Summary], duration: float) -> str:
             f"| {SCENARIOS[s.scenario].title} | {s.server} | {s.rps:,.0f} | "
             f"{s.rps_min:,.0f}–{s.rps_max:,.0f} | {ratio_text} | {_fmt_ms(s.p50_ms)} | "
             f"{_fmt_ms(s.p99_ms)} | {errors} | {s.cpu_s:.1f} ({s.cpu_s / duration:.2f}) | "
-            f"{_fmt_cpu_us(s)} | {s.pss / MIB:.0f} |"
+            f"{_fmt_cpu_us(s)} | {_fmt_idle(s)} | {s.pss / MIB:.0f} |"
         )
     return "\n".join(lines)
 
 
 def console_table(summaries: list[Summary]) -> str:
     rows = [("scenario", "server", "req/s", "wc÷", "p50ms", "p99ms", "errors", "cpu_s", "cpu_us",
-             "pssMiB")]  # fmt: skip
+             "idle·wrk", "pssMiB")]  # fmt: skip
     for s in summaries:
         r = ratio(summaries, s)
         rows.append(
@@ -190,6 +206,7 @@ def console_table(summaries: list[Summary]) -> str:
                 str(s.errors),
                 f"{s.cpu_s:.1f}",
                 _fmt_cpu_us(s),
+                _fmt_idle(s),
                 f"{s.pss / MIB:.0f}",
             )
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import shlex
 import socket
 import subprocess
@@ -181,7 +182,9 @@ def _one_run(plan: WrkPlan, server: Server, scenario: str, rnd: int) -> Run:
     cmd = wrk_command(f"{_scheme(sc)}://127.0.0.1:{server.port}{sc.path}", connections=sc.connections,
                       duration=plan.duration, threads=plan.wrk_threads, close=sc.close)  # fmt: skip
     user0, sys0 = server.cpu_split()
+    idle0, wrk0 = machine_idle(), _children_cpu()
     res = run_wrk(cmd, timeout=plan.duration + 60)
+    idle1, wrk1 = machine_idle(), _children_cpu()
     user1, sys1 = server.cpu_split()
     pss, rss = server.memory()
     if server.popen.poll() is not None:
@@ -189,7 +192,27 @@ def _one_run(plan: WrkPlan, server: Server, scenario: str, rnd: int) -> Run:
     time.sleep(0.5)  # let the server close wrk's connections before the next run starts
     return Run(scenario, server.name, rnd, res.rps, res.p50_ms, res.p99_ms, res.requests,
                res.non_2xx, res.socket_errors, res.error_detail, user1 - user0 + sys1 - sys0, pss, rss,
-               sys1 - sys0)  # fmt: skip
+               sys1 - sys0, idle_percent(idle0, idle1), wrk1 - wrk0)  # fmt: skip
+
+
+def machine_idle() -> tuple[int, int]:
+    """(idle, total) CPU time of the whole machine so far, in clock ticks (/proc/stat's "cpu" line;
+    idle counts iowait too: nothing ran then either)."""
+    with open("/proc/stat") as f:
+        ticks = [int(x) for x in f.readline().split()[1:]]
+    return ticks[3] + ticks[4], sum(ticks)
+
+
+def idle_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
+    """The share of the machine's CPU time left idle between two ``machine_idle`` readings, percent."""
+    total = after[1] - before[1]
+    return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
+
+
+def _children_cpu() -> float:
+    """CPU seconds of this process's finished children: across ``run_wrk``, wrk's own."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _progress(run: Run, plan: WrkPlan) -> str:

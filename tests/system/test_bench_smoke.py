@@ -103,6 +103,8 @@ def test_bench_runs_end_to_end(tmp_path):
         assert run["cpu_s"] > 0 and run["pss"] > 0
         # the kernel's part: every request is a recv and a send
         assert 0 < run["sys_s"] < run["cpu_s"]
+        # where the rest of the cores went: a share of idle time, and wrk's own CPU
+        assert 0 <= run["idle_pct"] < 100 and run["client_s"] > 0
     idle = [i for i in data["idle"] if i["server"] == "webcluster"]
     assert [i["result"]["opened"] for i in idle] == [50, 50]
     assert all(i["result"]["reused_ok"] == 50 for i in idle)  # 1 s hold < every keep-alive timeout
