@@ -197,10 +197,11 @@ def _one_run(plan: WrkPlan, server: Server, scenario: str, rnd: int) -> Run:
 
 def machine_idle() -> tuple[int, int]:
     """(idle, total) CPU time of the whole machine so far, in clock ticks (/proc/stat's "cpu" line;
-    idle counts iowait too: nothing ran then either)."""
+    idle counts iowait too: nothing ran then either; the total leaves out guest time, which the
+    user and nice times already hold)."""
     with open("/proc/stat") as f:
         ticks = [int(x) for x in f.readline().split()[1:]]
-    return ticks[3] + ticks[4], sum(ticks)
+    return ticks[3] + ticks[4], sum(ticks[:8])
 
 
 def idle_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
