@@ -86,9 +86,8 @@ class Runner:
         itself, with no hand-off to a pool thread: its handler never waits (``runs_on_loop``: static
         files, whose bodies go out with sendfile and whose unsent rest the loop sends anyway), the
         transport can sendfile (the TLS copy path could fill the output queue and wait for the client),
-        and no --hooks run."""
-        if self.never_on_loop:  # a WSGI app alone: one test for the usual case
-            return False
+        and no --hooks run. The caller tests ``never_on_loop`` first (a WSGI app alone: False without
+        the call), which this answer agrees with."""
         if not conn.host.can_sendfile or self.hooks is not None:
             return False
         route = self._route
