@@ -7,8 +7,9 @@ change is measured against its parent in the same minutes: each round starts eve
 (``supervisor.py --procs 2 --threads 32 --app hello:app``; a tree may carry extra supervisor arguments
 after ``#``, e.g. ``--tree wide=.#--inline-budget 0.5``), warms it with 1 s of wrk, runs each scenario
 and stops it; the order of the trees alternates every round. CPU is what the supervisor's whole process
-tree used during the run (psutil). Prints every run, then per scenario the median req/s and CPU µs a
-request of each tree, and in how many rounds each tree was ahead of the first.
+tree used during the run (psutil); the machine's idle share and wrk's own CPU a request are recorded as
+in the bench (``suites.machine_idle``, ``suites.children_cpu``). Prints every run, then per scenario the
+medians of each tree, and in how many rounds each tree was ahead of the first.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import urllib.request
 import psutil
 
 from loadtests.bench.servers import cpu_seconds
-from loadtests.bench.suites import free_port
+from loadtests.bench.suites import children_cpu, free_port, idle_percent, machine_idle
 from loadtests.bench.wrk import run_wrk, wrk_command
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -79,8 +80,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 def run(trees, scenarios: list[str], rounds: int, duration: float) -> dict:
-    """{(tree, scenario): [(req/s, CPU µs a request), ...]} over ``rounds`` interleaved rounds."""
-    results: dict[tuple[str, str], list[tuple[float, float]]] = {
+    """{(tree, scenario): [(req/s, CPU µs a request, machine idle %, wrk's CPU µs a request), ...]}
+    over ``rounds`` interleaved rounds."""
+    results: dict[tuple[str, str], list[tuple[float, float, float, float]]] = {
         (name, sc): [] for name, _, _ in trees for sc in scenarios
     }
     with tempfile.TemporaryDirectory() as static:
@@ -96,13 +98,17 @@ def run(trees, scenarios: list[str], rounds: int, duration: float) -> dict:
                         conns, close, target = SCENARIOS[sc]
                         url = f"http://127.0.0.1:{port}{target}"
                         run_wrk(wrk_command(url, connections=conns, duration=1, close=close), 60)
-                        cpu0 = cpu_seconds(procs)
+                        cpu0, idle0, wrk0 = cpu_seconds(procs), machine_idle(), children_cpu()
                         res = run_wrk(wrk_command(url, connections=conns, duration=duration,
                                                   close=close), duration + 60)  # fmt: skip
-                        us = (cpu_seconds(procs) - cpu0) / max(res.requests, 1) * 1e6
-                        results[(name, sc)].append((res.rps, us))
+                        n = max(res.requests, 1)
+                        us = (cpu_seconds(procs) - cpu0) / n * 1e6
+                        idle = idle_percent(idle0, machine_idle())
+                        wrk_us = (children_cpu() - wrk0) / n * 1e6
+                        results[(name, sc)].append((res.rps, us, idle, wrk_us))
                         print(f"round {r + 1}/{rounds} {sc:8} {name:8} {res.rps:9,.0f} req/s "
-                              f"{us:6.1f} µs CPU a request", flush=True)  # fmt: skip
+                              f"{us:6.1f} µs CPU a request, machine idle {idle:4.1f} %, "
+                              f"wrk {wrk_us:4.1f} µs a request", flush=True)  # fmt: skip
                 finally:
                     _stop(proc)
     return results
@@ -117,8 +123,8 @@ def summary(trees, scenarios: list[str], results: dict) -> list[str]:
         for name, _, _ in trees:
             runs = results[(name, sc)]
             rps = statistics.median(x[0] for x in runs)
-            us = statistics.median(x[1] for x in runs)
-            part = f"{name} {rps:,.0f} req/s ({us:.1f} µs)"
+            us, idle, wrk_us = (statistics.median(x[i] for x in runs) for i in (1, 2, 3))
+            part = f"{name} {rps:,.0f} req/s ({us:.1f} µs, idle {idle:.1f} %, wrk {wrk_us:.1f} µs)"
             if name != first:
                 ahead = sum(b[0] > a[0] for a, b in zip(results[(first, sc)], runs, strict=True))
                 part += f", ahead of {first} in {ahead} of {len(runs)}"

@@ -182,9 +182,9 @@ def _one_run(plan: WrkPlan, server: Server, scenario: str, rnd: int) -> Run:
     cmd = wrk_command(f"{_scheme(sc)}://127.0.0.1:{server.port}{sc.path}", connections=sc.connections,
                       duration=plan.duration, threads=plan.wrk_threads, close=sc.close)  # fmt: skip
     user0, sys0 = server.cpu_split()
-    idle0, wrk0 = machine_idle(), _children_cpu()
+    idle0, wrk0 = machine_idle(), children_cpu()
     res = run_wrk(cmd, timeout=plan.duration + 60)
-    idle1, wrk1 = machine_idle(), _children_cpu()
+    idle1, wrk1 = machine_idle(), children_cpu()
     user1, sys1 = server.cpu_split()
     pss, rss = server.memory()
     if server.popen.poll() is not None:
@@ -210,7 +210,7 @@ def idle_percent(before: tuple[int, int], after: tuple[int, int]) -> float:
     return 100.0 * (after[0] - before[0]) / total if total > 0 else float("nan")
 
 
-def _children_cpu() -> float:
+def children_cpu() -> float:
     """CPU seconds of this process's finished children: across ``run_wrk``, wrk's own."""
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime

@@ -31,11 +31,16 @@ def test_a_tree_is_name_dir_and_extra_arguments():
 def test_the_summary_gives_medians_and_rounds_ahead_of_the_first_tree():
     trees = [("a", "", []), ("b", "", [])]
     results = {
-        ("a", "ka64"): [(100.0, 10.0), (300.0, 30.0), (200.0, 20.0)],
-        ("b", "ka64"): [(150.0, 9.0), (250.0, 8.0), (210.0, 7.0)],
+        ("a", "ka64"): [
+            (100.0, 10.0, 1.0, 12.0),
+            (300.0, 30.0, 3.0, 14.0),
+            (200.0, 20.0, 2.0, 13.0),
+        ],
+        ("b", "ka64"): [(150.0, 9.0, 4.0, 11.0), (250.0, 8.0, 6.0, 9.0), (210.0, 7.0, 5.0, 10.0)],
     }
     (line,) = summary(trees, ["ka64"], results)
-    assert line == "ka64     a 200 req/s (20.0 µs); b 210 req/s (8.0 µs), ahead of a in 2 of 3"
+    assert line == ("ka64     a 200 req/s (20.0 µs, idle 2.0 %, wrk 13.0 µs); "
+                    "b 210 req/s (8.0 µs, idle 5.0 %, wrk 10.0 µs), ahead of a in 2 of 3")  # fmt: skip
 
 
 @pytest.mark.system
