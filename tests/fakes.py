@@ -105,6 +105,7 @@ class FakeExchange:
         self.body_out = bytearray()
         self.sendfile_calls: list[tuple[int, int]] = []
         self.finished = False
+        self.held = False  # what finish() was told: nothing runs after it (Exchange.finish)
         self.aborted = False
 
     # -- the Exchange protocol -------------------------------------------------------------------------
@@ -132,7 +133,8 @@ class FakeExchange:
         self.sendfile_calls.append((offset, count))
         self.body_out += os.pread(file.fileno(), count, offset)
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, data: bytes = b"", hold: bool = False) -> None:
+        self.held = hold
         if data:
             self.write(data)
         self._commit()

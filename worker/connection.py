@@ -162,10 +162,10 @@ class Conn:
             return self.early.popleft()
         return self.h1.next_event()
 
-    def send(self, data: bytes, more: bool = False) -> None:
+    def send(self, data: bytes, more: bool = False, hold: bool = False) -> None:
         """Queue ``data`` for the client (``OutputQueue.send``); ClientDisconnected marks us broken."""
         try:
-            self.out.send(data, more)
+            self.out.send(data, more, hold)
         except ClientDisconnected:
             self.broken = True
             raise

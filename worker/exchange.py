@@ -318,7 +318,7 @@ class ConnExchange:
             conn.send(suffix)
         self.bytes_out += count
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, data: bytes = b"", hold: bool = False) -> None:
         if self.finished:
             if data:
                 raise LocalProtocolError("response already finished")
@@ -331,7 +331,7 @@ class ConnExchange:
         self.bytes_out += len(data)
         self.finished = True
         if out:
-            self._conn.send(out)
+            self._conn.send(out, False, hold)
 
     def abort(self) -> None:
         self.aborted = True

@@ -173,6 +173,9 @@ class Leadership:
         if not deposed:
             self.loop.resume(conn, close)
             return
+        # Handed back as from a pool thread: what it held is flushed the usual way (``Loop.resume``),
+        # and a later request of this connection on the pool must not hold.
+        conn.out.holding = False
         conn.host.hand_back(conn, close)
         raise Deposed
 
@@ -286,6 +289,9 @@ class Leadership:
         stats = self.loop.runner.stats
         if stats is not None:
             stats.count("poller_moved")
+        held = self.loop.take_held()  # responses it held in this pass: the next leader writes them
+        if held:
+            self.loop.poller.call_soon(self.loop.release, held)
         rest = self.loop.take_pending()  # the blocked leader's unhandled events: the next leader's
         if rest:
             self.loop.poller.call_soon(self.loop.handle, rest)

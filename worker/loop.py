@@ -93,6 +93,11 @@ class Loop:
         budget = settings.inline_budget
         self.lead = Leadership(self, budget, clock) if budget > 0 else None
         self._pending: list[Iterator] = []  # iterators over the events being handled (see _handle)
+        # Connections whose response this thread made in this pass and holds (``outqueue``): written at
+        # the end of the pass, so their clients get them together (``handle``). A deposed leader's go
+        # to the next one (``take_held``).
+        self._held: list[Conn] = []
+        self.holds = False  # this pass holds what the loop serves (``handle``)
         self._exit_now = False
         self._tick_due = 0.0  # the next pass that calls tick
         self._stop_deadline = 0.0
@@ -177,6 +182,11 @@ class Loop:
         it = iter(events)
         pending = self._pending  # a deposed leader unwinds this list, the next leader a new one
         pending.append(it)  # what a deposition hands over (take_pending), innermost last
+        held = self._held  # likewise (take_held)
+        # Hold responses only when the pass has more than one event: a lone connection's makes one,
+        # which holding would only delay (and copy). A lone listener's may make several (a batch of
+        # accepts), but holding those measured no faster at Connection: close (BENCHMARKS.md).
+        self.holds = len(events) > 1
         try:
             if first is not None:
                 first()
@@ -187,6 +197,8 @@ class Loop:
                     on_event = self._on_event.get(obj.state)  # BUSY, CLOSED: no events expected
                     if on_event is not None:
                         on_event(obj)
+            if held:
+                self.release(held)
         finally:
             pending.pop()
 
@@ -195,6 +207,28 @@ class Loop:
         request blocks: it will not touch them again, it raises ``Deposed`` once the request ends)."""
         pending, self._pending = self._pending, []
         return [event for it in pending for event in it]
+
+    def take_held(self) -> list[Conn]:
+        """The connections whose held responses this thread has not written yet (``worker.leader``, as
+        ``take_pending``): the next leader writes them (``release``)."""
+        held, self._held = self._held, []
+        return held
+
+    def release(self, held: list[Conn]) -> None:
+        """Write the responses held in this pass, then go on with each connection as ``resume`` would
+        have: the next request, an idle wait or the close. Each leaves the list before its turn, so a
+        leader deposed meanwhile hands over only the rest."""
+        while held:
+            conn = held.pop()
+            try:
+                done = conn.out.write_some()
+            except OSError:  # gone
+                self.close(conn)
+                continue
+            if done:
+                self._after_flush(conn)
+            else:  # the client is slow to read: the usual flush, bounded by --send-timeout
+                self._start_flush(conn, conn.after_flush)
 
     def poll_timeout(self, now: float) -> float:
         """Seconds the poller may wait: until the next deadline, at most the 1 s stats/heartbeat tick."""
@@ -343,11 +377,14 @@ class Loop:
         bodiless = not (request.chunked or request.content_length)  # else the pool reads the rest
         # A static file: nothing in it waits, no hand-off. never_on_loop: on_loop's answer for a WSGI
         # app alone, without the call on every request.
+        # Served on this thread, its response may be held till the end of the pass (``handle``).
         if bodiless and not runner.never_on_loop and runner.on_loop(conn):
+            conn.out.holding = self.holds
             self.resume(conn, runner.serve_on_loop(conn))
         # No Expect: 100-continue either (its client waits for us), and the leader may serve now
         elif (bodiless and not request.expect_continue and self.lead is not None
               and self.lead.may_inline()):  # fmt: skip
+            conn.out.holding = self.holds
             self.lead.serve_inline(conn)  # the leader serves it (worker.leader)
         else:
             if conn.level:  # a pool thread will hold it: no event for it until it is handed back
@@ -378,12 +415,21 @@ class Loop:
         ``conn``."""
         if conn.state is CLOSED:
             return
+        out = conn.out
+        if out.holding:  # served on this thread (``_dispatch``)
+            out.holding = False
+            # Its response held, in a pass (no pass: at once): written at the pass's end (``handle``).
+            # The connection stays BUSY till then, so no event of this pass reaches it.
+            if out.buf and self._pending and not conn.broken:
+                conn.after_flush = LINGERING if close else READING
+                self._held.append(conn)
+                return
         if close:
             if conn.broken:
                 self.close(conn)
             else:
                 self._start_flush(conn, LINGERING)
-        elif (out := conn.out).buf or out.file_left or out.tail:  # OutputQueue.__bool__, no call
+        elif out.buf or out.file_left or out.tail:  # OutputQueue.__bool__, no call
             self._start_flush(conn, READING)
         else:  # the usual keep-alive response, sent whole: what follows a flush, one call sooner
             conn.after_flush = READING

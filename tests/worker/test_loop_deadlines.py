@@ -63,13 +63,13 @@ def hello(ex: Exchange) -> None:
 
 
 class Harness:
-    def __init__(self, **settings) -> None:
+    def __init__(self, handler=hello, **settings) -> None:
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(16)
         self.clock = FakeClock()
         self.poller = NoWaitPoller()
-        self.loop = Loop([self.lsock], Runner(hello, None, None), InlinePool(),
+        self.loop = Loop([self.lsock], Runner(handler, None, None), InlinePool(),
                          LoopSettings(**settings), poller=self.poller, clock=self.clock)  # fmt: skip
         self.loop.acceptor.start()
         self.clients: list[socket.socket] = []

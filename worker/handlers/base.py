@@ -48,9 +48,11 @@ class Exchange(Protocol):
     def sendfile(self, file: BinaryIO, offset: int, count: int) -> None:
         """Send ``count`` bytes of ``file`` from ``offset`` (os.sendfile when possible, else reads+write)."""
 
-    def finish(self, data: bytes = b"") -> None:
+    def finish(self, data: bytes = b"", hold: bool = False) -> None:
         """End the response (terminating chunk if chunked), after ``data``: the last body bytes, which
-        then go out in the same send as the head (a whole response, usually) and the end."""
+        then go out in the same send as the head (a whole response, usually) and the end. ``hold``:
+        nothing of the handler or the application runs after this call (no iterable ``close()``, no
+        waiting), so the transport may keep the response a moment to send it together with others."""
 
     def abort(self) -> None:
         """Something went wrong after the head was sent: close the connection without finishing."""

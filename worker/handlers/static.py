@@ -333,7 +333,7 @@ class StaticHandler:
                 precondition = check_preconditions(request, meta.etag, meta.mtime)
                 if precondition == 304:
                     exchange.start_response(304, "Not Modified", meta.validators)
-                    exchange.finish()
+                    exchange.finish(b"", True)
                     return
                 if precondition == 412:
                     _reply(exchange, 412)
@@ -353,10 +353,11 @@ class StaticHandler:
             headers = [*meta.fields, ("Content-Range", f"bytes {start}-{end}/{size}"),
                        ("Content-Length", str(count))]  # fmt: skip
             exchange.start_response(206, "Partial Content", headers)
+        # hold (Exchange.finish): no more code of ours needs the response out first
         if request.method != "GET" or not count:
-            exchange.finish()
+            exchange.finish(b"", True)
         elif type(body) is bytes:  # head and body in one send
-            exchange.finish(body if count == size else body[offset : offset + count])
+            exchange.finish(body if count == size else body[offset : offset + count], True)
         elif _send_body(exchange, body, offset, count):
             exchange.finish()
 

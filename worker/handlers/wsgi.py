@@ -131,12 +131,13 @@ class _Response:
         self.send_head()
         _send(self.exchange.sendfile, file, offset, count)
 
-    def finish(self, data: bytes = b"") -> None:
-        """End the response; ``data``, the app's last chunk, goes out with the head and the end."""
+    def finish(self, data: bytes = b"", hold: bool = False) -> None:
+        """End the response; ``data``, the app's last chunk, goes out with the head and the end.
+        ``hold``: as ``Exchange.finish``'s (the app has no more code to run)."""
         if data and self.status is None:
             raise AssertionError("write() or body returned before start_response()")
         self.send_head()
-        _send(self.exchange.finish, data)
+        _send(self.exchange.finish, data, hold)
 
     def finish_whole(self, body: bytes) -> None:
         """The whole response when the app returned a list of one ``bytes``: what ``_send_result``,
@@ -155,7 +156,7 @@ class _Response:
         try:
             exchange.start_response(code, reason, headers)  # LocalProtocolError on CR/LF
             self.head_sent = True
-            exchange.finish(body)
+            exchange.finish(body, True)  # a list has no close(): nothing of the app runs after it
         except ClientDisconnected:
             raise
         except OSError as exc:  # as in _send
@@ -325,8 +326,9 @@ class WSGIHandler:
             result = self.app(self.environ(exchange), response.start_response)
             if type(result) is list and len(result) == 1 and type(result[0]) is bytes:
                 response.finish_whole(result[0])  # the usual response, in the fewest calls
-            else:
-                response.finish(self._send_result(response, result))
+            else:  # held (Exchange.finish) only when no close() follows: lists and tuples have none
+                response.finish(self._send_result(response, result),
+                                type(result) is list or type(result) is tuple)  # fmt: skip
         except ClientDisconnected as exc:  # while sending, or while the app read wsgi.input
             log.debug("client went away during %s: %s", exchange.request.target, exc)
             exchange.abort()

@@ -79,6 +79,15 @@ def get(root, target, headers=None, *, method="GET", prefix="", **kw) -> FakeExc
     return exchange
 
 
+def test_a_response_made_whole_in_memory_may_be_held(site, file_source):
+    """``finish(hold=True)`` (the loop may send it with the others of its pass) for what goes out in
+    one send from memory: a kept small file, a 304. A file sent with sendfile goes out at once."""
+    exchange = get(site, "/a.txt")
+    assert exchange.status == 200 and exchange.held is (file_source == "kept")
+    etag = exchange.header("etag")
+    assert get(site, "/a.txt", [("if-none-match", etag)]).held
+
+
 # -- path safety ----------------------------------------------------------------------------------------
 
 
@@ -455,7 +464,7 @@ def test_client_gone_aborts(site):
 @pytest.mark.parametrize("target", ["/a.txt", "/nope", "/sub"])
 def test_client_gone_at_finish_aborts(site, target):
     class GoneAtFinish(FakeExchange):
-        def finish(self, data=b""):
+        def finish(self, data=b"", hold=False):
             raise ConnectionResetError("reset")
 
     exchange = GoneAtFinish(make_request("GET", target))

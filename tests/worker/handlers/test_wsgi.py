@@ -397,6 +397,27 @@ def test_close_called_on_success_and_on_client_disconnect(caplog):
     ]  # a gone client is not an error
 
 
+def test_only_a_response_with_no_close_to_run_may_be_held():
+    """``Exchange.finish(hold=True)`` promises that nothing of the app runs after it: a list or a
+    tuple, which has no close(); never an iterable whose close() still runs."""
+
+    def app_of(result):
+        def app(environ, start_response):
+            start_response("200 OK", [("Content-Type", "text/plain")])
+            return result
+
+        return app
+
+    def held(result) -> bool:  # (wsgiref's validator would wrap the result in an iterator)
+        exchange = run(app_of(result), validate=False)
+        assert exchange.status == 200 and exchange.finished
+        return exchange.held
+
+    assert held([b"one"])  # the one-chunk fast path
+    assert held([b"a", b"b"]) and held((b"a", b"b"))
+    assert not held(Tracked([b"abc"])) and not held(iter([b"abc"]))
+
+
 def test_generator_close_runs_its_finally_on_error():
     cleaned = []
 
