@@ -38,6 +38,7 @@ SCENARIOS = {
     "ka256": (256, False, "/"),
     "close64": (64, True, "/"),
     "static13": (64, False, "/static/13b.txt"),
+    "flask64": (64, False, "/flask/json"),  # hello.py's Flask app (flask from the bench extra)
 }
 
 
