@@ -10,8 +10,9 @@ socket and a file descriptor, not a thread.
 
 A response the loop thread makes itself (inline or static, ``Loop._dispatch``) may be *held*: its last
 send, after which nothing of the handler or the application runs, only queues it, and the loop writes what
-it held at the end of its poll pass (``Loop.handle``). The client then gets the responses of one pass
-close together instead of one every few tens of microseconds, and reads them in fewer wake-ups.
+it held at the end of its poll pass (``Loop.handle``). The clients then get the responses of one pass
+close together instead of one every few tens of microseconds, which costs both them and us less CPU a
+request (BENCHMARKS.md, thirteenth pass).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from webcluster.worker.http.errors import LocalProtocolError
 HIGH_WATER = 256 * 1024
 SENDFILE_CHUNK = 1 << 20  # per os.sendfile call from the loop, so one fast download cannot hog it
 _RELEASE_ABOVE = 4096  # a buffer grown beyond this is replaced between responses
-# A larger last send goes out at once: holding it would copy it, and it needs no company to fill segments.
+# A larger last send goes out at once: holding would copy it into the queue first.
 HOLD_MAX = 16 * 1024
 
 
