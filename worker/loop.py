@@ -220,15 +220,7 @@ class Loop:
         leader deposed meanwhile hands over only the rest."""
         while held:
             conn = held.pop()
-            try:
-                done = conn.out.write_some()
-            except OSError:  # gone
-                self.close(conn)
-                continue
-            if done:
-                self._after_flush(conn)
-            else:  # the client is slow to read: the usual flush, bounded by --send-timeout
-                self._start_flush(conn, conn.after_flush)
+            self._start_flush(conn, conn.after_flush)
 
     def poll_timeout(self, now: float) -> float:
         """Seconds the poller may wait: until the next deadline, at most the 1 s stats/heartbeat tick."""
@@ -438,9 +430,6 @@ class Loop:
     def _start_flush(self, conn: Conn, after: State) -> None:
         conn.after_flush = after
         if (out := conn.out).buf or out.file_left or out.tail:  # OutputQueue.__bool__, no call
-            now = self.clock()
-            out.sent_at = now
-            self.enter(conn, FLUSHING, self.timeouts.send, now)
             self._flush(conn)
         else:
             self._after_flush(conn)
@@ -455,9 +444,15 @@ class Loop:
             return
         if done:
             self._after_flush(conn)
-        else:
-            conn.level = False
-            self.arm(conn, WRITE | ONESHOT)
+            return
+        # Its first wait: the --send-timeout starts now. Output the socket takes at once (the usual
+        # case, and every held response: ``release``) costs no state change and no timer entry.
+        if conn.state is not FLUSHING:
+            now = self.clock()
+            conn.out.sent_at = now
+            self.enter(conn, FLUSHING, self.timeouts.send, now)
+        conn.level = False
+        self.arm(conn, WRITE | ONESHOT)
 
     def _after_flush(self, conn: Conn) -> None:
         if conn.after_flush is LINGERING:
