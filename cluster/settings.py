@@ -183,6 +183,10 @@ SETTINGS: tuple[Setting, ...] = (
        "--max-connections", metavar=_N,
        validate=p.at_least(1),
        help="Open connections per worker; above it the worker stops accepting."),
+    _s("defer_accept", "int", _LOOP.defer_accept, p.parse_int, "server", "--defer-accept",
+       metavar=_SECONDS, validate=p.at_least(0, "0 = off"),
+       help="Hold a new TCP connection in the kernel until its first bytes arrive, at most this many "
+       "seconds (TCP_DEFER_ACCEPT, as Apache httpd on Linux); a silent one is accepted then. 0 = off."),
     _s("backlog", "int", 2048, p.parse_int, "server", "--backlog", metavar=_N,
        validate=p.at_least(1), help="Listen backlog of each listening socket."),
     _s("max_body", "int", _LIMITS.max_body, p.parse_size, "HTTP limits", "--max-body",

@@ -31,7 +31,7 @@ class Listener:
 
     __slots__ = ("sock", "tcp", "local", "_kind")
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, defer_accept: int = 0) -> None:
         self.sock = sock
         # socket.accept() converts family and type to enums on every call; accept() below does not.
         self._kind = (int(sock.family), int(sock.type), sock.proto)
@@ -43,6 +43,11 @@ class Listener:
             # Linux copies TCP_NODELAY to accepted sockets: one setsockopt here, none per connection.
             # Nagle would hold a response's last segment until the client's delayed ACK (~40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            # Set by every worker, 0 included: a reload may change it on the sockets the supervisor keeps.
+            # Without it most new connections are accepted before their request is sent (on loopback 77 %
+            # under wrk -c64): a recv that finds nothing, an epoll entry and a later event each, which
+            # cost a `Connection: close` request 8 % of its CPU (BENCHMARKS.md, fourteenth pass).
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
         sock.setblocking(False)
 
     def accept(self) -> tuple[socket.socket, object]:
@@ -75,8 +80,9 @@ class Acceptor:
         max_connections: int,
         clock: Callable[[], float],
         count: Callable[[str], None] | None = None,
+        defer_accept: int = 0,
     ) -> None:
-        self.listeners = [Listener(s) for s in sockets]
+        self.listeners = [Listener(s, defer_accept) for s in sockets]
         self._poller = poller
         self._add = add
         self._live = live

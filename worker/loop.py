@@ -108,7 +108,8 @@ class Loop:
         stats = runner.stats
         self.acceptor = Acceptor(listeners, self.poller, self._add_conn, self._conns.__len__,
                                  settings.max_connections, clock,
-                                 count=stats.count if stats is not None else None)  # fmt: skip
+                                 count=stats.count if stats is not None else None,
+                                 defer_accept=settings.defer_accept)  # fmt: skip
         # Queue waits (--queue-timeout, gone clients) and stuck pools (--request-timeout): worker.watchdog.
         self.timeouts = Timeouts(settings, self, self.watch.queue_timeout if self.watch else 0.0)
         self._on_event = {READING: self.on_readable, BODY: self._on_body_readable, FLUSHING: self._flush,
@@ -261,10 +262,10 @@ class Loop:
             self.enter(conn, preamble.start(conn), self.timeouts.header)
             self.arm(conn, READ | ONESHOT)
             return
-        # Most clients send their request right behind the handshake, so by the time we accept it is
-        # usually here: a plain connection is read now instead of one epoll round later (what nginx's
-        # "deferred" listen option buys, without TCP_DEFER_ACCEPT's hold on clients that connect and
-        # wait). It is not in the epoll set yet: it joins it when it first waits (``arm``), and a
+        # With --defer-accept (TCP_DEFER_ACCEPT, the default) the kernel queues a connection only once
+        # its first bytes are here; without, most clients still send right behind the handshake. So a
+        # plain connection is read now instead of one epoll round later. It is not in the epoll set
+        # yet: it joins it when it first waits (``arm``), and a
         # request handed to a pool thread from here joins it disarmed first (``_dispatch``), so the
         # loop never sees events for a connection a thread holds. One answered and closed at once
         # never joins it.

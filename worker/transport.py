@@ -33,6 +33,10 @@ class LoopSettings:
     body_min_rate: int = 0  # bytes/s a request body must average after its first second (0 = off)
     send_timeout: float = 30.0
     max_connections: int = 10000
+    # Seconds the kernel holds a new TCP connection until its first bytes arrive (TCP_DEFER_ACCEPT, Apache
+    # httpd's default on Linux, nginx's "deferred"): we accept it with its request already there, and one
+    # that sends nothing is accepted at the end of it (its --header-timeout starts then). 0 = off.
+    defer_accept: int = 1
     # A request body up to this size is read by the loop before the request goes to a pool thread, so a
     # client trickling a small body holds a socket, not a thread; like the 64 KiB head limit, it bounds
     # what one connection makes us hold (nginx's client_body_buffer_size plays the same role).

@@ -1,4 +1,5 @@
-"""A new connection's first read: done in the pass that accepts it, armed only when nothing came yet.
+"""A new connection's first read: done in the pass that accepts it, armed only when nothing came yet; with
+--defer-accept the kernel hands us a connection only once its first bytes are here.
 
 Driven pass by pass with the harness of ``test_loop_deadlines`` (real loopback sockets, the real epoll set
 polled without sleeping, a fake clock, the pool run inline on the loop's thread).
@@ -7,11 +8,14 @@ polled without sleeping, a fake clock, the pool run inline on the loop's thread)
 from __future__ import annotations
 
 import socket
+import time
 
 import pytest
 
+from tests.conftest import poll
 from tests.worker import test_loop_deadlines as deadlines
 from tests.worker.test_loop_deadlines import Harness, pending
+from webcluster.worker.acceptor import Listener
 from webcluster.worker.handlers.base import Exchange
 from webcluster.worker.transport import State
 
@@ -56,6 +60,56 @@ def test_a_client_that_connects_and_waits_is_read_when_its_request_comes(harness
     c.sendall(GET)
     h.loop.step()
     assert pending(c).endswith(b"\r\n\r\nhello")
+
+
+def test_with_defer_accept_a_connection_comes_with_its_first_bytes_and_is_served_at_once(harness):
+    h = harness(defer_accept=1)
+    c = connect(h)  # connected, as the client sees it
+    h.settle()  # passes without sleeping, well inside the kernel's one-second hold
+    # Held by the kernel: no fd, no epoll entry, no timer of ours
+    assert not h.loop._conns and pending(c) is None
+    c.sendall(GET)
+    h.loop.step()  # one pass: accept, read, parse, serve
+    assert pending(c).endswith(b"\r\n\r\nhello")
+    # Kept alive: it joined the epoll set only now, to wait for the next request
+    assert h.conn().polled
+
+
+def test_with_defer_accept_a_silent_connection_is_accepted_late_then_timed_out(harness):
+    h = harness(defer_accept=1, header_timeout=10.0)
+    c = connect(h)
+    started = time.monotonic()
+
+    def accepted() -> bool:
+        h.loop.step()
+        return bool(h.loop._conns)
+
+    poll("the kernel hands over the silent connection", accepted, timeout=10.0, interval=0.02)
+    assert time.monotonic() - started >= 0.9  # not before the second is over (Linux: about 1.0 s)
+    assert h.conn().state is State.READING and h.conn().idle
+    h.later(9.9)
+    assert pending(c) is None  # its --header-timeout started at the accept
+    h.later(0.2)
+    assert pending(c) == b"" and not h.loop._conns  # closed; a client that sent nothing gets no 408
+
+
+@pytest.mark.parametrize("seconds", [0, 1, 30])
+def test_defer_accept_is_set_on_each_tcp_listener_and_0_clears_it(seconds):
+    # Every worker sets it, 0 included: the supervisor keeps the sockets over a reload that may change it.
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        # What an earlier generation set
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, 5)
+        Listener(sock, seconds)
+        # The kernel keeps a count of SYN-ACK retransmissions and reports their span back: at least ours
+        got = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT)
+        assert (got == 0) if seconds == 0 else got >= seconds
+
+
+def test_defer_accept_leaves_a_unix_listener_alone(tmp_path):
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(tmp_path / "s"))
+        sock.listen(1)
+        assert Listener(sock, 1).tcp is False
 
 
 def test_a_head_begun_with_the_handshake_is_finished_by_later_reads(harness):

@@ -64,6 +64,9 @@ def hello(ex: Exchange) -> None:
 
 class Harness:
     def __init__(self, handler=hello, **settings) -> None:
+        # A connection is accepted when it is made, as with --defer-accept 0: these tests are about what
+        # the loop does with a connection that has sent nothing yet (test_loop_accept covers the deferral).
+        settings.setdefault("defer_accept", 0)
         self.lsock = socket.socket()
         self.lsock.bind(("127.0.0.1", 0))
         self.lsock.listen(16)

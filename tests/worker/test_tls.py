@@ -456,7 +456,8 @@ def test_client_certificate_optional(pki):
 
 def test_stalled_handshakes_hold_no_thread_and_are_closed_by_the_header_timeout(pki):
     hello_bytes = client_hello()
-    with serve_tls(hello, pki, threads=2, header_timeout=0.5) as srv:
+    # Accepted at once (--defer-accept 0): with the deferral, the kernel would hold the silent ones first
+    with serve_tls(hello, pki, threads=2, header_timeout=0.5, defer_accept=0) as srv:
         t0 = time.monotonic()
         stalled = [srv.raw() for _ in range(15)]  # connect, send nothing
         for _ in range(15):  # half a ClientHello, then silence
