@@ -201,17 +201,21 @@ def _static_loop(n: int) -> None:
         _serve_loop(n, STATIC_REQUEST, root)
 
 
-def _closing() -> tuple[Callable[[], None], WorkerStats]:
+def _closing(early: bool = False) -> tuple[Callable[[], None], WorkerStats]:
     """One request with ``Connection: close`` through the whole worker path, on a connection of its
     own, as a call: the client connects and sends, the loop steps (accept, recv, parse, serve inline,
-    close) until the client reads the end of the stream."""
-    loop, stats = _loop(LoopSettings())
+    close) until the client reads the end of the stream. ``early``: with ``--defer-accept 0``, the loop
+    accepts the connection before the client sends (its first read finds nothing and it is armed),
+    what most connections went through before TCP_DEFER_ACCEPT."""
+    loop, stats = _loop(LoopSettings(defer_accept=0 if early else 1))
     address = loop.acceptor.listeners[0].sock.getsockname()
 
     def one() -> None:
         client = socket.socket()
         client.connect(address)
         client.settimeout(5)
+        while early and not loop._conns:
+            loop.step()  # accepted before the request
         client.send(CLOSE_REQUEST)
         while not select.select([client], [], [], 0)[0]:
             loop.step()  # accept, then read, serve and close (a plain close: nothing is left unread)
@@ -222,9 +226,9 @@ def _closing() -> tuple[Callable[[], None], WorkerStats]:
     return one, stats
 
 
-def _close_loop(n: int) -> None:
+def _close_loop(n: int, early: bool = False) -> None:
     """``n`` requests with ``Connection: close`` through the whole worker path (``_closing``)."""
-    one, stats = _closing()
+    one, stats = _closing(early)
     for _ in range(n):
         one()
     _check_served(stats, n)
@@ -317,6 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--serve-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
     p.add_argument("--close-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
     p.add_argument("--static-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
+    p.add_argument("--early-close-loop", type=int, metavar="N", help=argparse.SUPPRESS)  # the same
     args = p.parse_args(argv)  # fmt: skip
     if args.serve is not None:  # 1000 requests to warm the caches, then N: what valgrind counts
         conn, client, runner = _setup()
@@ -332,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.static_loop is not None:
         _static_loop(1000 + args.static_loop)
+        return 0
+    if args.early_close_loop is not None:
+        _close_loop(1000 + args.early_close_loop, early=True)
         return 0
     if args.profile:
         profile(args.n)
@@ -358,6 +366,11 @@ def main(argv: list[str] | None = None) -> int:
         close = instructions(n, "--close-loop")
         print(
             f"Connection: close   {close:9,.0f} instructions/request (accept to close, and the client)"
+        )
+        early = instructions(n, "--early-close-loop")
+        print(
+            f"  accepted early    {early:9,.0f} instructions/request (the same, accepted before the "
+            "request: --defer-accept 0)"
         )
         static = instructions(n, "--static-loop")
         print(

@@ -14,7 +14,9 @@ pytestmark = [pytest.mark.system, pytest.mark.timeout(60)]
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.mark.parametrize("path", ["--serve", "--serve-loop", "--close-loop", "--static-loop"])
+@pytest.mark.parametrize(
+    "path", ["--serve", "--serve-loop", "--close-loop", "--early-close-loop", "--static-loop"]
+)
 def test_the_counted_paths_serve_their_requests(path):
     done = subprocess.run([sys.executable, "-m", "loadtests.bench.hotpath", path, "50"], cwd=REPO,
                           capture_output=True, text=True, timeout=50)  # fmt: skip
