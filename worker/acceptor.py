@@ -44,9 +44,9 @@ class Listener:
             # Nagle would hold a response's last segment until the client's delayed ACK (~40 ms).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             # Set by every worker, 0 included: a reload may change it on the sockets the supervisor keeps.
-            # Without it most new connections are accepted before their request is sent (on loopback 77 %
-            # under wrk -c64): a recv that finds nothing, an epoll entry and a later event each, which
-            # cost a `Connection: close` request 8 % of its CPU (BENCHMARKS.md, fourteenth pass).
+            # Without it most new connections are accepted before their request is sent (64-81 % under
+            # wrk -c64 on loopback): a recv that finds nothing, an epoll entry and a later event each,
+            # 15 % more instructions for a `Connection: close` request (BENCHMARKS.md, fourteenth pass).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
         sock.setblocking(False)
 

@@ -263,12 +263,10 @@ class Loop:
             self.arm(conn, READ | ONESHOT)
             return
         # With --defer-accept (TCP_DEFER_ACCEPT, the default) the kernel queues a connection only once
-        # its first bytes are here; without, most clients still send right behind the handshake. So a
-        # plain connection is read now instead of one epoll round later. It is not in the epoll set
-        # yet: it joins it when it first waits (``arm``), and a
-        # request handed to a pool thread from here joins it disarmed first (``_dispatch``), so the
-        # loop never sees events for a connection a thread holds. One answered and closed at once
-        # never joins it.
+        # its first bytes are here, so a plain connection is read now instead of one epoll round later.
+        # It is not in the epoll set yet: it joins it when it first waits (``arm``), and a request
+        # handed to a pool thread from here joins it disarmed first (``_dispatch``), so the loop never
+        # sees events for a connection a thread holds. One answered and closed at once never joins it.
         self.enter(conn, READING)
         token = conn.token
         self.on_readable(conn)
