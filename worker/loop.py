@@ -257,10 +257,12 @@ class Loop:
         conn = Conn(sock, H1Connection(s.limits, s.server_header), self.host, remote, local)
         conn.serial = next(self._serials)
         self._conns[conn.serial] = conn
-        if not preamble.plain:  # a PROXY header or a TLS handshake: waited for armed
-            # The header timeout bounds them too
+        if not preamble.plain:  # a PROXY header or a TLS handshake first, under --header-timeout
             self.enter(conn, preamble.start(conn), self.timeouts.header)
-            self.arm(conn, READ | ONESHOT)
+            # Its first step now: with --defer-accept the header or ClientHello is here (a PROXY header
+            # and the request usually share a segment: served in this pass). The step arms the fd for
+            # what it waits for next, which adds it to the epoll set.
+            self._on_event[conn.state](conn)
             return
         # With --defer-accept (TCP_DEFER_ACCEPT, the default) the kernel queues a connection only once
         # its first bytes are here, so a plain connection is read now instead of one epoll round later.

@@ -74,7 +74,7 @@ class Preamble:
             self.rejected(None, f"{exc} (from {conn.remote[0]})")
             return
         if header is None:
-            loop.poller.modify(conn.fd, READ | ONESHOT)
+            loop.arm(conn, READ | ONESHOT)  # adds the fd on its first wait (read at accept)
             return
         conn.remote, conn.proxy = apply_proxy_header(header, conn.remote), None
         if self.tls is not None:
@@ -98,9 +98,9 @@ class Preamble:
         outcome, sock = self.tls.handshake(conn.sock)
         conn.use_socket(sock)
         if outcome == HS_READ:
-            loop.poller.modify(conn.fd, READ | ONESHOT)
+            loop.arm(conn, READ | ONESHOT)  # adds the fd on its first wait (read at accept)
         elif outcome == HS_WRITE:
-            loop.poller.modify(conn.fd, WRITE | ONESHOT)
+            loop.arm(conn, WRITE | ONESHOT)
         elif outcome == HS_DONE:
             loop.enter(conn, READING, restart=False)
             loop.on_readable(conn)  # the first request may have come with the client's Finished

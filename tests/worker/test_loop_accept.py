@@ -17,6 +17,7 @@ from tests.worker import test_loop_deadlines as deadlines
 from tests.worker.test_loop_deadlines import Harness, pending
 from webcluster.worker.acceptor import Listener
 from webcluster.worker.handlers.base import Exchange
+from webcluster.worker.handlers.forwarded import ForwardedPolicy
 from webcluster.worker.transport import State
 
 pytestmark = pytest.mark.timeout(30)
@@ -110,6 +111,25 @@ def test_defer_accept_leaves_a_unix_listener_alone(tmp_path):
         sock.bind(str(tmp_path / "s"))
         sock.listen(1)
         assert Listener(sock, 1).tcp is False
+
+
+def test_a_proxy_header_and_request_in_one_segment_are_served_at_accept(harness):
+    h = harness(proxy_trust=ForwardedPolicy(("127.0.0.1",)))
+    c = connect(h)
+    c.sendall(b"PROXY TCP4 198.18.0.7 127.0.0.1 40000 80\r\n" + GET)
+    h.loop.step()  # one pass: accept, the header, the request, served
+    assert pending(c).endswith(b"\r\n\r\nhello")
+    assert h.conn().remote == ("198.18.0.7", 40000)
+
+
+def test_a_proxy_header_still_to_come_at_accept_is_waited_for_armed(harness):
+    h = harness(proxy_trust=ForwardedPolicy(("127.0.0.1",)), defer_accept=0)
+    c = connect(h)
+    h.loop.step()  # accepted before the header: its first step finds nothing and arms the fd
+    assert h.conn().state is State.PROXY_HEADER and h.conn().polled and pending(c) is None
+    c.sendall(b"PROXY TCP4 198.18.0.7 127.0.0.1 40000 80\r\n" + GET)
+    h.loop.step()
+    assert pending(c).endswith(b"\r\n\r\nhello")
 
 
 def test_a_head_begun_with_the_handshake_is_finished_by_later_reads(harness):

@@ -63,7 +63,7 @@ def hello(ex: Exchange) -> None:
 
 
 class Harness:
-    def __init__(self, handler=hello, **settings) -> None:
+    def __init__(self, handler=hello, proxy_trust=None, **settings) -> None:
         # A connection is accepted when it is made, as with --defer-accept 0: these tests are about what
         # the loop does with a connection that has sent nothing yet (test_loop_accept covers the deferral).
         settings.setdefault("defer_accept", 0)
@@ -73,7 +73,8 @@ class Harness:
         self.clock = FakeClock()
         self.poller = NoWaitPoller()
         self.loop = Loop([self.lsock], Runner(handler, None, None), InlinePool(),
-                         LoopSettings(**settings), poller=self.poller, clock=self.clock)  # fmt: skip
+                         LoopSettings(**settings), poller=self.poller, clock=self.clock,
+                         proxy_trust=proxy_trust)  # fmt: skip
         self.loop.acceptor.start()
         self.clients: list[socket.socket] = []
 
