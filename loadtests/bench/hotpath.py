@@ -207,7 +207,7 @@ def _closing(early: bool = False) -> tuple[Callable[[], None], WorkerStats]:
     close) until the client reads the end of the stream. ``early``: with ``--defer-accept 0``, the loop
     accepts the connection before the client sends (its first read finds nothing and it is armed),
     what most connections went through before TCP_DEFER_ACCEPT."""
-    loop, stats = _loop(LoopSettings(defer_accept=0 if early else 1))
+    loop, stats = _loop(LoopSettings(defer_accept=0) if early else LoopSettings())
     address = loop.acceptor.listeners[0].sock.getsockname()
 
     def one() -> None:
