@@ -162,10 +162,10 @@ class Conn:
             return self.early.popleft()
         return self.h1.next_event()
 
-    def send(self, data: bytes, more: bool = False, hold: bool = False) -> None:
+    def send(self, data: bytes, more: bool = False, hold: bool = False, ends: bool = False) -> None:
         """Queue ``data`` for the client (``OutputQueue.send``); ClientDisconnected marks us broken."""
         try:
-            self.out.send(data, more, hold)
+            self.out.send(data, more, hold, ends)
         except ClientDisconnected:
             self.broken = True
             raise

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, BinaryIO
 from webcluster.worker.handlers.base import copy_file
 from webcluster.worker.http.errors import LocalProtocolError, RemoteProtocolError
 from webcluster.worker.http.events import NEED_DATA, Data, EndOfMessage, Request
-from webcluster.worker.http.state import IDLE
+from webcluster.worker.http.state import IDLE, MUST_CLOSE
 from webcluster.worker.httpdate import http_date
 
 if TYPE_CHECKING:
@@ -331,7 +331,8 @@ class ConnExchange:
         self.bytes_out += len(data)
         self.finished = True
         if out:
-            self._conn.send(out, False, hold)
+            # ends: the response ends the connection (the FIN may ride with it, OutputQueue.send)
+            self._conn.send(out, False, hold, self._conn.h1.cycle.our_state is MUST_CLOSE)
 
     def abort(self) -> None:
         self.aborted = True

@@ -174,8 +174,10 @@ class Leadership:
             self.loop.resume(conn, close)
             return
         # Handed back as from a pool thread: what it held is flushed the usual way (``Loop.resume``),
-        # and a later request of this connection on the pool must not hold.
-        conn.out.holding = False
+        # and a later request of this connection on the pool must not hold. A closing response's last
+        # bytes, sent to wait for the FIN (OutputQueue.send), wait for that pass too: a deposition's
+        # one delay, after a request that already blocked longer than --inline-budget.
+        conn.out.holding = conn.out.on_loop = False
         conn.host.hand_back(conn, close)
         raise Deposed
 

@@ -372,12 +372,16 @@ class Loop:
         # app alone, without the call on every request.
         # Served on this thread, its response may be held till the end of the pass (``handle``).
         if bodiless and not runner.never_on_loop and runner.on_loop(conn):
-            conn.out.holding = self.holds
+            out = conn.out
+            out.holding = self.holds
+            out.on_loop = True
             self.resume(conn, runner.serve_on_loop(conn))
         # No Expect: 100-continue either (its client waits for us), and the leader may serve now
         elif (bodiless and not request.expect_continue and self.lead is not None
               and self.lead.may_inline()):  # fmt: skip
-            conn.out.holding = self.holds
+            out = conn.out
+            out.holding = self.holds
+            out.on_loop = True
             self.lead.serve_inline(conn)  # the leader serves it (worker.leader)
         else:
             if conn.level:  # a pool thread will hold it: no event for it until it is handed back
@@ -409,6 +413,7 @@ class Loop:
         if conn.state is CLOSED:
             return
         out = conn.out
+        out.on_loop = False
         if out.holding:  # served on this thread (``_dispatch``)
             out.holding = False
             # Its response held, in a pass (no pass: at once): written at the pass's end (``handle``).
@@ -439,7 +444,7 @@ class Loop:
         """Write what a thread left: its output, then a file it handed over, then the rest; a slow
         reader of a large file costs a socket and an fd here, not a thread."""
         try:
-            done = conn.out.write_some()
+            done = conn.out.write_some(conn.after_flush is LINGERING)  # closed once written
         except (OSError, LocalProtocolError):  # gone, or the file shrank under us
             self.close(conn)
             return

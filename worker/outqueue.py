@@ -13,6 +13,12 @@ send, after which nothing of the handler or the application runs, only queues it
 it held at the end of its poll pass (``Loop.handle``). The clients then get the responses of one pass
 close together instead of one every few tens of microseconds, which costs both them and us less CPU a
 request (BENCHMARKS.md, thirteenth pass).
+
+A response that ends the connection, served on the loop thread (``on_loop``), has its last bytes sent with
+``MSG_MORE``: the loop closes the connection (or shuts down writing, ``worker.linger``) right after them,
+and the kernel tacks the FIN onto the segment it kept (``tcp_send_fin``), so response and FIN leave as one
+segment and the client answers both with one ACK (BENCHMARKS.md, fifteenth pass). A pool thread's
+response goes out at once: its hand-back to the loop, and so the close, may wait for a poll pass.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ class OutputQueue:
     """Bytes, an optional file (fd, offset, left) and the bytes queued after it, in wire order."""
 
     __slots__ = ("sock", "send_timeout", "clock", "buf", "file_fd", "file_off", "file_left",
-                 "tail", "sent_at", "holding")  # fmt: skip
+                 "tail", "sent_at", "holding", "on_loop")  # fmt: skip
 
     def __init__(self, sock, send_timeout: float, clock: Callable[[], float]) -> None:
         self.sock = sock  # a socket or a worker.tls.TLSStream
@@ -56,17 +62,23 @@ class OutputQueue:
         # The loop thread serves the request now and writes held output at the end of its pass (see the
         # module docstring); a pool thread never holds.
         self.holding = False
+        # The loop thread serves the request now: a close would follow its response at once.
+        self.on_loop = False
 
     # ---- pool thread ---------------------------------------------------------------------
-    def send(self, data: bytes, more: bool = False, hold: bool = False) -> None:
+    def send(self, data: bytes, more: bool = False, hold: bool = False, ends: bool = False) -> None:
         """Queue ``data`` and write what the socket takes now; wait only above the high watermark.
 
         ``more``: a file follows at once, so the kernel may hold a partial segment (MSG_MORE). ``hold``:
-        the response's last bytes; while ``holding``, a small one is only queued, for the loop to write
-        at the end of its pass."""
-        if hold and self.holding and len(data) <= HOLD_MAX and not self.file_left:
-            self.buf += data
-            return
+        the response's last bytes, nothing of the application runs after them; while ``holding``, a small
+        one is only queued, for the loop to write at the end of its pass. ``ends``: they end the
+        connection; ``on_loop``, the close follows at once, so they wait for its FIN (MSG_MORE)."""
+        if hold:
+            if self.holding and len(data) <= HOLD_MAX and not self.file_left:
+                self.buf += data
+                return
+            if ends and self.on_loop:
+                more = True
         if self.file_left:  # behind a file the loop will send: keep the order
             if self.tail is None:
                 self.tail = bytearray()
@@ -147,14 +159,19 @@ class OutputQueue:
     def __bool__(self) -> bool:
         return bool(self.buf or self.file_left or self.tail)
 
-    def write_some(self) -> bool:
+    def write_some(self, ends: bool = False) -> bool:
         """Write, in order, bytes, file and what followed it, as far as the socket takes them now; True
-        once all is written. Raises OSError when the client is gone (LocalProtocolError: file shrank)."""
+        once all is written. Raises OSError when the client is gone (LocalProtocolError: file shrank).
+        ``ends``: the loop closes the connection once all is written, so the last bytes (none behind
+        them) wait for its FIN (MSG_MORE, see the module docstring)."""
         while True:
             buf = self.buf
             if buf:
                 try:
-                    del buf[: self.sock.send(buf)]
+                    if ends and not self.file_left and not self.tail:
+                        del buf[: self.sock.send(buf, socket.MSG_MORE)]
+                    else:
+                        del buf[: self.sock.send(buf)]
                 except BlockingIOError:
                     return False
                 if buf:

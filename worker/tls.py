@@ -201,8 +201,9 @@ class TLSStream:
             data = b"".join(parts)
         return data
 
-    def send(self, data) -> int:
-        """Encrypt and send; all of ``data`` or ``BlockingIOError``.
+    def send(self, data, flags: int = 0) -> int:
+        """Encrypt and send; all of ``data`` or ``BlockingIOError``. ``flags`` (``MSG_MORE``, a hint that
+        more follows) are ignored: a TLS record goes out whole, and SSLSocket refuses flags.
 
         Without partial-write mode SSL_write either takes everything or asks to be called again with the
         same bytes; CPython sets SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER, so a retry with the same buffer,

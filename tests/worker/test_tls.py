@@ -309,6 +309,19 @@ def test_keep_alive_and_url_scheme_over_tls(pki):
         assert srv.loop.can_sendfile is False
 
 
+def test_a_closing_response_served_on_the_loop_over_tls(pki):
+    """The loop sends a closing response's last bytes with MSG_MORE, to go out with the FIN
+    (``OutputQueue.send``); a TLS stream ignores the flag, as SSLSocket refuses flags."""
+
+    def whole(ex: Exchange) -> None:
+        ex.start_response(200, "OK", [("Content-Length", "2")])
+        ex.finish(b"ok", True)  # nothing runs after it: sent with MSG_MORE when the response closes
+
+    with serve_tls(whole, pki) as srv:
+        for _ in range(3):
+            assert srv.get() == (200, b"ok")
+
+
 def test_pipelined_requests_over_tls(pki):
     with serve_tls(hello, pki) as srv, srv.connect() as c:
         c.sendall(b"".join(b"GET /p%d HTTP/1.1\r\nHost: x\r\n\r\n" % i for i in range(20)))
