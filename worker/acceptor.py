@@ -48,6 +48,11 @@ class Listener:
             # wrk -c64 on loopback): a recv that finds nothing, an epoll entry and a later event each,
             # 15 % more instructions for a `Connection: close` request (BENCHMARKS.md, fourteenth pass).
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_DEFER_ACCEPT, defer_accept)
+            # Delayed ACKs from the first segment (HAProxy's HTTP listeners do the same; accepted sockets
+            # inherit it): a complete request's ACK then rides with its response instead of costing a
+            # segment of its own. The loop turns quick ACKs back on for a connection it waits on for more
+            # of a request (``Conn.want_more``), so a client with Nagle on is not held ~40 ms for it.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 0)
         sock.setblocking(False)
 
     def accept(self) -> tuple[socket.socket, object]:

@@ -110,6 +110,15 @@ class Conn:
         self.body_base = 0  # bytes_in at body_start, minus body bytes already buffered then
         self.proxy: ProxyReader | None = None  # set while a PROXY header is awaited
 
+    def want_more(self) -> None:
+        """More of the request is to come: ACK at once again (TCP_QUICKACK). Connections start with
+        delayed ACKs (``worker.acceptor``), and a client with Nagle on sends its next small segment only
+        once the last one is ACKed: a delayed ACK would hold it for up to 40 ms."""
+        try:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)
+        except OSError:  # not TCP (a unix socket)
+            pass
+
     def use_socket(self, sock: socket.socket | TLSStream) -> None:
         """Loop: the TLS handshake wrapped the socket; every later read and write goes through ``sock``."""
         self.sock = self.out.sock = sock

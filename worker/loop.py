@@ -317,12 +317,15 @@ class Loop:
         if type(event) is Request:
             self.host.begin_request(conn)
             if event.chunked or event.content_length:  # maybe a body to pre-read (_start_body)
+                if event.chunked or event.content_length > len(conn.h1.buf):
+                    conn.want_more()  # more of its body is to come
                 self._start_body(conn)
             else:  # the usual request: nothing to pre-read
                 self._dispatch(conn)
         elif event is NEED_DATA:
             if first:
                 self.enter(conn, READING, self.timeouts.header)
+                conn.want_more()  # the rest of the head is to come
             if not conn.level:
                 self.arm(conn, READ | ONESHOT)
         elif type(event) is ConnectionClosed:

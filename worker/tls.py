@@ -172,6 +172,10 @@ class TLSStream:
         """The wrapped socket (peer certificate, cipher, version)."""
         return self._sock
 
+    def setsockopt(self, level: int, option: int, value: int) -> None:
+        """A TCP option on the connection under the TLS layer (``Conn.want_more``)."""
+        self._sock.setsockopt(level, option, value)
+
     def do_handshake(self) -> None:
         """One non-blocking step; ``BlockingIOError`` / ``WantWrite`` ask for readable / writable."""
         try:

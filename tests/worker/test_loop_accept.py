@@ -113,6 +113,65 @@ def test_defer_accept_leaves_a_unix_listener_alone(tmp_path):
         assert Listener(sock, 1).tcp is False
 
 
+def quick_acks(sock: socket.socket) -> bool:
+    """Whether the kernel ACKs this socket's incoming segments at once (Linux reports TCP_QUICKACK as
+    "not in delayed-ACK (ping-pong) mode")."""
+    return bool(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK))
+
+
+def test_tcp_listeners_start_connections_with_delayed_acks():
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        assert quick_acks(sock)  # the kernel's default
+        Listener(sock, 0)
+        assert not quick_acks(sock)
+        with socket.create_connection(sock.getsockname()) as c:
+            c.sendall(GET)
+            accepted, _ = sock.accept()
+            with accepted:  # inherited: a complete request's ACK waits to ride with the response
+                assert not quick_acks(accepted)
+
+
+class AckModes:
+    """Records, while it answers, whether its connection's socket ACKs at once."""
+
+    def __init__(self) -> None:
+        self.h: Harness | None = None
+        self.seen: list[bool] = []
+
+    def __call__(self, ex: Exchange) -> None:
+        self.seen.append(quick_acks(self.h.conn().sock))
+        ex.start_response(200, "OK", [("Content-Length", "2")])
+        ex.finish(b"ok", True)
+
+
+@pytest.mark.parametrize(
+    "first, rest, quick",
+    [
+        (GET, b"", False),  # the whole request came with the connection
+        (GET[:10], GET[10:], True),  # the rest of the head is to come
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbody", b"", False),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\nbo", b"dy", True),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n", b"0\r\n\r\n", True),
+    ],
+)
+def test_a_connection_waited_on_for_more_of_its_request_acks_at_once(harness, first, rest, quick):
+    """HAProxy's rule: delayed ACKs only while the whole request is known to be here. A client with
+    Nagle on holds its next small segment until the last one is ACKed, so the loop turns quick ACKs
+    back on (``Conn.want_more``) when it waits for more of a head or a body."""
+    app = AckModes()
+    h = app.h = harness(handler=app)
+    c = connect(h)
+    c.sendall(first)
+    h.loop.step()
+    if rest:
+        assert app.seen == [] and quick_acks(h.conn().sock) is quick
+        # Nagle is on for this client: with our ACK delayed, this would stay in its send queue (~40 ms)
+        c.sendall(rest)
+        h.loop.step()  # so one pass, at once, gets it
+    assert app.seen == [quick]
+    assert pending(c).endswith(b"\r\n\r\nok")
+
+
 def test_a_proxy_header_and_request_in_one_segment_are_served_at_accept(harness):
     h = harness(proxy_trust=ForwardedPolicy(("127.0.0.1",)))
     c = connect(h)
@@ -133,6 +192,8 @@ def test_a_proxy_header_still_to_come_at_accept_is_waited_for_armed(harness):
 
 
 def test_a_head_begun_with_the_handshake_is_finished_by_later_reads(harness):
+    # The client has Nagle on: its second segment goes out at once only because the first was ACKed at
+    # once (``Conn.want_more``; test_a_connection_waited_on_for_more_of_its_request_acks_at_once)
     h = harness(header_timeout=10.0)
     c = connect(h)
     c.sendall(GET[:10])
