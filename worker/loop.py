@@ -517,7 +517,7 @@ class Loop:
             # (``Poller.forget``), under an fd number a new connection may get: take it out first.
             conn.level = False
             self.poller.unregister(conn.fd)
-        elif conn.polled:  # never in the epoll set (answered and closed at accept): nothing to forget
+        elif conn.polled:  # else never in the set (closed at accept): nothing to forget
             self.poller.forget(conn.fd)  # the close below takes it out of the epoll set
         if conn.out.file_fd >= 0:  # a file left unsent (drop_file's own test, without the call)
             conn.out.drop_file()
