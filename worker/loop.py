@@ -317,8 +317,6 @@ class Loop:
         if type(event) is Request:
             self.host.begin_request(conn)
             if event.chunked or event.content_length:  # maybe a body to pre-read (_start_body)
-                if event.chunked or event.content_length > len(conn.h1.buf):
-                    conn.want_more()  # more of its body is to come
                 self._start_body(conn)
             else:  # the usual request: nothing to pre-read
                 self._dispatch(conn)
@@ -338,7 +336,10 @@ class Loop:
         """A head is complete: read a body of up to ``body_preread`` bytes here before a thread is given
         to the request (slow-body attacks then hold a socket, not a thread). The pre-read must finish
         within --body-timeout in total and keep --body-min-rate."""
-        if not reads_body_first(conn.h1.request):
+        request = conn.h1.request
+        if request.chunked or request.content_length > len(conn.h1.buf):
+            conn.want_more()  # more of its body is to come, read here or by a thread
+        if not reads_body_first(request):
             self._dispatch(conn)
             return
         now = self.clock()
